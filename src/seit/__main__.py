@@ -1,0 +1,3 @@
+from seit.cli import main
+
+raise SystemExit(main())

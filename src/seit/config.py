@@ -1,0 +1,123 @@
+"""Typed configs and their one-to-one mapping onto command-line flags.
+
+Every job is described by a dataclass. The CLI is generated from it (one flag per field, the field's
+``help`` metadata as help text, its default shown), and the same dataclass is saved inside the
+checkpoints and manifests the job writes, so a run can be reproduced from its artefacts.
+
+Field metadata understood here:
+  help     text for ``--help``
+  aliases  extra flag spellings (e.g. the reference code's own flags)
+  choices  allowed values
+  positional  the field is a positional argument
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
+    """A dataclass field carrying its CLI help (and optional aliases/choices/positional)."""
+    kwargs: dict[str, Any] = {"metadata": {"help": help, **meta}}
+    if isinstance(default, list | dict | set):
+        kwargs["default_factory"] = lambda d=default: type(d)(d)
+    elif default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return dataclasses.field(**kwargs)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per field of ``cls`` to ``parser``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp, _ = _unwrap_optional(hints[f.name])
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        help_text = meta.get("help", "")
+        if not required and default is not None and tp is not bool:
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"help": help_text, "dest": f.name}
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        if meta.get("positional"):
+            kwargs.pop("dest")
+            elem = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+            nargs = "+" if typing.get_origin(tp) is list else None
+            if not required:
+                nargs = "*" if nargs == "+" else "?"
+                kwargs["default"] = default
+            parser.add_argument(f.name, type=elem, nargs=nargs, metavar=f.name.upper(), **kwargs)
+            continue
+        names = [_flag(f.name), *meta.get("aliases", ())]
+        if tp is bool:
+            kwargs["help"] = help_text + (" (default: on)" if default else "")
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+        elif typing.get_origin(tp) in (list, tuple):
+            elem = typing.get_args(tp)[0]
+            parser.add_argument(*names, type=elem, nargs="+", default=default, required=required, **kwargs)
+        else:
+            parser.add_argument(
+                *names,
+                type=tp,
+                default=default,
+                required=required,
+                metavar=meta.get("metavar", tp.__name__.upper() if isinstance(tp, type) else None),
+                **kwargs,
+            )
+
+
+def from_args(cls: type[T], ns: argparse.Namespace) -> T:
+    """Build ``cls`` from the parsed namespace (fields absent from the namespace keep defaults)."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if typing.get_origin(_unwrap_optional(hints[name])[0]) is tuple and isinstance(value, list):
+            values[name] = tuple(value)
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (possibly nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config saved by :func:`to_dict`; unknown keys are an error naming them."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        tp, _ = _unwrap_optional(hints[key])
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = from_dict(tp, value)
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)

@@ -1,0 +1,5 @@
+"""The one exception family the CLI prints as a clear message (no traceback)."""
+
+
+class SeitError(Exception):
+    """Bad input or state the user can fix; the message names the file and the fix."""

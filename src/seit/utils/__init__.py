@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic files, torch.distributed setup, progress bars, safe loading."""

@@ -1,0 +1,61 @@
+"""Loading and saving weights without unpickling untrusted code.
+
+Our own model weights are safetensors; training checkpoints are ``torch.save`` dicts of tensors and
+plain values, read back with ``weights_only=True``. Foreign pickles (SeiT's released modules) go through
+:mod:`seit.interop.legacy` and only with an explicit opt-in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from seit.errors import SeitError
+from seit.utils.io import atomic_open, atomic_write_bytes
+
+
+class CheckpointError(SeitError):
+    """A checkpoint file that cannot be read as asked; the message names the file and the fix."""
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; a pickle needing code gets an error with the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError or RuntimeError depending on the content
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot be loaded safely (weights_only=True): {msg}. If this is SeiT's released "
+            "pickled tokenizer module and you trust its source, load it with --allow-legacy-pickle "
+            "(seit.interop.legacy), which admits only an allow-list of known classes."
+        ) from e
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def save_weights(
+    state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
+    """Save a state dict as safetensors, atomically (tensors made contiguous and unshared)."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return safetensors.torch.load_file(str(path), device=device)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e

@@ -1,0 +1,50 @@
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from seit.config import add_dataclass_args, field, from_args, from_dict, to_dict
+
+
+@dataclass
+class Inner:
+    width: int = field(8, help="width")
+
+
+@dataclass
+class Job:
+    data: str = field(help="input", positional=True)
+    lr: float = field(1e-3, help="learning rate")
+    epochs: int = field(3, help="epochs", aliases=("--num-epochs",))
+    amp: bool = field(True, help="mixed precision")
+    crop: tuple[int, ...] = field((28, 28), help="crop size")
+    model: str = field("tiny", help="model", choices=("tiny", "small"))
+    resume: str | None = field(None, help="checkpoint")
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, Job)
+    return from_args(Job, p.parse_args(argv))
+
+
+def test_flags_map_onto_fields_with_defaults():
+    job = _parse(["DATA"])
+    assert job == Job(data="DATA")
+    job = _parse(
+        ["D", "--lr", "0.5", "--num-epochs", "7", "--no-amp", "--crop", "14", "14", "--model", "small"]
+    )
+    assert (job.lr, job.epochs, job.amp, job.crop, job.model) == (0.5, 7, False, (14, 14), "small")
+
+
+def test_bad_choice_is_rejected():
+    with pytest.raises(SystemExit):
+        _parse(["D", "--model", "huge"])
+
+
+def test_dict_roundtrip_and_unknown_keys():
+    job = Job(data="x", crop=(7, 7))
+    assert from_dict(Job, to_dict(job)) == job
+    assert from_dict(Job, {**to_dict(job), "crop": [7, 7]}).crop == (7, 7)
+    with pytest.raises(ValueError, match="typo"):
+        from_dict(Job, {"data": "x", "typo": 1})

@@ -1,0 +1,35 @@
+import os
+
+import pytest
+import torch
+
+from seit.utils.io import atomic_open, atomic_write_json, sha256_file
+from seit.utils.serialization import CheckpointError, load_weights, safe_torch_load, save_weights
+
+
+def test_atomic_open_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as f:
+        f.write("partial")
+        raise RuntimeError("crash")
+    assert target.read_text().strip().startswith("{")
+    assert os.listdir(tmp_path) == ["a.json"]  # no temporary left behind
+    assert len(sha256_file(target)) == 64
+
+
+def test_weights_roundtrip_and_safe_load_refuses_code(tmp_path):
+    sd = {"w": torch.arange(6.0).view(2, 3), "b": torch.zeros(2)}
+    save_weights(sd, tmp_path / "m.safetensors", metadata={"arch": "x"})
+    back = load_weights(tmp_path / "m.safetensors")
+    assert torch.equal(back["w"], sd["w"])
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match=r"evil\.pth"):
+        safe_torch_load(tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="no such file"):
+        safe_torch_load(tmp_path / "missing.pth")
