@@ -31,9 +31,7 @@ def _parse(argv):
 def test_flags_map_onto_fields_with_defaults():
     job = _parse(["DATA"])
     assert job == Job(data="DATA")
-    job = _parse(
-        ["D", "--lr", "0.5", "--num-epochs", "7", "--no-amp", "--crop", "14", "14", "--model", "small"]
-    )
+    job = _parse(["D", "--lr", "0.5", "--num-epochs", "7", "--no-amp", "--crop", "14", "14", "--model", "small"])
     assert (job.lr, job.epochs, job.amp, job.crop, job.model) == (0.5, 7, False, (14, 14), "small")
 
 

@@ -39,9 +39,7 @@ def init_distributed(device: str | None = None, timeout_s: int = 1800) -> DistIn
         use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
-        )
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
