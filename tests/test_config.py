@@ -20,6 +20,7 @@ class Job:
     crop: tuple[int, ...] = field((28, 28), help="crop size")
     model: str = field("tiny", help="model", choices=("tiny", "small"))
     resume: str | None = field(None, help="checkpoint")
+    inner: Inner = field(Inner, help="inner options")
 
 
 def _parse(argv):
@@ -33,6 +34,7 @@ def test_flags_map_onto_fields_with_defaults():
     assert job == Job(data="DATA")
     job = _parse(["D", "--lr", "0.5", "--num-epochs", "7", "--no-amp", "--crop", "14", "14", "--model", "small"])
     assert (job.lr, job.epochs, job.amp, job.crop, job.model) == (0.5, 7, False, (14, 14), "small")
+    assert _parse(["D", "--width", "3"]).inner == Inner(width=3)
 
 
 def test_bad_choice_is_rejected():
@@ -41,7 +43,7 @@ def test_bad_choice_is_rejected():
 
 
 def test_dict_roundtrip_and_unknown_keys():
-    job = Job(data="x", crop=(7, 7))
+    job = Job(data="x", crop=(7, 7), inner=Inner(width=2))
     assert from_dict(Job, to_dict(job)) == job
     assert from_dict(Job, {**to_dict(job), "crop": [7, 7]}).crop == (7, 7)
     with pytest.raises(ValueError, match="typo"):

@@ -14,6 +14,7 @@ Field metadata understood here:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -25,8 +26,10 @@ T = TypeVar("T")
 def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
     """A dataclass field carrying its CLI help (and optional aliases/choices/positional)."""
     kwargs: dict[str, Any] = {"metadata": {"help": help, **meta}}
-    if isinstance(default, list | dict | set):
-        kwargs["default_factory"] = lambda d=default: type(d)(d)
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        kwargs["default_factory"] = default  # a nested config: pass its class, get its defaults
+    elif isinstance(default, list | dict | set):
+        kwargs["default_factory"] = lambda d=default: copy.deepcopy(d)
     elif default is not dataclasses.MISSING:
         kwargs["default"] = default
     return dataclasses.field(**kwargs)
@@ -45,13 +48,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per field of ``cls`` to ``parser``."""
+def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
+    """Add one flag per field of ``cls`` to ``parser``; a nested config gets its own argument group."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         tp, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            title = f.metadata.get("help") or f.name
+            add_dataclass_args(parser.add_argument_group(title), tp)
+            continue
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -92,8 +99,14 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def from_args(cls: type[T], ns: argparse.Namespace) -> T:
     """Build ``cls`` from the parsed namespace (fields absent from the namespace keep defaults)."""
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
     hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        tp = _unwrap_optional(hints[f.name])[0]
+        if f.init and dataclasses.is_dataclass(tp):
+            values[f.name] = from_args(tp, ns)
+        elif f.init and hasattr(ns, f.name):
+            values[f.name] = getattr(ns, f.name)
     for name, value in values.items():
         if typing.get_origin(_unwrap_optional(hints[name])[0]) is tuple and isinstance(value, list):
             values[name] = tuple(value)
