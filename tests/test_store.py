@@ -8,6 +8,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import zstandard
 
 import seit
 from seit.store import (
@@ -396,11 +397,18 @@ def test_store_reads_from_an_fsspec_url(tmp_path):
         fs.rm("/remote-store", recursive=True)
 
 
-def test_trailer_is_the_documented_32_bytes(tmp_path):
-    write_store(tmp_path / "s")
+def test_shard_layout_is_the_documented_one(tmp_path):
+    _, labels, keys = write_store(tmp_path / "s")
     data = (tmp_path / "s" / shard_files(tmp_path / "s")[0]).read_bytes()
-    magic, n, payload, _, size, _ = TRAILER.unpack(data[-32:])
+    magic, n, payload, label_bytes, key_bytes, size, _ = TRAILER.unpack(data[-40:])
     manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())["shards"][0]
     assert (magic, n, payload, size) == (b"SEITSHD1", manifest["samples"], manifest["payload_bytes"], 2)
-    offsets = np.frombuffer(data, "<u4", n + 1, payload + (-payload % 8))
-    assert offsets[0] == 0 and offsets[-1] == payload
+    start = payload + (-payload % 8)
+    offsets = np.frombuffer(data, "<u4", n + 1, start)
+    assert offsets[0] == 0 and offsets[-1] == payload and np.all(np.diff(offsets) == 32)  # raw: 16 ids x 2 bytes
+    pos = start + 4 * (n + 1)
+    stored_labels = np.frombuffer(zstandard.decompress(data[pos : pos + label_bytes]), "<i2")
+    np.testing.assert_array_equal(stored_labels, labels[:n])
+    pos += label_bytes
+    assert zstandard.decompress(data[pos : pos + key_bytes]).decode().split("\n") == keys[:n]
+    assert pos + key_bytes + TRAILER.size == len(data) == manifest["bytes"]

@@ -8,11 +8,11 @@ file the current manifest still names.
 A shard file is the encoded samples back to back, then a compact index, then a fixed-size trailer::
 
     payload   P bytes            sample j = payload[offsets[j]:offsets[j+1]]
-    padding   (-P) % 8 zeros     so the arrays below are aligned
-    offsets   uint32 LE [n+1]    offsets[0] = 0, offsets[n] = P
-    labels    int16|int32 LE [n] class id, -1 for unlabelled
+    padding   (-P) % 8 zeros     so the offsets are aligned
+    offsets   uint32 LE [n+1]    offsets[0] = 0, offsets[n] = P (read in place: O(1) random access)
+    labels    L bytes            one zstd frame of int16|int32 LE [n], the class ids (-1: unlabelled)
     keys      K bytes            one zstd frame of the UTF-8 keys joined by "\\n"
-    trailer   32 bytes           magic, n, P, K, label item size (see TRAILER)
+    trailer   40 bytes           magic, n, P, L, K, label item size, 0 (see TRAILER)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zstandard
 
 from seit.store.errors import StoreError
 
@@ -31,8 +32,9 @@ PART_FORMAT_NAME = "seit-token-store-part"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_MAGIC = b"SEITSHD1"
-# magic, samples n, payload bytes P, keys bytes K, label item size (2 or 4), reserved (0)
-TRAILER = struct.Struct("<8sQQIHH")
+# magic, samples n, payload bytes P, labels bytes L, keys bytes K, label item size (2 or 4), reserved (0)
+TRAILER = struct.Struct("<8sQQIIII")
+INDEX_ZSTD_LEVEL = 12
 MAX_PAYLOAD = (1 << 32) - 1  # offsets are uint32
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -68,6 +70,7 @@ class ShardLayout:
 
     samples: int
     payload_bytes: int
+    labels_bytes: int
     keys_bytes: int
     label_size: int
 
@@ -81,7 +84,7 @@ class ShardLayout:
 
     @property
     def keys_start(self) -> int:
-        return self.labels_start + self.label_size * self.samples
+        return self.labels_start + self.labels_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -92,30 +95,58 @@ class ShardLayout:
         return np.dtype("<i2" if self.label_size == 2 else "<i4")
 
 
-def encode_index(offsets: np.ndarray, labels: np.ndarray, keys_blob: bytes) -> bytes:
+def encode_index(offsets: np.ndarray, labels: np.ndarray, keys: list[str]) -> bytes:
     """Everything after the payload: padding, offsets, labels, keys and trailer."""
     n = len(labels)
     payload = int(offsets[-1])
+    zstd = zstandard.ZstdCompressor(level=INDEX_ZSTD_LEVEL)
     size = label_itemsize(labels)
-    layout = ShardLayout(n, payload, len(keys_blob), size)
+    labels_blob = zstd.compress(np.asarray(labels).astype("<i2" if size == 2 else "<i4").tobytes())
+    keys_blob = zstd.compress("\n".join(keys).encode())
+    layout = ShardLayout(n, payload, len(labels_blob), len(keys_blob), size)
     parts = [
         b"\0" * (layout.offsets_start - payload),
         np.asarray(offsets, dtype="<u4").tobytes(),
-        np.asarray(labels).astype(layout.label_dtype).tobytes(),
+        labels_blob,
         keys_blob,
-        TRAILER.pack(SHARD_MAGIC, n, payload, len(keys_blob), size, 0),
+        TRAILER.pack(SHARD_MAGIC, n, payload, len(labels_blob), len(keys_blob), size, 0),
     ]
     return b"".join(parts)
+
+
+def _unzstd(blob: bytes | memoryview, what: str, where: str) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(bytes(blob))
+    except zstandard.ZstdError as e:
+        raise StoreError(f"{where}: corrupt {what} ({e}); re-copy the store") from None
+
+
+def decode_labels(blob: bytes | memoryview, layout: ShardLayout, where: str) -> np.ndarray:
+    raw = _unzstd(blob, "label list", where)
+    if len(raw) != layout.samples * layout.label_size:
+        raise StoreError(f"{where}: label list holds {len(raw)} bytes for {layout.samples} samples (corrupt shard)")
+    return np.frombuffer(raw, dtype=layout.label_dtype)
+
+
+def decode_keys(blob: bytes | memoryview, samples: int, where: str) -> list[str]:
+    try:
+        text = _unzstd(blob, "key list", where).decode()
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{where}: corrupt key list ({e}); re-copy the store") from None
+    keys = text.split("\n") if samples else []
+    if len(keys) != samples:
+        raise StoreError(f"{where}: key list holds {len(keys)} keys for {samples} samples (corrupt shard)")
+    return keys
 
 
 def parse_trailer(trailer: bytes, where: str, expect_samples: int, expect_payload: int, file_bytes: int) -> ShardLayout:
     """Check a shard's trailer against its manifest entry and the file's real size."""
     if len(trailer) != TRAILER.size:
         raise StoreError(f"{where}: shard is {file_bytes} bytes, too short for its trailer (truncated file?)")
-    magic, n, payload, keys, size, _ = TRAILER.unpack(trailer)
+    magic, n, payload, labels, keys, size, _ = TRAILER.unpack(trailer)
     if magic != SHARD_MAGIC:
         raise StoreError(f"{where}: not a seit shard or truncated/corrupted (bad trailer magic {magic!r})")
-    layout = ShardLayout(n, payload, keys, size)
+    layout = ShardLayout(n, payload, labels, keys, size)
     if size not in (2, 4) or (n, payload) != (expect_samples, expect_payload) or layout.total_bytes != file_bytes:
         raise StoreError(
             f"{where}: trailer says {n} samples / {payload} payload bytes in {layout.total_bytes} bytes, the "

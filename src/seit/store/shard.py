@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zstandard
 
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import TRAILER, check_offsets, encode_index, parse_trailer
+from seit.store.format import TRAILER, check_offsets, decode_keys, decode_labels, encode_index, parse_trailer
 from seit.utils.io import atomic_open
 
-KEYS_ZSTD_LEVEL = 12
 MAX_FETCH_BYTES = 64 << 20  # bound on the bytes one remote fetch round holds in memory
 
 
@@ -50,8 +48,7 @@ class ShardWriter:
 
     def commit(self) -> dict[str, Any]:
         """Write the index and trailer, fsync, rename; returns the shard's manifest entry."""
-        keys_blob = zstandard.ZstdCompressor(level=KEYS_ZSTD_LEVEL).compress("\n".join(self._keys).encode())
-        tail = encode_index(np.asarray(self._offsets, dtype=np.int64), np.asarray(self._labels), keys_blob)
+        tail = encode_index(np.asarray(self._offsets, dtype=np.int64), np.asarray(self._labels), self._keys)
         self._file.write(tail)
         self._sha.update(tail)
         self._target.__exit__(None, None, None)
@@ -65,17 +62,6 @@ class ShardWriter:
 
     def discard(self) -> None:
         self._target.__exit__(_Discarded, _Discarded(), None)
-
-
-def decode_keys(blob: bytes | memoryview, samples: int, where: str) -> list[str]:
-    try:
-        text = zstandard.ZstdDecompressor().decompress(bytes(blob)).decode()
-    except (zstandard.ZstdError, UnicodeDecodeError) as e:
-        raise StoreError(f"{where}: corrupt key list ({e}); re-copy the store") from None
-    keys = text.split("\n") if samples else []
-    if len(keys) != samples:
-        raise StoreError(f"{where}: key list holds {len(keys)} keys for {samples} samples (corrupt shard)")
-    return keys
 
 
 def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int) -> list[tuple[int, int, int, int]]:
@@ -122,11 +108,10 @@ class ShardReader:
         else:
             tail = memoryview(files.read_ranges(self.name, [payload], [size])[0])
         self.layout = parse_trailer(bytes(tail[-TRAILER.size :]), self.where, entry["samples"], payload, size)
-        n, base = self.layout.samples, payload
-        index = tail[self.layout.offsets_start - base : self.layout.keys_start - base]
-        self.offsets = np.frombuffer(index, dtype="<u4", count=n + 1)
-        self.labels = np.frombuffer(index, dtype=self.layout.label_dtype, count=n, offset=4 * (n + 1))
-        self._keys_blob = tail[self.layout.keys_start - base : len(tail) - TRAILER.size]
+        lay, base = self.layout, payload
+        self.offsets = np.frombuffer(tail, dtype="<u4", count=lay.samples + 1, offset=lay.offsets_start - base)
+        self.labels = decode_labels(tail[lay.labels_start - base : lay.keys_start - base], lay, self.where)
+        self._keys_blob = tail[lay.keys_start - base : len(tail) - TRAILER.size]
         self._keys: list[str] | None = None
         check_offsets(self.offsets, payload, self.where)
         self.verified = not verify
