@@ -153,7 +153,8 @@ def test_writer_rejects_bad_samples_without_losing_the_good_ones(tmp_path):
         ((np.zeros((1, 4, 4)), [0], ["x"]), "must be integers"),
         ((np.zeros((1, 4, 4), int), [10], ["x"]), "labels in"),
         ((np.zeros((1, 4, 4), int), [0], ["a\nb"]), "newlines"),
-        ((np.zeros((2, 4, 4), int), [0], ["x"]), "must match"),
+        ((np.zeros((2, 4, 4), int), [0], ["x"]), r"expected \[B, \*grid_shape\]"),
+        ((np.zeros((1, 4, 4), int), 0, ["x"]), "labels \\[\\]"),
     ]
     for args, message in bad_cases:
         with pytest.raises(StoreError, match=message):

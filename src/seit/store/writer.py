@@ -240,8 +240,11 @@ class StoreWriter:
             raise StoreError(
                 f"ids batch has sample shape {list(ids.shape[1:])}, the store holds {list(self.grid_shape)}"
             )
-        if not (len(ids) == len(labels) == len(keys)) or labels.ndim != 1:
-            raise StoreError(f"got {len(ids)} samples, {len(labels)} labels and {len(keys)} keys; they must match")
+        if labels.ndim != 1 or not (len(ids) == len(labels) == len(keys)):
+            raise StoreError(
+                f"got ids {list(ids.shape)}, labels {list(labels.shape)} and {len(keys)} keys; "
+                "expected [B, *grid_shape], [B] and B keys"
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise StoreError(f"ids in [{ids.min()}, {ids.max()}], outside the codebook of size {self.codebook_size}")
         if labels.size:
