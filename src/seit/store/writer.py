@@ -109,6 +109,7 @@ class StoreWriter:
             kind: None if arr is None else check_array(kind, arr, self.codebook_size)
             for kind, arr in zip(KINDS, (codebook, synonyms))
         }
+        self._arrays_entries: dict[str, dict[str, Any] | None] = {}
         self._codec: Codec | None = None
         self._codec_entry: dict[str, Any] | None = None
         self._buffer: list[tuple[np.ndarray, int, str]] = []
