@@ -1,4 +1,5 @@
-"""The SeiT token release layout (``X-token.data.bin.gz`` + ``X-token.index.npy.gz`` + ``X-label.txt``).
+"""The SeiT token release layout (``X-token.data.bin.gz`` + ``X-token.index.npy.gz`` + ``X-label.txt``,
+with ``codebook.ckpt`` and ``synonyms.json``): read directly, and convert to and from token stores.
 
 Byte stream: every image's ids in raster order; an id below 255 is one byte, an id from 255 to 509 is
 two bytes (255, id - 255). The index holds N+1 int64 byte offsets into the decompressed stream.
@@ -6,11 +7,23 @@ two bytes (255, id - 255). The index holds N+1 int64 byte offsets into the decom
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gzip
+import io
+import json
+import math
+import os
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from seit.store.errors import StoreError
+from seit.store.reader import TokenStore
+from seit.store.writer import StoreWriter
+from seit.utils.io import atomic_open, atomic_write_bytes
+from seit.utils.serialization import atomic_torch_save, safe_torch_load
 
 ESCAPE = 255
 MAX_ID = 2 * ESCAPE - 1  # 509: the largest id the two-byte form can hold
@@ -54,3 +67,279 @@ def decode_sample(data: bytes | memoryview, numel: int) -> np.ndarray:
     if values.size != numel:
         raise StoreError(f"SeiT token stream: sample decodes to {values.size} ids, expected {numel}")
     return values
+
+
+# ---- files of the release -----------------------------------------------------------------------------
+TOKENS_SUFFIX = "-token.data.bin.gz"
+INDEX_SUFFIX = "-token.index.npy.gz"
+LABELS_SUFFIX = "-label.txt"
+CODEBOOK_FILE = "codebook.ckpt"
+SYNONYMS_FILE = "synonyms.json"
+
+
+def release_paths(prefix: str | os.PathLike) -> dict[str, Path]:
+    """``PREFIX-token.data.bin.gz``, ``PREFIX-token.index.npy.gz``, ``PREFIX-label.txt`` and, in the same
+    directory, ``codebook.ckpt`` and ``synonyms.json``."""
+    prefix = os.fspath(prefix)
+    directory = Path(prefix).parent
+    return {
+        "tokens": Path(prefix + TOKENS_SUFFIX),
+        "index": Path(prefix + INDEX_SUFFIX),
+        "labels": Path(prefix + LABELS_SUFFIX),
+        "codebook": directory / CODEBOOK_FILE,
+        "synonyms": directory / SYNONYMS_FILE,
+    }
+
+
+def index_path_for(tokens: str | os.PathLike) -> Path:
+    """The index file beside a token file, named as the reference code derives it."""
+    return Path(os.fspath(tokens).replace("data.bin", "index.npy"))
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        return gzip.decompress(path.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise StoreError(f"{path}: not a complete gzip file ({e}); re-download it") from None
+
+
+def read_index(path: str | os.PathLike) -> np.ndarray:
+    """The N+1 byte offsets (int64) of ``X-token.index.npy.gz``."""
+    path = Path(path)
+    try:
+        offsets = np.load(io.BytesIO(_gunzip(path)), allow_pickle=False)
+    except ValueError as e:
+        raise StoreError(f"{path}: not a .npy array inside the gzip ({e})") from None
+    if offsets.ndim != 1 or offsets.size < 1 or not np.issubdtype(offsets.dtype, np.integer):
+        raise StoreError(f"{path}: expected a 1-D integer array of N+1 offsets, got {offsets.dtype} {offsets.shape}")
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise StoreError(f"{path}: offsets must start at 0 and never decrease (corrupt index)")
+    return offsets.astype(np.int64)
+
+
+def read_labels(path: str | os.PathLike, count: int | None = None) -> np.ndarray:
+    """One integer per line of ``X-label.txt`` (int64); ``count`` checks the number of lines."""
+    path = Path(path)
+    try:
+        lines = path.read_text().split()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    try:
+        labels = np.array([int(x) for x in lines], dtype=np.int64)
+    except ValueError as e:
+        raise StoreError(f"{path}: every line must be one integer class id ({e})") from None
+    if count is not None and len(labels) != count:
+        raise StoreError(f"{path}: {len(labels)} labels for {count} token grids; the files do not belong together")
+    return labels
+
+
+def read_codebook(path: str | os.PathLike) -> np.ndarray:
+    """``codebook.ckpt`` (``torch.save`` of a float tensor [K, D]), loaded with weights_only=True."""
+    obj = safe_torch_load(path)
+    if isinstance(obj, dict):  # tolerate a dict holding exactly one 2-D tensor
+        tensors = [v for v in obj.values() if getattr(v, "ndim", 0) == 2]
+        obj = tensors[0] if len(tensors) == 1 else obj
+    if getattr(obj, "ndim", 0) != 2 or not obj.is_floating_point():
+        raise StoreError(f"{path}: expected a float tensor [K, D] (the codebook), got {type(obj).__name__}")
+    return obj.detach().cpu().float().numpy()
+
+
+def read_synonyms(path: str | os.PathLike, codebook_size: int) -> np.ndarray:
+    """``synonyms.json`` ({"id": [ids, most similar first]}) as an array [K, k]."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path}: not valid JSON ({e})") from None
+    missing = [i for i in range(codebook_size) if str(i) not in table]
+    if missing or len(table) != codebook_size:
+        raise StoreError(f"{path}: needs one entry per code 0..{codebook_size - 1} (missing e.g. {missing[:5]})")
+    rows = [table[str(i)] for i in range(codebook_size)]
+    if len({len(r) for r in rows}) != 1:
+        raise StoreError(
+            f"{path}: every code needs the same number of synonyms (found {sorted({len(r) for r in rows})})"
+        )
+    return np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
+
+
+def iter_release(
+    tokens: str | os.PathLike, offsets: np.ndarray, grid_shape: Sequence[int], batch_size: int = 4096
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream the grids of a token file as (first index, grids [b, *grid] int64), without holding the file."""
+    tokens, numel = Path(tokens), math.prod(grid_shape)
+    n = len(offsets) - 1
+    try:
+        with gzip.open(tokens, "rb") as f:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                data = f.read(int(offsets[stop] - offsets[start]))
+                if len(data) != offsets[stop] - offsets[start]:
+                    end = int(offsets[start]) + len(data)
+                    cut = int(np.searchsorted(offsets, end, side="right")) - 1
+                    raise StoreError(f"{tokens}: stream ends at byte {end}, inside sample {cut} (truncated file)")
+                grids = np.empty((stop - start, *grid_shape), dtype=np.int64)
+                base = offsets[start]
+                for i in range(start, stop):
+                    try:
+                        grids[i - start] = decode_sample(
+                            data[offsets[i] - base : offsets[i + 1] - base], numel
+                        ).reshape(grid_shape)
+                    except StoreError as e:
+                        raise StoreError(f"{tokens}: sample {i}: {e} (wrong --grid?)") from None
+                yield start, grids
+            if f.read(1):
+                raise StoreError(f"{tokens}: longer than its index says; the files do not belong together")
+    except FileNotFoundError:
+        raise StoreError(f"{tokens}: no such file") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise StoreError(f"{tokens}: not a complete gzip file ({e}); re-download it") from None
+
+
+class SeitReleaseDataset(torch.utils.data.Dataset):
+    """SeiT's released token files as a map-style dataset, batched like :class:`seit.store.TokenDataset`.
+
+    The decompressed byte stream is held in memory (as the reference code does; ~1.2 GB for ImageNet
+    train); ``__getitems__`` returns ``(ids [B, *grid] int16, labels [B] int64)``, use ``collate_fn=collate``.
+    """
+
+    def __init__(
+        self,
+        tokens: str | os.PathLike,
+        index: str | os.PathLike | None = None,
+        labels: str | os.PathLike | None = None,
+        *,
+        grid_shape: Sequence[int] = (32, 32),
+    ) -> None:
+        self.tokens = Path(tokens)
+        self.offsets = read_index(index or index_path_for(tokens))
+        self.data = _gunzip(self.tokens)
+        if self.offsets[-1] != len(self.data):
+            raise StoreError(
+                f"{self.tokens}: {len(self.data)} bytes, its index ends at {self.offsets[-1]}; "
+                "the files do not belong together (or one is truncated)"
+            )
+        n = len(self.offsets) - 1
+        self.labels = read_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
+        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.numel = math.prod(self.grid_shape)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def grid(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample index {i} out of range for {len(self)} samples")
+        try:
+            ids = decode_sample(self.data[self.offsets[i] : self.offsets[i + 1]], self.numel)
+        except StoreError as e:
+            raise StoreError(f"{self.tokens}: sample {i}: {e} (wrong grid_shape?)") from None
+        return ids.astype(np.int16).reshape(self.grid_shape)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.grid(int(i))), int(self.labels[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        grids = np.stack([self.grid(int(i)) for i in indices]) if len(indices) else np.zeros((0, *self.grid_shape))
+        return torch.from_numpy(grids.astype(np.int16)), torch.from_numpy(self.labels[np.asarray(indices, dtype=int)])
+
+
+# ---- conversion to and from token stores --------------------------------------------------------------
+def import_seit(
+    out: str | os.PathLike,
+    *,
+    tokens: str | os.PathLike,
+    index: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    codebook: str | os.PathLike | None = None,
+    synonyms: str | os.PathLike | None = None,
+    grid_shape: Sequence[int] = (32, 32),
+    codebook_size: int | None = None,
+    class_names: Sequence[str] | None = None,
+    codec: str = "raw",
+    shard_bytes: int = 128 << 20,
+    resume: bool = False,
+    show_progress: bool = False,
+) -> Path:
+    """Convert SeiT release files into a token store at ``out`` (keys are the sample numbers)."""
+    index = Path(index) if index is not None else index_path_for(tokens)
+    offsets = read_index(index)
+    n = len(offsets) - 1
+    label_array = read_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
+    book = read_codebook(codebook) if codebook is not None else None
+    if book is None and codebook_size is None:
+        raise StoreError("import-seit needs the codebook (--codebook codebook.ckpt) or its size (--codebook-size)")
+    size = len(book) if book is not None else int(codebook_size)
+    if book is not None and codebook_size is not None and codebook_size != size:
+        raise StoreError(f"{codebook}: holds {size} codes, --codebook-size says {codebook_size}")
+    syn = read_synonyms(synonyms, size) if synonyms is not None else None
+    config = {"source": "seit-release", "tokens": str(tokens), "index": str(index), "labels": str(labels)}
+    with StoreWriter(
+        out,
+        grid_shape=grid_shape,
+        codebook_size=size,
+        class_names=class_names,
+        codebook=book,
+        synonyms=syn,
+        shard_bytes=shard_bytes,
+        codec=codec,
+        config=config,
+        resume=resume,
+        show_progress=show_progress,
+        total=n,
+    ) as writer:
+        done = writer.done_keys
+        for start, grids in iter_release(tokens, offsets, grid_shape):
+            if grids.size and grids.max() >= size:
+                bad = start + int(np.flatnonzero(grids.reshape(len(grids), -1).max(axis=1) >= size)[0])
+                raise StoreError(f"{tokens}: sample {bad} has id {grids.max()} >= codebook size {size}")
+            keys = [str(i) for i in range(start, start + len(grids))]
+            keep = [j for j, k in enumerate(keys) if k not in done]
+            writer.append_batch(grids[keep], label_array[start : start + len(grids)][keep], [keys[j] for j in keep])
+    return Path(out)
+
+
+def export_seit(
+    store_path: str | os.PathLike,
+    out_prefix: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> dict[str, Path]:
+    """Write a token store in the SeiT release layout (same file names); ids above 509 cannot be written."""
+    paths = release_paths(out_prefix)
+    store = TokenStore.open(store_path)
+    wanted = ["tokens", "index", "labels"] + [k for k in ("codebook", "synonyms") if store.manifest.get(k)]
+    existing = [str(paths[k]) for k in wanted if paths[k].exists()]
+    if existing and not overwrite:
+        raise StoreError(f"would overwrite {', '.join(existing)}; pass --overwrite or choose another prefix")
+    if store.codebook_size > MAX_ID + 1:  # fail before writing anything if the data cannot fit
+        for idx, ids, _ in store.iter_batches(show_progress=show_progress, desc="check ids"):
+            over = np.flatnonzero(ids.reshape(len(ids), -1).max(axis=1) > MAX_ID)
+            if over.size:
+                i = int(idx[over[0]])
+                raise StoreError(
+                    f"{store_path}: sample {i} (key {store.key(i)!r}) has id {int(ids[over[0]].max())}; the SeiT "
+                    f"layout holds ids up to {MAX_ID} only: prune the codebook first or keep this data as a store"
+                )
+    offsets = [np.zeros(1, dtype=np.int64)]
+    with atomic_open(paths["tokens"], "wb") as raw:
+        name = paths["tokens"].name.removesuffix(".gz")
+        with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, mtime=0) as gz:
+            for _, ids, _ in store.iter_batches(show_progress=show_progress, desc="export"):
+                data, offs = encode_stream(ids)
+                gz.write(data)
+                offsets.append(offs[1:] + offsets[-1][-1])
+    npy = io.BytesIO()
+    np.save(npy, np.concatenate(offsets), allow_pickle=False)
+    atomic_write_bytes(paths["index"], gzip.compress(npy.getvalue(), mtime=0))
+    atomic_write_bytes(paths["labels"], "".join(f"{int(x)}\n" for x in store.labels).encode())
+    if store.codebook is not None:
+        atomic_torch_save(torch.from_numpy(store.codebook.copy()), paths["codebook"])
+    if store.synonyms is not None:
+        table = {str(i): [int(x) for x in row] for i, row in enumerate(store.synonyms)}
+        atomic_write_bytes(paths["synonyms"], json.dumps(table).encode())
+    return {k: paths[k] for k in wanted}

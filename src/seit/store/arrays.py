@@ -1,0 +1,82 @@
+"""The store's side arrays: the codebook (float32 [K, D]) and synonyms (ids [K, k], most similar first).
+
+Saved as ``.npy`` files named by their content hash and listed in the manifest with their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seit.store.codec import ids_dtype
+from seit.store.errors import StoreError
+from seit.store.files import StoreFiles
+from seit.store.format import array_name
+from seit.utils.io import atomic_write_bytes
+
+KINDS = ("codebook", "synonyms")
+
+
+def check_codebook(codebook: Any, codebook_size: int, where: str = "codebook") -> np.ndarray:
+    arr = np.asarray(codebook)
+    if arr.ndim != 2 or arr.shape[0] != codebook_size or not np.issubdtype(arr.dtype, np.number):
+        raise StoreError(f"{where}: expected a float array [{codebook_size}, D], got {arr.dtype} {list(arr.shape)}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise StoreError(f"{where}: holds NaN or infinite values")
+    return arr
+
+
+def check_synonyms(synonyms: Any, codebook_size: int, where: str = "synonyms") -> np.ndarray:
+    arr = np.asarray(synonyms)
+    if arr.ndim != 2 or arr.shape[0] != codebook_size or not np.issubdtype(arr.dtype, np.integer):
+        raise StoreError(f"{where}: expected an integer array [{codebook_size}, k], got {arr.dtype} {list(arr.shape)}")
+    if arr.size and (arr.min() < 0 or arr.max() >= codebook_size):
+        raise StoreError(f"{where}: ids in [{arr.min()}, {arr.max()}], outside the codebook of size {codebook_size}")
+    return arr.astype(ids_dtype(codebook_size))
+
+
+def check_array(kind: str, array: Any, codebook_size: int, where: str | None = None) -> np.ndarray:
+    check = check_codebook if kind == "codebook" else check_synonyms
+    return check(array, codebook_size, where or kind)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def array_entry(kind: str, array: np.ndarray) -> tuple[dict[str, Any], bytes]:
+    """The manifest entry of ``array`` and the file content it describes."""
+    data = _npy_bytes(array)
+    sha = hashlib.sha256(data).hexdigest()
+    entry = {"file": array_name(kind, sha), "sha256": sha, "bytes": len(data), "shape": list(array.shape)}
+    return {**entry, "dtype": str(array.dtype)}, data
+
+
+def write_array(directory: Path, kind: str, array: np.ndarray) -> dict[str, Any]:
+    """Save ``array`` under its content-addressed name; returns its manifest entry."""
+    entry, data = array_entry(kind, array)
+    if not (directory / entry["file"]).exists():
+        atomic_write_bytes(directory / entry["file"], data)
+    return entry
+
+
+def read_checked(files: StoreFiles, entry: dict[str, Any]) -> bytes:
+    """A small file of the store, checked against its manifest sha256."""
+    data = files.read_bytes(entry["file"])
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise StoreError(f"{files.where(entry['file'])}: sha256 mismatch (corrupt file); re-copy the store")
+    return data
+
+
+def read_array(files: StoreFiles, entry: dict[str, Any]) -> np.ndarray:
+    arr = np.load(io.BytesIO(read_checked(files, entry)), allow_pickle=False)
+    if list(arr.shape) != entry["shape"]:
+        raise StoreError(f"{files.where(entry['file'])}: shape {list(arr.shape)}, the manifest says {entry['shape']}")
+    return arr

@@ -1,0 +1,124 @@
+"""Where a store's files live: a local directory (memory-mapped) or any fsspec URL (byte-range reads)."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from seit.store.errors import StoreError
+
+# Reads of nearby byte ranges are merged when the gap between them is below this (bytes): a local read
+# costs little per request, a request to object storage costs about as much as a few MB of transfer.
+LOCAL_MAX_GAP = 128 << 10
+REMOTE_MAX_GAP = 4 << 20
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    s = os.fspath(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def local_path(path: str | os.PathLike) -> Path:
+    return Path(os.fspath(path).removeprefix("file://"))
+
+
+class StoreFiles:
+    """Read access to the files of one store directory, named relative to it."""
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = os.fspath(url)
+        self.storage_options = storage_options or {}
+        self.fs = None
+        if is_url(self.url):
+            import fsspec
+
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            self.root = self.root.rstrip("/")
+        else:
+            self.root = str(local_path(self.url))
+
+    @property
+    def is_local(self) -> bool:
+        return self.fs is None
+
+    @property
+    def max_gap(self) -> int:
+        return LOCAL_MAX_GAP if self.is_local else REMOTE_MAX_GAP
+
+    def where(self, name: str) -> str:
+        """The user-facing location of a file, for messages."""
+        return f"{self.url.rstrip('/')}/{name}"
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}" if not self.is_local else os.path.join(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name)) if self.is_local else self.fs.exists(self._path(name))
+
+    def listdir(self) -> list[str]:
+        if self.is_local:
+            return sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []
+        if not self.fs.isdir(self.root):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+
+    def size(self, name: str) -> int:
+        try:
+            return os.path.getsize(self._path(name)) if self.is_local else int(self.fs.size(self._path(name)))
+        except FileNotFoundError:
+            raise self.missing(name) from None
+
+    def missing(self, name: str) -> StoreError:
+        return StoreError(
+            f"{self.where(name)}: missing file listed in the store manifest; the store is incomplete "
+            "(copy it again, or re-create it)"
+        )
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            if self.is_local:
+                return Path(self._path(name)).read_bytes()
+            return self.fs.cat_file(self._path(name))
+        except FileNotFoundError:
+            raise self.missing(name) from None
+
+    def read_ranges(self, name: str, starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
+        """Byte ranges [start, end) of one file; remote filesystems fetch them concurrently."""
+        if not len(starts):
+            return []
+        try:
+            if self.is_local:
+                with open(self._path(name), "rb") as f:
+                    out = []
+                    for s, e in zip(starts, ends):
+                        f.seek(s)
+                        out.append(f.read(e - s))
+            else:
+                path = self._path(name)
+                out = self.fs.cat_ranges([path] * len(starts), list(starts), list(ends), on_error="raise")
+        except FileNotFoundError:
+            raise self.missing(name) from None
+        for s, e, b in zip(starts, ends, out):
+            if len(b) != e - s:
+                raise StoreError(f"{self.where(name)}: read {len(b)} bytes at {s}, expected {e - s} (truncated file?)")
+        return out
+
+    def map(self, name: str) -> mmap.mmap:
+        """A read-only memory map of a local file."""
+        try:
+            with open(self._path(name), "rb") as f:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise self.missing(name) from None
+        except ValueError:  # mmap of an empty file
+            raise StoreError(f"{self.where(name)}: empty file (truncated?); re-copy the store") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # filesystem objects hold sessions that must not cross processes; rebuilt from the URL
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"])

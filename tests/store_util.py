@@ -1,0 +1,44 @@
+"""Helpers shared by the store tests: samples whose ids spell out their own index, and small stores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seit.store import CODECS, StoreWriter
+
+CODEC_NAMES = sorted(CODECS)
+K = 391
+
+
+def make_samples(n: int, grid=(4, 4), k: int = K, seed: int = 0, start: int = 0):
+    """(ids [n, *grid], labels [n], keys [n]); the first two ids of sample i encode i, so a batch says what it holds."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, k, size=(n, *grid))
+    index = np.arange(start, start + n)
+    flat = ids.reshape(n, -1)
+    flat[:, 0], flat[:, 1] = index % k, index // k
+    labels = rng.integers(0, 10, size=n)
+    keys = [f"img{i:05d}.png" for i in index]
+    return ids, labels, keys
+
+
+def indices_of(ids) -> np.ndarray:
+    """Recover the sample indices from a batch made by make_samples."""
+    flat = np.asarray(ids).reshape(len(ids), -1).astype(np.int64)
+    return flat[:, 0] + K * flat[:, 1]
+
+
+def write_store(path, n: int = 200, *, grid=(4, 4), codec: str = "raw", shard_bytes: int = 600, **kwargs):
+    ids, labels, keys = make_samples(n, grid)
+    with StoreWriter(
+        path,
+        grid_shape=grid,
+        codebook_size=K,
+        class_names=[f"class{c}" for c in range(10)],
+        shard_bytes=shard_bytes,
+        codec=codec,
+        fit_samples=50,
+        **kwargs,
+    ) as writer:
+        writer.append_batch(ids, labels, keys)
+    return ids, labels, keys
