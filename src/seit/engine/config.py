@@ -1,0 +1,78 @@
+"""Typed configs of `seit train` and `seit eval` (no torch import here: the CLI builds flags from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seit.augment.config import AugmentConfig
+from seit.config import field
+
+
+@dataclass
+class DataConfig:
+    store: str | None = field(None, help="training token store (path or fsspec URL)")
+    val_store: str | None = field(None, help="validation token store, evaluated after every epoch")
+    train_token_file: str | None = field(
+        None, help="SeiT release layout instead of --store: X-token.data.bin.gz (index X-token.index.npy.gz beside it)"
+    )
+    train_label_file: str | None = field(None, help="SeiT release layout: X-label.txt of --train-token-file")
+    val_token_file: str | None = field(None, help="SeiT release layout: validation token file")
+    val_label_file: str | None = field(None, help="SeiT release layout: validation label file")
+    codebook_path: str | None = field(None, help="codebook.ckpt (float [K, D]); default: the store's own codebook")
+    token_synonym_dict: str | None = field(None, help="synonyms.json; default: the store's own synonym table")
+    images: str | None = field(None, help="train the pixel baseline on this image folder (class = sub-folder)")
+    val_images: str | None = field(None, help="validation image folder for the pixel baseline")
+    image_size: int = field(224, help="pixel baseline: side of the square crop the model sees")
+    streaming: bool = field(False, help="stream shards through fsspec instead of memory-mapping local shards")
+    num_workers: int = field(2, help="DataLoader worker processes per rank (they only decode ids)")
+
+
+@dataclass
+class ModelConfig:
+    model: str = field("deit_small_token_32", help="timm model name (see `seit train --list-models`)")
+    drop_path: float = field(0.1, help="stochastic depth rate")
+    finetune: str | None = field(
+        None, help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
+        "a head of another class count is re-initialised"
+    )
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = field(300, help="training epochs")
+    batch_size: int = field(64, help="batch size per process (global batch = this x world size)")
+    opt: str = field("adamw", help="timm optimizer name")
+    lr: float = field(7.5e-4, help="base learning rate, scaled by global batch / 512 (SeiT)")
+    unscale_lr: bool = field(False, help="use --lr as is, without the batch/512 scaling")
+    weight_decay: float = field(0.1, help="weight decay")
+    warmup_epochs: float = field(5.0, help="linear warm-up epochs")
+    warmup_lr: float = field(1e-6, help="learning rate at the start of warm-up")
+    min_lr: float = field(1e-5, help="final learning rate of the cosine schedule")
+    clip_grad: float | None = field(None, help="clip the gradient norm to this value")
+    model_ema: bool = field(True, help="keep an EMA of the weights and evaluate it too")
+    model_ema_decay: float = field(0.99996, help="EMA decay per step")
+
+
+@dataclass
+class RunConfig:
+    output: str = field("runs/train", help="output directory: checkpoints, metrics.jsonl, TensorBoard, final weights")
+    resume: str | None = field(None, help="checkpoint to resume from; 'auto' = OUTPUT/last.pt if it exists")
+    seed: int = field(0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)")
+    device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
+    amp: str = field("auto", help="autocast dtype: bf16, fp16 (with loss scaling), none; auto = bf16 on CUDA",
+                     choices=("auto", "bf16", "fp16", "none"))
+    compile: bool = field(False, help="torch.compile the model")
+    log_every: int = field(20, help="steps between metric lines")
+    ckpt_every: int = field(500, help="steps between mid-epoch checkpoints (0: only at epoch ends)")
+    eval_every: int = field(1, help="epochs between evaluations")
+    max_steps: int | None = field(None, help="stop after this many steps in total (smoke tests, benchmarks)")
+    tensorboard: bool = field(True, help="write TensorBoard event files to OUTPUT/tb")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(DataConfig, help="data")
+    model: ModelConfig = field(ModelConfig, help="model")
+    optim: OptimConfig = field(OptimConfig, help="optimisation (SeiT's DeiT recipe)")
+    augment: AugmentConfig = field(AugmentConfig, help="augmentation (SeiT's token augmentation)")
+    run: RunConfig = field(RunConfig, help="run")
