@@ -105,6 +105,9 @@ def test_resize_matches_torchvision_as_seit_uses_it(tmp_path):
     crop = transforms.Compose([transforms.Resize(32, interpolation=3), transforms.CenterCrop(32)])
     for im in (img, img.transpose(Image.Transpose.TRANSPOSE)):
         np.testing.assert_array_equal(np.asarray(resize(im, 32, "crop")), np.asarray(crop(im)))
+    sliver = Image.fromarray(rng.integers(0, 256, (1200, 30, 3), dtype=np.uint8))  # 40:1, resampled in a box
+    ours, theirs = np.asarray(resize(sliver, 32, "crop")).astype(int), np.asarray(crop(sliver)).astype(int)
+    assert ours.shape == (32, 32, 3) and np.abs(ours - theirs).mean() < 1
 
 
 def test_dataset_returns_chw_uint8_or_the_skip_reason(tmp_path):

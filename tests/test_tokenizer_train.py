@@ -10,9 +10,9 @@ import torch
 from torchvision.models.vgg import cfgs, make_layers
 
 import seit
+import seit.tokenizer.train as train_module
 from seit.images import list_images
 from seit.interop.enhancing import config_from_yaml
-from seit.tokenizer import train as train_module
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import TokenizerError, TrainConfig
 from seit.tokenizer.train import StepBatches, TrainError, train

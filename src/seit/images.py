@@ -219,9 +219,14 @@ def resize(img: Image.Image, size: int, mode: str = "squash") -> Image.Image:
         new_w, new_h = size, int(size * h / w)
     else:
         new_w, new_h = int(size * w / h), size
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
-    return img.crop((left, top, left + size, top + size))
+    if new_w * new_h <= 16 * size * size:  # as torchvision: resize the whole image, then crop
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        return img.crop((left, top, left + size, top + size))
+    # A sliver (e.g. 1x5000): resample only the source box of the crop instead of a huge intermediate.
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
 def load_image(

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=2, help="decoding worker processes (default: 2)")
     p.add_argument("--source-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"), help="JPEG size")
     p.add_argument("--repeats", type=int, default=2, help="timed passes per measurement; the best counts")
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="torch threads (default: the cores the workers leave free)"
+    )
 
 
 def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
@@ -65,10 +68,13 @@ def run(args: argparse.Namespace) -> dict:
 
     from seit.images import list_images
     from seit.tokenizer.config import preset
-    from seit.tokenizer.encode import cores_left_for_compute, cpu_count, encode_images, image_batches
+    from seit.tokenizer.encode import cpu_count, cpu_threads, encode_images, image_batches
     from seit.tokenizer.model import Tokenizer
 
-    threads = max(1, cpu_count() - args.num_workers) if args.num_workers else torch.get_num_threads()
+    if args.torch_threads is not None:
+        threads = args.torch_threads
+    else:
+        threads = max(1, cpu_count() - args.num_workers) if args.num_workers else torch.get_num_threads()
     figures: dict = {"cores": cpu_count(), "torch_threads": threads, "workers": args.num_workers, "presets": {}}
     print(f"{cpu_count()} cores: {args.num_workers} decoding workers, torch on {threads} threads; random weights")
     header = (
@@ -95,13 +101,18 @@ def run(args: argparse.Namespace) -> dict:
             batch = torch.rand(min(args.batch_size, n), 3, cfg.image_size, cfg.image_size)
 
             def model(tokenizer=tokenizer, batch=batch, n=n) -> None:
-                with cores_left_for_compute(torch.device("cpu"), args.num_workers):  # as the encode job runs
+                with cpu_threads(torch.device("cpu"), args.num_workers, threads):  # as the encode job runs
                     for _ in range(0, n, len(batch)):
                         tokenizer.encode(batch)
 
             def encode(tokenizer=tokenizer, samples=samples) -> None:
                 job = encode_images(
-                    tokenizer, samples, batch_size=args.batch_size, num_workers=args.num_workers, device="cpu"
+                    tokenizer,
+                    samples,
+                    batch_size=args.batch_size,
+                    num_workers=args.num_workers,
+                    device="cpu",
+                    threads=threads,
                 )
                 for _ in job:
                     pass

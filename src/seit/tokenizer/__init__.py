@@ -28,7 +28,6 @@ _EXPORTS = {
     "decode_to_images": "render",
     "write_comparison": "render",
     "write_png": "render",
-    "train": "train",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -96,15 +96,18 @@ def preset(name: str, **overrides) -> TokenizerConfig:
 @dataclass
 class TrainConfig:
     images: str = field(help="training images: an ImageFolder tree, a flat folder or a list file", positional=True)
-    out: str = field(help="output directory (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)")
-    preset: str = field("vitvq-tiny", help="model size", choices=tuple(PRESETS))
+    out: str = field(help="output folder (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)", metavar="DIR")
+    preset: str = field("vitvq-tiny", help=f"model size: {', '.join(PRESETS)}", choices=tuple(PRESETS), metavar="NAME")
     config: str | None = field(
-        None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)"
+        None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)", metavar="YAML"
     )
     image_size: int | None = field(None, help="train at this image size instead of the preset's")
     codebook_size: int | None = field(None, help="number of codes instead of the preset's")
     resize: str = field(
-        "squash", help="squash: resize to a square (SeiT); crop: shorter side + center crop", choices=RESIZE_MODES
+        "squash",
+        help="squash: resize to a square (SeiT); crop: shorter side + center crop",
+        choices=RESIZE_MODES,
+        metavar="{squash,crop}",
     )
     hflip: bool = field(True, help="random horizontal flips")
     steps: int = field(20000, help="optimizer steps in total (a resumed run continues up to this)")
@@ -118,8 +121,12 @@ class TrainConfig:
     l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss")
     codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss")
     beta: float = field(0.25, help="weight of the codebook term inside that loss (as the reference)")
-    perceptual_weights: str | None = field(None, help="VGG16 weights (torchvision state dict) to add a perceptual loss")
-    lpips_weights: str | None = field(None, help="LPIPS VGG linear heads (lpips' vgg.pth) for the perceptual loss")
+    perceptual_weights: str | None = field(
+        None, help="VGG16 weights (torchvision state dict) to add a perceptual loss", metavar="PATH"
+    )
+    lpips_weights: str | None = field(
+        None, help="LPIPS VGG linear heads (lpips' vgg.pth) for the perceptual loss", metavar="PATH"
+    )
     perceptual_weight: float = field(0.1, help="weight of the perceptual loss")
     disc_start: int | None = field(None, help="add a PatchGAN adversarial loss from this step (default: none)")
     adversarial_weight: float = field(0.1, help="weight of the adversarial loss (times the adaptive factor)")
@@ -127,18 +134,24 @@ class TrainConfig:
     dead_code_steps: int = field(200, help="restart codes unused for this many steps from encoder outputs (0: off)")
     eval_every: int = field(1000, help="evaluate and write a sample grid every this many steps")
     eval_images: int = field(16, help="images in the fixed evaluation batch")
-    val_images: str | None = field(None, help="evaluate on these images (default: the first training images)")
+    val_images: str | None = field(
+        None, help="evaluate on these images (default: some training images)", metavar="IMAGES"
+    )
     save_every: int = field(1000, help="write checkpoint.pt every this many steps")
     log_every: int = field(10, help="append a log.jsonl line every this many steps")
     num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
-    precision: str = field("auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS)
-    device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)")
+    precision: str = field(
+        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
+    )
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
     seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts")
     resume: bool = field(False, help="continue from OUT/checkpoint.pt when it exists")
 
 
 def _yaml_option():
-    return field(None, help="enhancing-transformers ViTVQ yaml with the dimensions of a foreign checkpoint")
+    return field(
+        None, help="enhancing-transformers ViTVQ yaml with the dimensions of a foreign checkpoint", metavar="YAML"
+    )
 
 
 def _legacy_option():
@@ -150,21 +163,28 @@ def _legacy_option():
 @dataclass
 class EvalConfig:
     images: str = field(help="images: an ImageFolder tree, a flat folder or a list file", positional=True)
-    tokenizer: str = field(help=TOKENIZER_HELP)
+    tokenizer: str = field(help=TOKENIZER_HELP, metavar="PATH")
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
     max_images: int | None = field(None, help="evaluate on this many images, evenly spread over the sorted list")
     batch_size: int = field(32, help="images per batch")
     num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
     resize: str = field(
-        "squash", help="squash: resize to a square (SeiT); crop: shorter side + center crop", choices=RESIZE_MODES
+        "squash",
+        help="squash: resize to a square (SeiT); crop: shorter side + center crop",
+        choices=RESIZE_MODES,
+        metavar="{squash,crop}",
     )
-    precision: str = field("auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS)
-    device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)")
-    grid: str | None = field(None, help="write a PNG of originals over reconstructions here")
+    precision: str = field(
+        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
+    )
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")
+    grid: str | None = field(None, help="write a PNG of originals over reconstructions here", metavar="PNG")
     grid_images: int = field(8, help="images in that PNG")
-    json: str | None = field(None, help="also write the figures to this JSON file")
-    skipped: str | None = field(None, help="write the unreadable images (JSONL: key, path, kind, reason) here")
+    json: str | None = field(None, help="also write the figures to this JSON file", metavar="PATH")
+    skipped: str | None = field(
+        None, help="write the unreadable images (JSONL: key, path, kind, reason) here", metavar="PATH"
+    )
 
 
 @dataclass
@@ -178,6 +198,8 @@ class InfoConfig:
 @dataclass
 class ConvertConfig:
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
-    out: str = field(help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)")
+    out: str = field(
+        help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)", metavar="PATH"
+    )
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()

@@ -54,17 +54,17 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def cores_left_for_compute(device: torch.device, workers: int) -> Iterator[None]:
-    """On CPU, run torch on the cores the decoding workers leave free.
+def cpu_threads(device: torch.device, workers: int, threads: int | None = None) -> Iterator[None]:
+    """On CPU, run torch on ``threads`` threads, by default on the cores the decoding workers leave free.
 
     Intra-op threads plus worker processes beyond the core count make OpenMP threads wait on each
-    other; on a busy 2-core machine that cost a factor of ten in encoder throughput.
+    other (see BENCHMARKS.md, tokenizer section, for what that costs).
     """
-    if device.type != "cpu" or workers == 0:
+    if device.type != "cpu" or (threads is None and workers == 0):
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cpu_count() - workers))
+    torch.set_num_threads(threads if threads is not None else max(1, cpu_count() - workers))
     try:
         yield
     finally:
@@ -130,6 +130,7 @@ class EncodeJob:
     resize: str = "squash"
     max_pixels: int = DEFAULT_MAX_PIXELS
     precision: str = "auto"
+    threads: int | None = None  # torch threads on CPU (default: the cores the decoding workers leave)
     skipped: list[SkipRecord] = field(default_factory=list)
     encoded: int = 0
 
@@ -154,7 +155,7 @@ class EncodeJob:
         with (
             progress(total=len(todo), desc="encode", unit="img") as bar,
             torch.inference_mode(),
-            cores_left_for_compute(self.device, workers),
+            cpu_threads(self.device, workers, self.threads),
         ):
             for batch in batches:
                 self.skipped.extend(batch.skipped)
@@ -183,6 +184,7 @@ def encode_images(
     resize: str = "squash",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
+    threads: int | None = None,
 ) -> EncodeJob:
     """An :class:`EncodeJob` over this rank's share of ``samples`` (sorted list; rank 0 takes the first part).
 
@@ -200,6 +202,7 @@ def encode_images(
         resize=resize,
         max_pixels=max_pixels,
         precision=precision,
+        threads=threads,
     )
 
 

@@ -12,7 +12,7 @@ from seit.images import DEFAULT_MAX_PIXELS, Sample, list_images
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import EvalConfig
-from seit.tokenizer.encode import SkipRecord, cores_left_for_compute, default_workers, image_batches, write_skip_report
+from seit.tokenizer.encode import SkipRecord, cpu_threads, default_workers, image_batches, write_skip_report
 from seit.tokenizer.metrics import CodeUsage, psnr, ssim
 from seit.tokenizer.model import Tokenizer
 from seit.tokenizer.render import to_uint8, write_comparison
@@ -70,7 +70,7 @@ def evaluate_tokenizer(
         resize=resize,
         max_pixels=max_pixels,
     )
-    with progress(total=len(samples), desc="eval", unit="img") as bar, cores_left_for_compute(device, workers):
+    with progress(total=len(samples), desc="eval", unit="img") as bar, cpu_threads(device, workers):
         for batch in batches:
             bar.update(batch.count)
             skipped.extend(batch.skipped)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from seit.interop.enhancing import config_from_yaml
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.checkpoint import TRAIN_FORMAT, save_tokenizer
 from seit.tokenizer.config import TokenizerConfig, TokenizerError, TrainConfig, preset
-from seit.tokenizer.encode import cores_left_for_compute, default_workers
+from seit.tokenizer.encode import cpu_threads, default_workers
 from seit.tokenizer.losses import (
     PatchDiscriminator,
     PerceptualLoss,
@@ -100,6 +101,7 @@ class StepBatches:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
@@ -244,6 +246,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         num_workers=workers,
         collate_fn=_stack_good,
         pin_memory=device.type == "cuda",
+        worker_init_fn=_ignore_stop_signals,
     )
     last: dict[str, float] = {}
     previous: torch.Tensor | None = None
@@ -254,12 +257,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         StopSignal() as stop,
         progress(total=cfg.steps, initial=step, desc="train", unit="step") as bar,
         contextlib.closing(log) if log is not None else contextlib.nullcontext(),
-        cores_left_for_compute(device, workers),
+        cpu_threads(device, workers),
     ):
         for images, bad in loader:
             for i, reason in bad:
                 if i not in reported and log is not None:
-                    bar.write(f"skipping {samples[i].key}: {reason}")
+                    bar.write(f"skipping {samples[i].key}: {reason}", file=sys.stderr)
                 reported.add(i)
             if images is None:  # every image of this batch was unreadable: repeat the last batch
                 if previous is None:
@@ -301,11 +304,18 @@ def train(cfg: TrainConfig) -> TrainResult:
             if stopping and step < cfg.steps:
                 finished = False
                 if log is not None:
-                    bar.write(f"stopped by a signal at step {step}; {ckpt_path} saved, rerun with --resume to continue")
+                    message = f"stopped by a signal at step {step}; {ckpt_path} saved, rerun with --resume to continue"
+                    bar.write(message, file=sys.stderr)
                 break
     path = save_tokenizer(model, out / "tokenizer.safetensors") if finished and info.is_main else None
     seit_dist.barrier()
     return TrainResult(step, finished, path, last)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGTERM/SIGINT to the main process, which saves and then shuts them down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ddp(module: torch.nn.Module | None, device: torch.device, enabled: bool):
@@ -337,7 +347,9 @@ def _train_step(cfg, net, model, d_net, opt, disc_opt, perceptual, x, step, devi
     loss = nll + cfg.codebook_weight * out.vq_loss
     gan_on = d_net is not None and step >= cfg.disc_start
     if gan_on:
-        with autocast(device, cfg.precision):
+        # The discriminator's gradients from this pass are discarded: no need to all-reduce them.
+        no_sync = d_net.no_sync() if isinstance(d_net, DistributedDataParallel) else contextlib.nullcontext()
+        with autocast(device, cfg.precision), no_sync:
             g_loss = generator_loss(d_net(rec).float())
         d_weight = cfg.adversarial_weight * adaptive_weight(nll, g_loss, model.decoder.last_layer)
         loss = loss + d_weight * g_loss
@@ -383,10 +395,11 @@ def _any_rank(flag: bool, device: torch.device, enabled: bool) -> bool:
 
 
 def _eval_batch(cfg: TrainConfig, tok_cfg: TokenizerConfig, samples) -> torch.Tensor:
-    """The fixed evaluation images (uint8), from --val-images or the first training images."""
+    """The fixed evaluation images (uint8) from --val-images or the training images, spread over the list."""
     pool = list_images(cfg.val_images).samples if cfg.val_images else samples
+    stride = max(1, len(pool) // max(cfg.eval_images, 1))
     images = []
-    for s in pool:
+    for s in pool[::stride] + [s for i, s in enumerate(pool) if i % stride]:  # spread first, the rest if some fail
         if len(images) == cfg.eval_images:
             break
         with contextlib.suppress(ImageSkipped):
