@@ -58,3 +58,6 @@ def test_ranks_take_contiguous_shares_and_resume_skips_done_keys(tmp_path, token
     out = list(job)
     assert [k for _, _, keys in out for k in keys] == [s.key for s in samples[4:]]
     np.testing.assert_array_equal(np.concatenate([o[0] for o in out]), _direct_ids(tokenizer, samples[4:], "crop"))
+
+    bf16 = list(encode_images(tokenizer, samples[:3], batch_size=3, num_workers=0, device="cpu", precision="bf16"))
+    assert bf16[0][0].shape == (3, 8, 8) and bf16[0][0].min() >= 0 and bf16[0][0].max() < 512

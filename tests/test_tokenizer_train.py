@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -113,6 +114,13 @@ def test_perceptual_loss_from_user_supplied_vgg_weights(data, tmp_path, one_thre
     assert all(r["perceptual"] > 0 for r in _log(out) if r["split"] == "train")
     with pytest.raises(TokenizerError, match=r"missing\.pth: VGG16 weights .*not found"):
         train(_config(data, tmp_path / "other", steps=2, perceptual_weights=str(tmp_path / "missing.pth")))
+
+
+def test_bf16_autocast_path_and_option_checks(data, tmp_path, one_thread):
+    result = train(_config(data, tmp_path / "bf16", steps=2, batch_size=4, log_every=1, precision="bf16"))
+    assert result.finished and all(math.isfinite(v) for v in result.last.values())
+    with pytest.raises(TrainError, match="--eval-every must be at least 1"):
+        train(_config(data, tmp_path / "bad", eval_every=0))
 
 
 def test_a_signal_saves_a_checkpoint_and_stops(data, tmp_path, one_thread, monkeypatch):

@@ -192,8 +192,11 @@ class DeadCodes:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training job as ``cfg`` describes; returns where it stopped."""
+    _check_options(cfg)
     info = seit_dist.init_distributed(cfg.device)
     device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not cfg.resume:
@@ -310,6 +313,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     path = save_tokenizer(model, out / "tokenizer.safetensors") if finished and info.is_main else None
     seit_dist.barrier()
     return TrainResult(step, finished, path, last)
+
+
+def _check_options(cfg: TrainConfig) -> None:
+    for name in ("steps", "batch_size", "eval_every", "eval_images", "save_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
