@@ -1,0 +1,205 @@
+"""Typed configs of the tokenizer and of its jobs (torch-free, so building the CLI stays fast).
+
+:class:`TokenizerConfig` describes a model and is saved inside every tokenizer file; ``PRESETS`` holds
+enhancing-transformers' ImageNet sizes and small CPU sizes. :class:`TrainConfig` and
+:class:`EvalConfig` describe ``seit tokenizer train`` / ``eval``; their fields are the CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from seit.config import field
+from seit.errors import SeitError
+from seit.images import RESIZE_MODES
+
+PRECISIONS = ("auto", "fp32", "bf16")
+TOKENIZER_HELP = "tokenizer: ours (.safetensors or its folder), a Lightning .ckpt or state dict, a SeiT pickle"
+
+
+class TokenizerError(SeitError):
+    """A tokenizer config, file or input the user can fix; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """One side (encoder or decoder) of the ViT-VQGAN."""
+
+    dim: int
+    depth: int
+    heads: int
+    mlp_dim: int
+    dim_head: int = 64  # enhancing-transformers never changes it
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Everything needed to rebuild a tokenizer; saved inside every tokenizer file we write."""
+
+    image_size: int
+    patch_size: int
+    encoder: TransformerConfig
+    decoder: TransformerConfig
+    codebook_size: int
+    code_dim: int
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.patch_size <= 0 or self.image_size % self.patch_size:
+            raise TokenizerError(
+                f"image size {self.image_size} must be a positive multiple of the patch size {self.patch_size}"
+            )
+        for side in ("encoder", "decoder"):
+            part = getattr(self, side)
+            if part.dim % 4:
+                raise TokenizerError(f"{side} dim {part.dim} must be a multiple of 4 (2-D sin-cos embeddings)")
+            if min(part.depth, part.heads, part.mlp_dim, part.dim_head) <= 0:
+                raise TokenizerError(f"{side} has a non-positive size: {part}")
+        if self.codebook_size < 1 or self.code_dim < 1:
+            raise TokenizerError(f"codebook {self.codebook_size}x{self.code_dim} must be non-empty")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return (side, side)
+
+    def replace(self, **changes) -> TokenizerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _symmetric(image_size: int, patch_size: int, side: TransformerConfig, codes: int, code_dim: int = 32):
+    return TokenizerConfig(image_size, patch_size, side, side, codes, code_dim)
+
+
+# The ImageNet configs of enhancing-transformers (configs/imagenet_vitvq_*.yaml) and small CPU presets.
+PRESETS: dict[str, TokenizerConfig] = {
+    "vitvq-small": _symmetric(256, 8, TransformerConfig(512, 8, 8, 2048), 8192),
+    "vitvq-base": _symmetric(256, 8, TransformerConfig(768, 12, 12, 3072), 8192),
+    "vitvq-large": TokenizerConfig(
+        256, 8, TransformerConfig(512, 8, 8, 2048), TransformerConfig(1280, 32, 16, 5120), 8192, 32
+    ),
+    # 64 px, 8x8 ids: the shape of the reference fixture; trains in minutes on two CPU cores.
+    "vitvq-tiny": _symmetric(64, 8, TransformerConfig(64, 2, 2, 128), 512),
+    # 128 px, 16x16 ids: a usable small-image tokenizer on a laptop.
+    "vitvq-mini": _symmetric(128, 8, TransformerConfig(128, 4, 4, 512, dim_head=32), 1024),
+}
+
+
+def preset(name: str, **overrides) -> TokenizerConfig:
+    """A preset config, optionally with ``image_size``/``codebook_size``/... replaced."""
+    if name not in PRESETS:
+        raise TokenizerError(f"unknown tokenizer preset {name!r}; choose one of {sorted(PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return PRESETS[name].replace(**changes) if changes else PRESETS[name]
+
+
+@dataclass
+class TrainConfig:
+    images: str = field(help="training images: an ImageFolder tree, a flat folder or a list file", positional=True)
+    out: str = field(help="output folder (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)", metavar="DIR")
+    preset: str = field("vitvq-tiny", help=f"model size: {', '.join(PRESETS)}", choices=tuple(PRESETS), metavar="NAME")
+    config: str | None = field(
+        None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)", metavar="YAML"
+    )
+    image_size: int | None = field(None, help="train at this image size instead of the preset's")
+    codebook_size: int | None = field(None, help="number of codes instead of the preset's")
+    resize: str = field(
+        "squash",
+        help="squash: resize to a square (SeiT); crop: shorter side + center crop",
+        choices=RESIZE_MODES,
+        metavar="{squash,crop}",
+    )
+    hflip: bool = field(True, help="random horizontal flips")
+    steps: int = field(20000, help="optimizer steps in total (a resumed run continues up to this)")
+    batch_size: int = field(16, help="images per step and process")
+    lr: float = field(1e-4, help="peak learning rate (AdamW, betas 0.9/0.99)")
+    min_lr: float = field(1e-5, help="learning rate at the end of the cosine decay")
+    warmup_steps: int = field(500, help="linear warm-up steps")
+    weight_decay: float = field(1e-4, help="AdamW weight decay on weight matrices and kernels")
+    grad_clip: float = field(1.0, help="clip the gradient norm to this (0: off)")
+    l2_weight: float = field(1.0, help="weight of the L2 reconstruction loss")
+    l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss")
+    codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss")
+    beta: float = field(0.25, help="weight of the codebook term inside that loss (as the reference)")
+    perceptual_weights: str | None = field(
+        None, help="VGG16 weights (torchvision state dict) to add a perceptual loss", metavar="PATH"
+    )
+    lpips_weights: str | None = field(
+        None, help="LPIPS VGG linear heads (lpips' vgg.pth) for the perceptual loss", metavar="PATH"
+    )
+    perceptual_weight: float = field(0.1, help="weight of the perceptual loss")
+    disc_start: int | None = field(None, help="add a PatchGAN adversarial loss from this step (default: none)")
+    adversarial_weight: float = field(0.1, help="weight of the adversarial loss (times the adaptive factor)")
+    disc_layers: int = field(3, help="strided layers of the PatchGAN discriminator")
+    dead_code_steps: int = field(200, help="restart codes unused for this many steps from encoder outputs (0: off)")
+    eval_every: int = field(1000, help="evaluate and write a sample grid every this many steps")
+    eval_images: int = field(16, help="images in the fixed evaluation batch")
+    val_images: str | None = field(
+        None, help="evaluate on these images (default: some training images)", metavar="IMAGES"
+    )
+    save_every: int = field(1000, help="write checkpoint.pt every this many steps")
+    log_every: int = field(10, help="append a log.jsonl line every this many steps")
+    num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
+    precision: str = field(
+        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
+    )
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
+    seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts")
+    resume: bool = field(False, help="continue from OUT/checkpoint.pt when it exists")
+
+
+def _yaml_option():
+    return field(
+        None, help="enhancing-transformers ViTVQ yaml with the dimensions of a foreign checkpoint", metavar="YAML"
+    )
+
+
+def _legacy_option():
+    return field(
+        False, help="admit SeiT's pickled tokenizer module through an allow-list unpickler (trusted files only)"
+    )
+
+
+@dataclass
+class EvalConfig:
+    images: str = field(help="images: an ImageFolder tree, a flat folder or a list file", positional=True)
+    tokenizer: str = field(help=TOKENIZER_HELP, metavar="PATH")
+    config: str | None = _yaml_option()
+    allow_legacy_pickle: bool = _legacy_option()
+    max_images: int | None = field(None, help="evaluate on this many images, evenly spread over the sorted list")
+    batch_size: int = field(32, help="images per batch")
+    num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
+    resize: str = field(
+        "squash",
+        help="squash: resize to a square (SeiT); crop: shorter side + center crop",
+        choices=RESIZE_MODES,
+        metavar="{squash,crop}",
+    )
+    precision: str = field(
+        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
+    )
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")
+    grid: str | None = field(None, help="write a PNG of originals over reconstructions here", metavar="PNG")
+    grid_images: int = field(8, help="images in that PNG")
+    json: str | None = field(None, help="also write the figures to this JSON file", metavar="PATH")
+    skipped: str | None = field(
+        None, help="write the unreadable images (JSONL: key, path, kind, reason) here", metavar="PATH"
+    )
+
+
+@dataclass
+class InfoConfig:
+    tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
+    config: str | None = _yaml_option()
+    allow_legacy_pickle: bool = _legacy_option()
+    json: bool = field(False, help="print JSON instead of text")
+
+
+@dataclass
+class ConvertConfig:
+    tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
+    out: str = field(
+        help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)", metavar="PATH"
+    )
+    config: str | None = _yaml_option()
+    allow_legacy_pickle: bool = _legacy_option()

@@ -1,0 +1,169 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models.vgg import cfgs, make_layers
+
+import seit
+import seit.tokenizer.train as train_module
+from seit.images import list_images
+from seit.interop.enhancing import config_from_yaml
+from seit.tokenizer.checkpoint import load_tokenizer
+from seit.tokenizer.config import TokenizerError, TrainConfig
+from seit.tokenizer.train import StepBatches, TrainError, train
+from seit.utils.serialization import safe_torch_load
+from tokenizer_testdata import TINY32_YAML, write_image_folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_image_folder(root / "images", 64, 32, classes=4)
+    (root / "tiny32.yaml").write_text(TINY32_YAML)
+    return root
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread: steady timings on a shared 2-core machine, and bitwise-repeatable runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(data, out, **changes) -> TrainConfig:
+    base = dict(
+        images=str(data / "images"),
+        out=str(out),
+        config=str(data / "tiny32.yaml"),
+        batch_size=16,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=20,
+        dead_code_steps=20,
+        num_workers=0,
+        eval_images=8,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_improves_reconstructions_and_keeps_the_codebook_alive(data, tmp_path, one_thread):
+    out = tmp_path / "run"
+    result = train(_config(data, out, steps=300, eval_every=100, log_every=25, save_every=150))
+    assert result.finished and result.step == 300
+    log = _log(out)
+    train_rows = [r for r in log if r["split"] == "train"]
+    evals = {r["step"]: r for r in log if r["split"] == "eval"}
+    assert [r["step"] for r in train_rows] == list(range(25, 301, 25)) and sorted(evals) == [100, 200, 300]
+    assert train_rows[-1]["psnr"] > train_rows[0]["psnr"] + 3  # measured: ~10 dB -> ~16 dB
+    assert evals[300]["psnr"] > evals[100]["psnr"] + 1
+    assert evals[300]["usage"] >= 0.25 and train_rows[-1]["codes_active"] >= 0.5  # of 64 codes
+    assert train_rows[-1]["codes_restarted"] > 0
+    assert {"l2", "vq", "loss", "perplexity", "lr", "images_per_s"} <= set(train_rows[-1])
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [f"step_{s:07d}.png" for s in (100, 200, 300)]
+    assert safe_torch_load(out / "checkpoint.pt")["step"] == 300
+    tok = load_tokenizer(out)
+    assert tok.config == config_from_yaml(data / "tiny32.yaml")
+    with pytest.raises(TrainError, match=r"already holds a training run.*--resume"):
+        train(_config(data, out, steps=10))
+
+
+def test_resume_continues_exactly_where_it_stopped(data, tmp_path, one_thread):
+    options = dict(
+        warmup_steps=100,  # the learning rate does not depend on --steps during warm-up
+        dead_code_steps=2,
+        log_every=1,
+        eval_every=100,
+        disc_start=2,
+        disc_layers=2,
+    )
+    straight = train(_config(data, tmp_path / "a", steps=6, **options))
+    first = train(_config(data, tmp_path / "b", steps=3, **options))
+    resumed = train(_config(data, tmp_path / "b", steps=6, resume=True, **options))
+    assert (straight.step, first.step, resumed.step) == (6, 3, 6)
+
+    def rows(out):
+        train_rows = [r for r in _log(out) if r["split"] == "train"]
+        return {r["step"]: {k: v for k, v in r.items() if k != "images_per_s"} for r in train_rows}
+
+    a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert a == b  # identical losses, PSNR, usage, restarts on every step, including the resumed ones
+    assert "g_loss" in a[6] and "d_loss" in a[6] and "g_loss" not in a[2] and a[6]["codes_restarted"] > 0
+    sd_a, sd_b = load_tokenizer(tmp_path / "a").state_dict(), load_tokenizer(tmp_path / "b").state_dict()
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_perceptual_loss_from_user_supplied_vgg_weights(data, tmp_path, one_thread):
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, vgg)
+    out = tmp_path / "run"
+    train(_config(data, out, steps=2, batch_size=2, log_every=1, perceptual_weights=str(vgg)))
+    assert all(r["perceptual"] > 0 for r in _log(out) if r["split"] == "train")
+    with pytest.raises(TokenizerError, match=r"missing\.pth: VGG16 weights .*not found"):
+        train(_config(data, tmp_path / "other", steps=2, perceptual_weights=str(tmp_path / "missing.pth")))
+
+
+def test_bf16_autocast_path_and_option_checks(data, tmp_path, one_thread):
+    result = train(_config(data, tmp_path / "bf16", steps=2, batch_size=4, log_every=1, precision="bf16"))
+    assert result.finished and all(math.isfinite(v) for v in result.last.values())
+    with pytest.raises(TrainError, match="--eval-every must be at least 1"):
+        train(_config(data, tmp_path / "bad", eval_every=0))
+
+
+def test_a_signal_saves_a_checkpoint_and_stops(data, tmp_path, one_thread, monkeypatch):
+    real_step = train_module._train_step
+
+    def step_then_sigterm(*args):
+        out = real_step(*args)
+        if args[8] == 2:  # the step index
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(train_module, "_train_step", step_then_sigterm)
+    out = tmp_path / "run"
+    stopped = train(_config(data, out, steps=1000, save_every=1000))
+    assert not stopped.finished and stopped.step == 3 and stopped.tokenizer_path is None
+    assert safe_torch_load(out / "checkpoint.pt")["step"] == 3 and not (out / "tokenizer.safetensors").exists()
+    monkeypatch.setattr(train_module, "_train_step", real_step)
+    done = train(_config(data, out, steps=5, resume=True))
+    assert done.finished and done.step == 5 and (out / "tokenizer.safetensors").exists()
+
+
+def test_step_batches_are_a_resumable_stream_split_over_ranks():
+    whole = list(StepBatches(10, 2, seed=3, rank=0, world=1, start=0, stop=10))
+    assert sorted(i for batch in whole[:5] for i in batch) == list(range(10))  # one epoch, each sample once
+    later = list(StepBatches(10, 2, seed=3, rank=0, world=1, start=7, stop=10))
+    assert later == whole[7:]
+    ranks = [list(StepBatches(10, 1, seed=3, rank=r, world=2, start=0, stop=5)) for r in range(2)]
+    assert [b for pair in zip(*ranks) for b in pair] == [[i] for batch in whole[:5] for i in batch]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(data, tmp_path):
+    """DDP on gloo: two ranks train together; rank 0 writes the outputs."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "seit", "tokenizer", "train", str(data / "images"), "--out", str(out),
+           "--config", str(data / "tiny32.yaml"), "--steps", "4", "--batch-size", "4", "--num-workers", "0",
+           "--log-every", "1", "--eval-every", "4", "--eval-images", "4", "--dead-code-steps", "2"]  # fmt: skip
+    src = str(Path(seit.__file__).parents[1])  # this checkout's code, not an installed copy
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEIT_NO_PROGRESS": "1", "PYTHONPATH": src}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _log(out)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert rows[-1]["split"] == "eval" and load_tokenizer(out).config.image_size == 32
+    assert len(list_images(data / "images").samples) == 64
