@@ -113,7 +113,7 @@ def resized_crop(
     Channels-last; ``flip`` (bool [B]) mirrors samples horizontally. Equal, up to float rounding, to SeiT's
     bicubic resize of the cropped one-hot map followed by the codebook product. Each interpolation matrix
     row has 4 non-zeros, so the two separable passes are weighted 4-tap gathers (``embedding_bag``): the
-    width pass reads code vectors straight from the codebook, the height pass reads its output rows.
+    width pass reads code vectors straight from the codebook, the height pass mixes whole output rows.
     """
     batch, height, _ = ids.shape
     col, col_w = resize_taps(boxes[:, 1], boxes[:, 3], side)  # [B, side, 4]
@@ -127,10 +127,8 @@ def resized_crop(
     weights = col_w.view(batch, 1, -1).expand(batch, height, -1).reshape(-1, 4)
     rows = F.embedding_bag(taps, codebook, per_sample_weights=weights, mode="sum")  # [(b, h, q), D]
 
-    # height pass: out[b, p, q] = sum_k row_w[b, p, k] * rows[b, row[b, p, k], q]
-    first_row = torch.arange(batch, device=ids.device).view(-1, 1, 1, 1) * height
-    q = torch.arange(side, device=ids.device).view(1, 1, -1, 1)
-    taps = ((first_row + row.view(batch, side, 1, 4)) * side + q).view(-1, 4)
-    weights = row_w.view(batch, side, 1, 4).expand(batch, side, side, 4).reshape(-1, 4)
-    out = F.embedding_bag(taps, rows, per_sample_weights=weights, mode="sum")
+    # height pass: out[b, p] = sum_k row_w[b, p, k] * rows[b, row[b, p, k]], whole rows of side * D values
+    taps = (torch.arange(batch, device=ids.device).view(-1, 1, 1) * height + row).view(-1, 4)
+    table = rows.view(batch * height, -1)
+    out = F.embedding_bag(taps, table, per_sample_weights=row_w.view(-1, 4), mode="sum")
     return out.view(batch, side, side, -1)
