@@ -16,9 +16,10 @@ def test_pipeline_benchmark_reports_rates_and_bytes(tmp_path, capsys):
     assert figures["crop"] == 7 and figures["torch_threads"] == 1 and torch.get_num_threads() == threads
     assert figures["seit_bytes_per_sample"] == 2 * 8 * 8  # int16 ids
     assert figures["baseline_bytes_per_sample"] == 4 * 20 * 7 * 7  # float32 one-hot map after the crop
-    assert figures["seit_samples_per_s"] > 0 and figures["baseline_samples_per_s"] > 0
-    ratio = figures["seit_samples_per_s"] / figures["baseline_samples_per_s"]
-    assert abs(figures["speedup"] - ratio) < 0.1
+    for clock in ("cpu", "wall"):
+        ours, base = figures[f"seit_samples_per_{clock}_s"], figures[f"baseline_samples_per_{clock}_s"]
+        assert ours > 0 and base > 0 and len(figures["rounds"]["seit"][clock]) == 1
+        assert abs(figures["speedup" if clock == "cpu" else "speedup_wall"] - ours / base) < 0.1
     assert "speedup" in capsys.readouterr().out
 
 
@@ -28,3 +29,8 @@ def test_in_memory_source_is_int16_ids_with_local_structure():
     assert ids.shape == (16, 32, 32) and ids.dtype.name == "int16" and ids.min() >= 0 and ids.max() < 30
     same_as_right = (ids[:, :, 1:] == ids[:, :, :-1]).mean()
     assert 0.3 < same_as_right < 0.9  # blocky like VQ tokens, not i.i.d. noise (which would give ~1/30)
+
+
+def test_bad_arguments_are_refused_cleanly(capsys):
+    assert main(["bench", "pipeline", "--batch-size", "7"]) == 1
+    assert "--batch-size must be even" in capsys.readouterr().err

@@ -117,7 +117,16 @@ def test_safetensors_checkpoint_rebuilds_the_model(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
-def test_tiny_token_vit_overfits_a_small_token_set():
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread (and do not fight other jobs for a shared machine's cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_token_vit_overfits_a_small_token_set(one_thread):
     from seit.augment import AugmentConfig, TokenAugment
 
     torch.manual_seed(0)
