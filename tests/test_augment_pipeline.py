@@ -50,6 +50,7 @@ def test_defaults_are_seits_and_map_to_flags():
         (dict(noise_prob=0.9, color_adapt_prob=0.2), "--color-adapt-prob"),
         (dict(rrc_scale=(0.5, 0.1)), "--rrc-scale"),
         (dict(synonym_topk=0), "--synonym-topk"),
+        (dict(rrc_scale=(0.08,)), "--rrc-scale takes two numbers"),  # e.g. SeiT's single-number --rrc-ratio
     ],
 )
 def test_bad_settings_name_the_flag(bad, flag):

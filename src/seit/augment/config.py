@@ -29,7 +29,9 @@ class AugmentConfig:
     rrc_scale: tuple[float, float] = field(
         (0.08, 1.0), help="RRC area range as fractions of the grid (SeiT --rrc-ratio sets the minimum)"
     )
-    rrc_ratio: tuple[float, float] = field((3 / 4, 4 / 3), help="RRC aspect-ratio range (torchvision's default)")
+    rrc_aspect: tuple[float, float] = field(
+        (3 / 4, 4 / 3), help="RRC aspect-ratio (width / height) range, torchvision's default as in SeiT"
+    )
     hflip_prob: float = field(0.0, help="horizontal flip probability (SeiT does not flip token maps)")
     synonym_prob: float = field(
         0.25, help="Token-EDA: probability a sample gets synonym replacement", aliases=("--eda-rc-prob",)
@@ -69,6 +71,10 @@ class AugmentConfig:
     smoothing: float = field(0.1, help="label smoothing folded into the soft targets")
 
     def __post_init__(self) -> None:
+        for name in ("rrc_scale", "rrc_aspect", "cutmix_minmax"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 2:
+                raise AugmentError(f"--{_flag(name)} takes two numbers (min max), got {list(value)}")
         for name in (
             "crop_ratio",
             "hflip_prob",
@@ -97,8 +103,8 @@ class AugmentConfig:
         lo, hi = self.rrc_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise AugmentError(f"--rrc-scale must satisfy 0 < min <= max <= 1, got {self.rrc_scale}")
-        if not 0.0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
-            raise AugmentError(f"--rrc-ratio must satisfy 0 < min <= max, got {self.rrc_ratio}")
+        if not 0.0 < self.rrc_aspect[0] <= self.rrc_aspect[1]:
+            raise AugmentError(f"--rrc-aspect must satisfy 0 < min <= max, got {self.rrc_aspect}")
         if self.noise_scale < 0 or self.noise_std < 0 or self.mixup < 0 or self.cutmix < 0:
             raise AugmentError("--noise-scale, --noise-std, --mixup and --cutmix must be >= 0")
         if self.cutmix_minmax is not None and not 0.0 < self.cutmix_minmax[0] < self.cutmix_minmax[1] <= 1.0:

@@ -114,7 +114,7 @@ class TokenAugment:
             ids = ids.index_copy(0, rows, swap_patches(ids[rows], swaps))
 
         if cfg.crop == "rrc":
-            boxes = sample_rrc_boxes(batch, height, width, cfg.rrc_scale, cfg.rrc_ratio, gen, self.device)
+            boxes = sample_rrc_boxes(batch, height, width, cfg.rrc_scale, cfg.rrc_aspect, gen, self.device)
         else:
             boxes = sample_random_boxes(batch, height, width, side, gen, self.device)
         flip = None
