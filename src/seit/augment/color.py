@@ -7,12 +7,13 @@ import torch
 STD_FLOOR = 1e-6  # a constant channel (one code everywhere) has std 0; SeiT would divide by zero there
 
 
-def emb_noise(x: torch.Tensor, scale: float, std: float, generator: torch.Generator) -> torch.Tensor:
-    """x plus N(0, scale^2) per sample and channel plus N(0, std^2) per element (SeiT's ``Noise``)."""
-    batch, height, width, channels = x.shape
-    opts = {"generator": generator, "device": x.device, "dtype": x.dtype}
-    offset = torch.randn(batch, 1, 1, channels, **opts) * scale
-    return x + torch.randn(batch, height, width, channels, **opts) * std + offset
+def emb_noise(shape: torch.Size, scale: float, std: float, generator: torch.Generator) -> torch.Tensor:
+    """SeiT's Emb-Noise for maps of ``shape`` [n, m, m, D]: N(0, scale^2) per sample and channel plus
+    N(0, std^2) per element, to be added to the embeddings."""
+    batch, _, _, channels = shape
+    opts = {"generator": generator, "device": generator.device}
+    offset = torch.randn(batch, 1, 1, channels, **opts).mul_(scale)
+    return torch.randn(shape, **opts).mul_(std).add_(offset)
 
 
 def color_adapt(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

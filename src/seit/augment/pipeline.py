@@ -127,7 +127,7 @@ class TokenAugment:
             x.index_copy_(0, rows, color_adapt(x[rows], x[batch - 1 - rows]))
         if n_noise:
             rows = _rows(noise, n_noise)
-            x.index_copy_(0, rows, emb_noise(x[rows], cfg.noise_scale, cfg.noise_std, gen))
+            x.index_add_(0, rows, emb_noise((n_noise, *x.shape[1:]), cfg.noise_scale, cfg.noise_std, gen))
         return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
 
     @torch.no_grad()
