@@ -10,10 +10,15 @@ def test_pipeline_benchmark_reports_rates_and_bytes(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "pipeline.json"
     args = ["--batch-size", "8", "--rounds", "1", "--seit-batches", "1", "--baseline-samples", "4", "--grid", "8"]
-    args += ["--codes", "20", "--dim", "4", "--classes", "3", "--json", str(out)]
+    args += ["--codes", "20", "--dim", "4", "--classes", "3", "--allocator", "system", "--json", str(out)]
     assert main(["bench", "pipeline", *args]) == 0
     figures = json.loads(out.read_text())["figures"]
-    assert figures["crop"] == 7 and figures["torch_threads"] == 1 and torch.get_num_threads() == threads
+    assert (
+        figures["allocator"] == "system"
+        and figures["crop"] == 7
+        and figures["torch_threads"] == 1
+        and torch.get_num_threads() == threads
+    )
     assert figures["seit_bytes_per_sample"] == 2 * 8 * 8  # int16 ids
     assert figures["baseline_bytes_per_sample"] == 4 * 20 * 7 * 7  # float32 one-hot map after the crop
     for clock in ("cpu", "wall"):
