@@ -108,7 +108,7 @@ def resize_taps(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[to
 def resized_crop(
     ids: torch.Tensor, codebook: torch.Tensor, boxes: torch.Tensor, side: int, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Embeddings of ``boxes`` cropped out of ``ids`` [B, H, W] and resized to side x side: [B, side, side, D].
+    """Embeddings of ``boxes`` cropped out of ``ids`` (int64 [B, H, W]), resized to side x side: [B, side, side, D].
 
     Channels-last; ``flip`` (bool [B]) mirrors samples horizontally. Equal, up to float rounding, to SeiT's
     bicubic resize of the cropped one-hot map followed by the codebook product. Each interpolation matrix
