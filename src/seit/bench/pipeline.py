@@ -7,7 +7,11 @@ import math
 import random
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and numpy load inside the functions, so `seit --help` stays fast
+    import numpy as np
+    import torch
 
 DESCRIPTION = """\
 Input pipeline: token ids -> augmented training batch ready for the model, per CPU core.
@@ -45,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def in_memory_ids(num_samples: int, grid: int, synonyms, seed: int):
+def in_memory_ids(num_samples: int, grid: int, synonyms: torch.Tensor, seed: int) -> np.ndarray:
     """The source both pipelines read: int16 id grids [N, grid, grid] held in memory.
 
     Realistic layout: codes are constant over 4x4 blocks (VQ tokens of one object part repeat) and 30%
@@ -70,7 +74,9 @@ class SeitReferencePipeline:
     half the batch 0.25 | none), timm Mixup (CutMix 1.0, smoothing 0.1).
     """
 
-    def __init__(self, codebook, synonyms, num_classes: int, side: int, topk: int = 5) -> None:
+    def __init__(
+        self, codebook: torch.Tensor, synonyms: torch.Tensor, num_classes: int, side: int, topk: int = 5
+    ) -> None:
         from timm.data import Mixup
 
         self.codebook = codebook
@@ -80,7 +86,7 @@ class SeitReferencePipeline:
         self.mixup = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=num_classes)
 
     # --- worker side, one sample ---
-    def sample(self, ids_2d):
+    def sample(self, ids_2d: np.ndarray) -> torch.Tensor:
         import torch
         import torch.nn.functional as F
 
@@ -95,7 +101,7 @@ class SeitReferencePipeline:
         crop = onehot[:, top : top + h, left : left + w]
         return F.interpolate(crop.unsqueeze(0), size=(self.side, self.side), mode="bicubic").squeeze(0)
 
-    def _replace(self, tokens):
+    def _replace(self, tokens: torch.Tensor) -> torch.Tensor:
         import torch
 
         out = []
@@ -106,7 +112,7 @@ class SeitReferencePipeline:
                 out.append(code.item())
         return torch.LongTensor(out).reshape(tokens.shape)
 
-    def _swap(self, tokens):
+    def _swap(self, tokens: torch.Tensor) -> torch.Tensor:
         import torch
 
         h, w = tokens.shape
@@ -137,7 +143,7 @@ class SeitReferencePipeline:
         return 0, 0, height, width
 
     # --- device side, one batch ---
-    def batch(self, maps, labels):
+    def batch(self, maps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         x = (maps.permute(0, 2, 3, 1) @ self.codebook).permute(0, 3, 1, 2)
