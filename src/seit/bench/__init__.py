@@ -5,4 +5,7 @@ prints a readable table and returns the figures, which ``--json`` saves.
 """
 
 # name -> module; the CLI imports a module only when its benchmark runs.
-BENCHMARKS: dict[str, str] = {"tokenize": "seit.bench.tokenize"}
+BENCHMARKS: dict[str, str] = {
+    "tokenize": "seit.bench.tokenize",
+    "pipeline": "seit.bench.pipeline",
+}

@@ -1,0 +1,177 @@
+"""``TokenAugment``: DataLoader batches of ids -> model inputs and soft targets, on the training device.
+
+Workers ship only the id grids (int16, 2 KB per 32x32 sample); everything else runs here, batched, with
+per-sample randomness from one ``torch.Generator``:
+
+  train: Token-EDA on ids (synonym replacement | patch swap | nothing) -> codebook lookup -> random
+         resized crop to m x m (bicubic, computed on embeddings) -> ColorAdapt | Emb-Noise | nothing
+         -> Mixup/CutMix with label smoothing
+  eval:  centre crop to m x m -> codebook lookup
+
+This is SeiT's order (token_transform.py, datasets.py, engine_seit.py). For multi-process training seed each
+rank differently (e.g. seed + rank); save ``state_dict()`` with the checkpoint to resume the same stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from seit.augment.color import color_adapt, emb_noise
+from seit.augment.config import AugmentConfig, AugmentError
+from seit.augment.crop import center_box, resized_crop, sample_random_boxes, sample_rrc_boxes
+from seit.augment.eda import replace_synonyms, sample_swaps, swap_patches
+from seit.augment.mix import SoftTargets
+from seit.augment.tables import synonyms_from_codebook
+
+_SEED_RANGE = 2**31 - 1
+
+
+class TokenAugment:
+    """SeiT's token augmentation for whole batches on the training device.
+
+    ``codebook`` [K, D] float; ``synonyms`` [K, n] int (SeiT's ``synonyms.json`` via ``load_synonyms``; if
+    None and synonym replacement is on, computed from the codebook by cosine similarity, as SeiT built it).
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig,
+        codebook: torch.Tensor,
+        synonyms: torch.Tensor | None = None,
+        *,
+        num_classes: int,
+        device: str | torch.device | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ) -> None:
+        if codebook.ndim != 2:
+            raise AugmentError(f"codebook must be [num_codes, dim], got shape {tuple(codebook.shape)}")
+        if num_classes < 1:
+            raise AugmentError(f"num_classes must be >= 1, got {num_classes}")
+        self.config = config
+        self.num_classes = num_classes
+        self.device = torch.device(device) if device is not None else codebook.device
+        self.codebook = codebook.detach().float().to(self.device)
+        if synonyms is None and config.synonym_prob > 0:
+            synonyms = synonyms_from_codebook(self.codebook, config.synonym_topk)
+        if synonyms is not None and synonyms.shape[0] != self.num_codes:
+            raise AugmentError(f"synonym table has {synonyms.shape[0]} rows but the codebook {self.num_codes} codes")
+        self.synonyms = None if synonyms is None else synonyms[:, : config.synonym_topk].long().to(self.device)
+        self.targets = SoftTargets(config, num_classes)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        if generator.device.type != self.device.type:
+            raise AugmentError(f"generator is on {generator.device}, augmentation runs on {self.device}")
+        self.generator = generator
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook.shape[0]
+
+    def crop_side(self, height: int, width: int) -> int:
+        """Side m of the model input for this grid (``img_size`` of the model)."""
+        return self.config.crop_side(height, width)
+
+    @torch.no_grad()
+    def train(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [B, H, W] (int16/int64), labels [B] -> (x [B, D, m, m] float32, soft targets [B, C]).
+
+        ``x`` is in channels_last memory format (what the crop produces; convolutions take it as is).
+        """
+        cfg, gen = self.config, self.generator
+        ids = self._ids(ids)
+        labels = labels.to(self.device, non_blocking=True).long()
+        batch, height, width = ids.shape
+        side = self.crop_side(height, width)
+
+        # per-sample choices: Token-EDA (synonyms | swap | none) and colour (ColorAdapt | noise | none)
+        mix_seed = torch.randint(0, _SEED_RANGE, (1,), generator=gen, device=self.device)[0]
+        u, v = torch.rand(2, batch, generator=gen, device=self.device)
+        synonym, swap = u < cfg.synonym_prob, (u >= cfg.synonym_prob) & (u < cfg.synonym_prob + cfg.swap_prob)
+        noise = v < cfg.noise_prob
+        adapt = (v >= cfg.noise_prob) & (v < cfg.noise_prob + cfg.color_adapt_prob)
+        stats = [ids.min(), ids.max(), labels.min(), labels.max(), mix_seed]
+        stats += [synonym.sum(), swap.sum(), noise.sum(), adapt.sum()]
+        lo, hi, lab_lo, lab_hi, mix_seed, n_syn, n_swap, n_noise, n_adapt = torch.stack(stats).tolist()  # one sync
+        self._check_range(lo, hi)
+        if labels.shape != (batch,) or lab_lo < 0 or lab_hi >= self.num_classes:
+            raise AugmentError(
+                f"labels must be [B] class ids in [0, {self.num_classes}), got shape {tuple(labels.shape)} "
+                f"with range {lab_lo}..{lab_hi}; check the dataset's label file and --num-classes"
+            )
+
+        if n_syn:
+            rows = _rows(synonym, n_syn)
+            replaced = replace_synonyms(ids[rows], self.synonyms, cfg.synonym_topk, cfg.synonym_token_prob, gen)
+            ids = ids.index_copy(0, rows, replaced)
+        if n_swap:
+            rows = _rows(swap, n_swap)
+            swaps = sample_swaps(n_swap, height, width, cfg.swap_scale, gen, self.device)
+            ids = ids.index_copy(0, rows, swap_patches(ids[rows], swaps))
+
+        if cfg.crop == "rrc":
+            boxes = sample_rrc_boxes(batch, height, width, cfg.rrc_scale, cfg.rrc_aspect, gen, self.device)
+        else:
+            boxes = sample_random_boxes(batch, height, width, side, gen, self.device)
+        flip = None
+        if cfg.hflip_prob > 0:
+            flip = torch.rand(batch, generator=gen, device=self.device) < cfg.hflip_prob
+        x = resized_crop(ids, self.codebook, boxes, side, flip)  # [B, m, m, D]
+
+        if n_adapt:  # before the noise, so a partner's statistics are un-noised
+            rows = _rows(adapt, n_adapt)
+            x.index_copy_(0, rows, color_adapt(x[rows], x[batch - 1 - rows]))
+        if n_noise:
+            rows = _rows(noise, n_noise)
+            x.index_add_(0, rows, emb_noise((n_noise, *x.shape[1:]), cfg.noise_scale, cfg.noise_std, gen))
+        return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
+
+    @torch.no_grad()
+    def eval(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, H, W] -> centre-cropped embeddings [B, D, m, m] (deterministic, SeiT's ``CC``)."""
+        ids = self._ids(ids)
+        self._check_range(*torch.stack([ids.min(), ids.max()]).tolist())
+        _, height, width = ids.shape
+        side = self.crop_side(height, width)
+        top, left = center_box(height, width, side)
+        crop = ids[:, top : top + side, left : left + side]
+        return F.embedding(crop, self.codebook).permute(0, 3, 1, 2)
+
+    def state_dict(self) -> dict[str, object]:
+        """The generator state (a uint8 tensor, loadable with weights_only=True) for checkpoints."""
+        return {"generator": self.generator.get_state(), "device_type": self.device.type}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        saved = state["generator"]
+        if state.get("device_type") == self.device.type:
+            self.generator.set_state(saved)
+            return
+        # CPU and CUDA generators keep different state formats: continue from a seed derived from the saved one
+        seed = int.from_bytes(hashlib.sha256(bytes(saved.tolist())).digest()[:8], "little") % _SEED_RANGE
+        warnings.warn(
+            f"augmentation RNG state was saved on {state.get('device_type')} and is resumed on {self.device.type}: "
+            "the random stream continues from a derived seed, not bit-identically",
+            stacklevel=2,
+        )
+        self.generator.manual_seed(seed)
+
+    def _ids(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.ndim != 3 or ids.is_floating_point() or ids.is_complex():
+            raise AugmentError(f"expected integer token ids [B, H, W], got {ids.dtype} of shape {tuple(ids.shape)}")
+        return ids.to(self.device, non_blocking=True).long()
+
+    def _check_range(self, lo: int, hi: int) -> None:
+        if lo < 0 or hi >= self.num_codes:
+            raise AugmentError(
+                f"token ids range {lo}..{hi} but the codebook has {self.num_codes} codes; the token store and the "
+                "codebook do not belong together (check --codebook)"
+            )
+
+
+def _rows(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the ``count`` True entries of ``mask``, without another device sync."""
+    return torch.argsort((~mask).to(torch.uint8), stable=True)[:count]

@@ -1,0 +1,25 @@
+"""Token ViTs in timm's registry: ``import seit.models`` registers them.
+
+``import seit`` alone does not import torch or timm (so the CLI starts fast); importing this package
+registers ``deit_{tiny,small,base}_token_{32,4}`` and ``deit_{tiny,small,base}_pixel_16`` with timm,
+after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=1000)`` works.
+"""
+
+from seit.models.checkpoint import load_model, model_config, save_model
+from seit.models.finetune import adapt_state_dict, load_for_finetune, resample_pos_embed, reset_head
+from seit.models.stem import StemAdaptor
+from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS
+
+__all__ = [
+    "DEIT_SIZES",
+    "PIXEL_MODELS",
+    "TOKEN_MODELS",
+    "StemAdaptor",
+    "adapt_state_dict",
+    "load_for_finetune",
+    "load_model",
+    "model_config",
+    "resample_pos_embed",
+    "reset_head",
+    "save_model",
+]

@@ -1,0 +1,187 @@
+import argparse
+import dataclasses
+import io
+import warnings
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import seit.models  # noqa: F401  (registers the token ViTs)
+from seit.augment import AugmentConfig, AugmentError, TokenAugment
+from seit.config import add_dataclass_args, from_args
+
+OFF = dict(synonym_prob=0.0, swap_prob=0.0, noise_prob=0.0, color_adapt_prob=0.0, cutmix=0.0, smoothing=0.0)
+
+
+def make(config=None, codes=50, dim=4, classes=10, seed=0):
+    codebook = torch.randn(codes, dim, generator=torch.Generator().manual_seed(99))
+    return TokenAugment(config or AugmentConfig(), codebook, num_classes=classes, seed=seed)
+
+
+def batch(n=8, grid=32, codes=50, classes=10, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, codes, (n, grid, grid), generator=g).to(torch.int16), torch.randint(
+        0, classes, (n,), generator=g
+    )
+
+
+def test_defaults_are_seits_and_map_to_flags():
+    cfg = AugmentConfig()
+    assert (cfg.crop, cfg.crop_ratio, cfg.rrc_scale, cfg.hflip_prob) == ("rrc", 0.875, (0.08, 1.0), 0.0)
+    assert (cfg.synonym_prob, cfg.synonym_token_prob, cfg.synonym_topk) == (0.25, 0.25, 5)
+    assert (cfg.swap_prob, cfg.swap_scale) == (0.25, 0.25)
+    assert (cfg.noise_prob, cfg.noise_scale, cfg.noise_std, cfg.color_adapt_prob) == (0.25, 1.0, 1.0, 0.125)
+    assert (cfg.mixup, cfg.cutmix, cfg.mixup_mode, cfg.smoothing) == (0.0, 1.0, "batch", 0.1)
+    assert cfg.crop_side(32, 32) == 28 and cfg.crop_side(16, 16) == 14 and cfg.crop_side(8, 8) == 7
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, AugmentConfig)
+    ns = parser.parse_args(["--eda-rc-prob", "0.1", "--rrc-scale", "0.35", "1", "--cutmix-minmax", "0.2", "0.8"])
+    parsed = from_args(AugmentConfig, ns)
+    assert parsed.synonym_prob == 0.1 and parsed.rrc_scale == (0.35, 1.0) and parsed.cutmix_minmax == (0.2, 0.8)
+
+
+@pytest.mark.parametrize(
+    "bad, flag",
+    [
+        (dict(noise_prob=1.5), "--noise-prob"),
+        (dict(synonym_prob=0.7, swap_prob=0.5), "--synonym-prob"),
+        (dict(noise_prob=0.9, color_adapt_prob=0.2), "--color-adapt-prob"),
+        (dict(rrc_scale=(0.5, 0.1)), "--rrc-scale"),
+        (dict(synonym_topk=0), "--synonym-topk"),
+        (dict(rrc_scale=(0.08,)), "--rrc-scale takes two numbers"),  # e.g. SeiT's single-number --rrc-ratio
+    ],
+)
+def test_bad_settings_name_the_flag(bad, flag):
+    with pytest.raises(AugmentError, match=flag):
+        AugmentConfig(**bad)
+    with pytest.raises(AugmentError, match="--crop-size"):
+        AugmentConfig(crop_size=40).crop_side(32, 32)
+
+
+def test_train_gives_model_inputs_and_soft_targets():
+    aug = make()
+    ids, labels = batch(n=16)
+    x, targets = aug.train(ids, labels)
+    assert x.shape == (16, 4, 28, 28) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert targets.shape == (16, 10)
+    torch.testing.assert_close(targets.sum(1), torch.ones(16))
+    assert targets.min() >= 0.1 / 10 - 1e-6  # label smoothing: every class keeps at least smoothing / C
+    assert (targets.argmax(1) == labels).float().mean() >= 0.5  # CutMix keeps the larger share of the own label
+
+
+def test_identity_settings_reproduce_the_plain_lookup():
+    aug = make(AugmentConfig(crop="random", crop_size=32, **OFF))
+    ids, labels = batch()
+    x, targets = aug.train(ids, labels)
+    torch.testing.assert_close(x, aug.codebook[ids.long()].permute(0, 3, 1, 2))
+    torch.testing.assert_close(targets, torch.nn.functional.one_hot(labels, 10).float())
+
+
+@pytest.mark.parametrize(
+    "setting, rate",
+    [
+        (dict(synonym_prob=0.3), 0.3),  # a chosen sample has ~200 of 256 tokens redrawn: always visible
+        (dict(swap_prob=0.4), 0.4 * 3 / 4),  # 16x16 grid: swap side int(U(0, 4)) is 0 a quarter of the time
+        (dict(noise_prob=0.25), 0.25),
+        (dict(color_adapt_prob=0.125), 0.125),
+    ],
+    ids=["synonyms", "swap", "noise", "color-adapt"],
+)
+def test_each_augmentation_touches_its_share_of_samples(setting, rate):
+    n = 4000
+    base = dict(crop="random", crop_size=16, **OFF)
+    plain = make(AugmentConfig(**base), seed=5)
+    augmented = make(AugmentConfig(**{**base, **setting}), seed=5)
+    ids, labels = batch(n=n, grid=16)
+    touched = (augmented.train(ids, labels)[0] != plain.train(ids, labels)[0]).flatten(1).any(1)
+    assert abs(touched.float().mean().item() - rate) < 0.03
+
+
+def test_color_ops_are_exclusive_and_adapt_uses_the_mirrored_sample():
+    aug = make(AugmentConfig(crop="random", crop_size=16, **{**OFF, "color_adapt_prob": 1.0}))
+    ids, labels = batch(n=6, grid=16)
+    x, _ = aug.train(ids, labels)
+    clean = aug.codebook[ids.long()].permute(0, 3, 1, 2)
+    torch.testing.assert_close(x.mean((2, 3)), clean.flip(0).mean((2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std((2, 3)), clean.flip(0).std((2, 3)), atol=1e-4, rtol=1e-4)
+
+
+def test_same_seed_same_stream_and_state_resumes_it():
+    ids, labels = batch(n=8)
+    a, b = make(seed=3), make(seed=3)
+    for _ in range(2):
+        xa, ta = a.train(ids, labels)
+        xb, tb = b.train(ids, labels)
+        torch.testing.assert_close(xa, xb)
+        torch.testing.assert_close(ta, tb)
+    assert not torch.equal(make(seed=4).train(ids, labels)[0], make(seed=3).train(ids, labels)[0])
+
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    expected = a.train(ids, labels)
+    resumed = make(seed=123)
+    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    got = resumed.train(ids, labels)
+    torch.testing.assert_close(got[0], expected[0])
+    torch.testing.assert_close(got[1], expected[1])
+
+    foreign = dict(a.state_dict(), device_type="cuda")  # other generator format: warned, deterministic reseed
+    with pytest.warns(UserWarning, match="derived seed"):
+        make().load_state_dict(foreign)
+
+
+def test_mixing_leaves_numpy_global_rng_alone():
+    np.random.seed(7)
+    expected = np.random.rand()
+    np.random.seed(7)
+    make().train(*batch())
+    assert np.random.rand() == expected
+
+
+def test_eval_is_the_deterministic_centre_crop():
+    aug = make()
+    ids, _ = batch()
+    x = aug.eval(ids)
+    torch.testing.assert_close(x, aug.codebook[ids.long()[:, 2:30, 2:30]].permute(0, 3, 1, 2))
+    torch.testing.assert_close(aug.eval(ids), x)
+
+
+def test_bad_batches_get_clear_errors():
+    aug = make()
+    ids, labels = batch()
+    with pytest.raises(AugmentError, match="codebook has 50 codes"):
+        aug.train(ids + 50, labels)
+    with pytest.raises(AugmentError, match="codebook has 50 codes"):
+        aug.eval(ids - 1000)
+    with pytest.raises(AugmentError, match="integer token ids"):
+        aug.eval(ids.float())
+    with pytest.raises(AugmentError, match=r"class ids in \[0, 10\)"):
+        aug.train(ids, labels + 10)
+    with pytest.raises(AugmentError, match="even batch"):
+        aug.train(ids[:7], labels[:7])
+    with pytest.raises(AugmentError, match="synonym table has 3 rows"):
+        TokenAugment(AugmentConfig(), torch.randn(50, 4), torch.zeros(3, 5, dtype=torch.long), num_classes=2)
+
+
+@pytest.mark.parametrize("grid, side", [(8, 7), (16, 14)])
+def test_any_grid_size_end_to_end_through_a_model(grid, side):
+    aug = make(AugmentConfig(hflip_prob=0.5), dim=32)
+    ids, labels = batch(n=4, grid=grid)
+    model = timm.create_model("deit_tiny_token_32", embed_dim=32, depth=1, num_heads=2, img_size=side, num_classes=10)
+    x, targets = aug.train(ids, labels)
+    assert x.shape == (4, 32, side, side)
+    loss = torch.sum(-targets * model(x).log_softmax(-1), dim=-1).mean()
+    loss.backward()
+    assert model.patch_embed.proj.weight.grad is not None
+    assert model.eval()(aug.eval(ids)).shape == (4, 10)
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = AugmentConfig(crop="random", cutmix_minmax=(0.2, 0.8))
+    assert AugmentConfig(**dataclasses.asdict(cfg)) == cfg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(cfg)

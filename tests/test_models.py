@@ -1,0 +1,147 @@
+import subprocess
+import sys
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+import torch.nn.functional as F
+
+from seit.errors import SeitError
+from seit.models import (
+    PIXEL_MODELS,
+    TOKEN_MODELS,
+    StemAdaptor,
+    load_for_finetune,
+    load_model,
+    resample_pos_embed,
+    save_model,
+)
+from seit.utils.serialization import CheckpointError
+
+SMALL = dict(embed_dim=32, depth=1, num_heads=2)  # a tiny transformer for fast tests
+
+
+def test_import_seit_alone_does_not_import_torch():
+    code = "import sys, seit; print('torch' in sys.modules or 'timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_registry_holds_token_and_pixel_vits():
+    assert set(timm.list_models("deit_*_token_*")) == set(TOKEN_MODELS) and len(TOKEN_MODELS) == 6
+    assert set(timm.list_models("deit_*_pixel_16")) == set(PIXEL_MODELS) and len(PIXEL_MODELS) == 3
+    widths = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+    for name in TOKEN_MODELS:
+        model = timm.create_model(name, device="meta")
+        size, dim = name.split("_")[1], int(name.rsplit("_", 1)[1])
+        assert (model.embed_dim, model.blocks[0].attn.num_heads, len(model.blocks)) == (*widths[size], 12)
+        assert isinstance(model.patch_embed, StemAdaptor) and model.patch_embed.proj.in_channels == dim
+        assert model.pos_embed.shape[1] == 1 + 14 * 14  # 28x28 tokens -> 196 patches + class token
+        assert model.global_pool == "avg" and isinstance(model.norm, torch.nn.Identity)
+    for name in PIXEL_MODELS:
+        model = timm.create_model(name, device="meta")
+        assert model.patch_embed.proj.kernel_size == (16, 16) and model.pos_embed.shape[1] == 197
+        assert model.global_pool == "avg" and isinstance(model.norm, torch.nn.Identity)
+
+
+def test_token_and_pixel_models_share_the_transformer():
+    token = timm.create_model("deit_tiny_token_32", **SMALL, num_classes=5)
+    pixel = timm.create_model("deit_tiny_pixel_16", **SMALL, num_classes=5)
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.startswith("patch_embed")}  # noqa: E731
+    assert shapes(token) == shapes(pixel)
+    assert token(torch.randn(2, 32, 28, 28)).shape == pixel(torch.randn(2, 3, 224, 224)).shape == (2, 5)
+
+
+def test_forward_is_global_average_pool_then_norm_then_head():
+    model = timm.create_model("deit_tiny_token_4", **SMALL, num_classes=3).eval()
+    x = torch.randn(2, 4, 28, 28)
+    with torch.no_grad():
+        tokens = model.blocks(model._pos_embed(model.patch_embed(x)))
+        expected = model.head(model.fc_norm(tokens[:, 1:].mean(dim=1)))  # class token excluded from the pool
+        torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize("side", [7, 14, 15, 28])
+def test_stem_adaptor_takes_any_crop_size(side):
+    model = timm.create_model("deit_tiny_token_32", **SMALL, img_size=side, num_classes=2)
+    stem = model.patch_embed.proj
+    assert (stem.kernel_size, stem.stride, stem.padding) == ((4, 4), (2, 2), (1, 1))
+    assert model.patch_embed(torch.randn(1, 32, side, side)).shape[1] == (side // 2) ** 2
+    assert model(torch.randn(2, 32, side, side)).shape == (2, 2)
+    with pytest.raises(ValueError, match="stride"):
+        StemAdaptor(img_size=side, kernel_size=3, padding=1)
+
+
+def test_pretrained_weights_are_not_downloaded():
+    with pytest.raises(SeitError, match="load_seit_classifier"):
+        timm.create_model("deit_small_token_32", pretrained=True)
+
+
+def test_resample_pos_embed_is_seit_finetuning_interpolation():
+    pos = torch.randn(1, 1 + 14 * 14, 8)
+    out = resample_pos_embed(pos, (7, 7))
+    grid = pos[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(7, 7), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(out, torch.cat([pos[:, :1], expected.reshape(1, 49, 8)], dim=1))
+
+
+def test_finetune_loading_resizes_positions_and_resets_the_head():
+    source = timm.create_model("deit_tiny_token_32", **SMALL, num_classes=10)
+    target = timm.create_model("deit_tiny_token_32", **SMALL, img_size=14, num_classes=4)
+    dropped = load_for_finetune(target, source.state_dict())
+    assert dropped == ["head.weight", "head.bias"]
+    ours = target.state_dict()
+    torch.testing.assert_close(ours["blocks.0.attn.qkv.weight"], source.state_dict()["blocks.0.attn.qkv.weight"])
+    torch.testing.assert_close(ours["pos_embed"], resample_pos_embed(source.pos_embed.detach(), (7, 7)))
+    assert target.head.weight.shape == (4, 32) and target.head.bias.abs().sum() == 0
+    other = timm.create_model("deit_tiny_token_32", embed_dim=32, depth=2, num_heads=2)
+    with pytest.raises(CheckpointError, match=r"missing \['blocks.1"):
+        load_for_finetune(other, source.state_dict())
+
+
+def test_safetensors_checkpoint_rebuilds_the_model(tmp_path):
+    model = timm.create_model("deit_tiny_token_4", **SMALL, img_size=7, num_classes=3).eval()
+    path = tmp_path / "model.safetensors"
+    save_model(model, path, metadata={"epoch": "3"})
+    loaded = load_model(path)
+    assert loaded.pretrained_cfg["architecture"] == "deit_tiny_token_4" and loaded.patch_embed.img_size == (7, 7)
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    foreign = tmp_path / "foreign.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(1)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a seit classifier"):
+        load_model(foreign)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread (and do not fight other jobs for a shared machine's cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_token_vit_overfits_a_small_token_set(one_thread):
+    from seit.augment import AugmentConfig, TokenAugment
+
+    torch.manual_seed(0)
+    codebook = torch.randn(64, 8)
+    ids = torch.randint(0, 64, (64, 8, 8), dtype=torch.int16)
+    labels = torch.arange(64) % 4
+    x = TokenAugment(AugmentConfig(), codebook, num_classes=4).eval(ids)  # 8x8 grid -> 7x7 centre crop
+    model = timm.create_model("deit_tiny_token_32", **SMALL, in_chans=8, img_size=7, num_classes=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):  # 100% from about step 25
+        loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == labels).float().mean().item()
+    assert accuracy == 1.0, f"train accuracy {accuracy}"
