@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from seit.interop.seit_release import SeitReleaseDataset, decode_sample, encode_stream, export_seit, import_seit
+from seit.interop.seit_release import (
+    SeitReleaseDataset,
+    decode_sample,
+    encode_stream,
+    export_seit,
+    import_seit,
+    read_codebook,
+    read_synonyms,
+)
 from seit.store import StoreWriter, TokenStore, collate
 from seit.store.errors import StoreError
 
@@ -124,3 +132,17 @@ def test_import_errors_name_the_file(tmp_path):
     small.write_text(json.dumps({"0": [0, 1]}))
     with pytest.raises(StoreError, match="one entry per code"):
         import_seit(tmp_path / "e", **{**files, "synonyms": small})
+
+
+def test_table_readers_reject_bad_files_naming_them(tmp_path):
+    bad = tmp_path / "synonyms.json"
+    bad.write_text("{not json")
+    with pytest.raises(StoreError, match=r"synonyms\.json: not valid JSON"):
+        read_synonyms(bad, 2)
+    bad.write_text(json.dumps({"0": [0, 5], "1": [1, 0]}))
+    with pytest.raises(StoreError, match="must lie in"):
+        read_synonyms(bad, 2)
+    flat = tmp_path / "codebook.ckpt"
+    torch.save(torch.zeros(391), flat)
+    with pytest.raises(StoreError, match=r"codebook\.ckpt: expected a float tensor \[K, D\]"):
+        read_codebook(flat)

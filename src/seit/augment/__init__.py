@@ -6,6 +6,6 @@ model inputs [B, D, m, m] with soft targets; the submodules hold the individual 
 
 from seit.augment.config import AugmentConfig, AugmentError
 from seit.augment.pipeline import TokenAugment
-from seit.augment.tables import load_codebook, load_synonyms, synonyms_from_codebook
+from seit.augment.tables import synonyms_from_codebook
 
-__all__ = ["AugmentConfig", "AugmentError", "TokenAugment", "load_codebook", "load_synonyms", "synonyms_from_codebook"]
+__all__ = ["AugmentConfig", "AugmentError", "TokenAugment", "synonyms_from_codebook"]

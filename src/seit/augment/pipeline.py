@@ -33,8 +33,9 @@ _SEED_RANGE = 2**31 - 1
 class TokenAugment:
     """SeiT's token augmentation for whole batches on the training device.
 
-    ``codebook`` [K, D] float; ``synonyms`` [K, n] int (SeiT's ``synonyms.json`` via ``load_synonyms``; if
-    None and synonym replacement is on, computed from the codebook by cosine similarity, as SeiT built it).
+    ``codebook`` [K, D] float; ``synonyms`` [K, n] int (SeiT's ``synonyms.json`` via
+    ``seit.interop.seit_release.read_synonyms``; if None and synonym replacement is on, computed from the
+    codebook by cosine similarity, as SeiT built it).
     """
 
     def __init__(

@@ -40,8 +40,9 @@ class ClassifierMeta:
         )
 
 
-def save_classifier(path: str | Path, model: torch.nn.Module, meta: ClassifierMeta,
-                    codebook: torch.Tensor | None) -> None:
+def save_classifier(
+    path: str | Path, model: torch.nn.Module, meta: ClassifierMeta, codebook: torch.Tensor | None
+) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if codebook is not None:
         tensors["codebook"] = codebook.float()

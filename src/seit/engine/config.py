@@ -32,8 +32,9 @@ class ModelConfig:
     model: str = field("deit_small_token_32", help="timm model name (see `seit train --list-models`)")
     drop_path: float = field(0.1, help="stochastic depth rate")
     finetune: str | None = field(
-        None, help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
-        "a head of another class count is re-initialised"
+        None,
+        help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
+        "a head of another class count is re-initialised",
     )
 
 
@@ -59,8 +60,11 @@ class RunConfig:
     resume: str | None = field(None, help="checkpoint to resume from; 'auto' = OUTPUT/last.pt if it exists")
     seed: int = field(0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)")
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
-    amp: str = field("auto", help="autocast dtype: bf16, fp16 (with loss scaling), none; auto = bf16 on CUDA",
-                     choices=("auto", "bf16", "fp16", "none"))
+    amp: str = field(
+        "auto",
+        help="autocast dtype: bf16, fp16 (with loss scaling), none; auto = bf16 on CUDA",
+        choices=("auto", "bf16", "fp16", "none"),
+    )
     compile: bool = field(False, help="torch.compile the model")
     log_every: int = field(20, help="steps between metric lines")
     ckpt_every: int = field(500, help="steps between mid-epoch checkpoints (0: only at epoch ends)")

@@ -40,15 +40,20 @@ class EvalResult:
     def per_class(self) -> dict[str, float]:
         totals = self.confusion.sum(axis=1)
         names = self.class_names or [str(i) for i in range(len(totals))]
-        return {n: (100.0 * self.confusion[i, i] / totals[i] if totals[i] else float("nan"))
-                for i, n in enumerate(names)}
+        return {
+            n: (100.0 * self.confusion[i, i] / totals[i] if totals[i] else float("nan")) for i, n in enumerate(names)
+        }
 
     def summary(self) -> dict[str, float]:
         return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "count": self.count}
 
     def to_json(self) -> dict:
-        return {**self.summary(), "per_class_top1": self.per_class(), "class_names": self.class_names,
-                "confusion": self.confusion.tolist()}
+        return {
+            **self.summary(),
+            "per_class_top1": self.per_class(),
+            "class_names": self.class_names,
+            "confusion": self.confusion.tolist(),
+        }
 
 
 class Accumulator:
@@ -116,8 +121,15 @@ def save_confusion_png(result: EvalResult, path: str | Path, title: str = "") ->
             for i in range(n):
                 for j in range(n):
                     if conf[i, j]:
-                        ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            int(conf[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black",
+                        )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or f"top-1 {result.top1:.1f}% on {result.count} samples")

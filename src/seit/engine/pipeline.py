@@ -53,8 +53,12 @@ class _Pipeline:
     def _loader(self, dataset, sampler, collate_fn=None) -> DataLoader:
         workers = self.cfg.data.num_workers
         return DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_fn,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_fn,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
         )
 
@@ -62,8 +66,15 @@ class _Pipeline:
         from seit.store import ElasticBatchSampler
 
         sampler = ElasticBatchSampler(
-            self.num_train, self.cfg.optim.batch_size, seed=self.cfg.run.seed, epoch=epoch, start=position,
-            rank=self.info.rank, world_size=self.info.world_size, shuffle=True, drop_last=True,
+            self.num_train,
+            self.cfg.optim.batch_size,
+            seed=self.cfg.run.seed,
+            epoch=epoch,
+            start=position,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            shuffle=True,
+            drop_last=True,
         )
         return self._loader(self.train_set, sampler, self.collate)
 
@@ -106,8 +117,12 @@ class TokenPipeline(_Pipeline):
         self.train_grid = tuple(source.grid_shape)
         self.grid_size = cfg.model.grid_size or default_grid_size(self.train_grid)
         self.augment = TokenAugment(
-            cfg.augment, codebook=self.codebook, synonyms=self.synonyms, num_classes=self.num_classes,
-            crop_size=self.grid_size, label_smoothing=cfg.augment.smoothing,
+            cfg.augment,
+            codebook=self.codebook,
+            synonyms=self.synonyms,
+            num_classes=self.num_classes,
+            crop_size=self.grid_size,
+            label_smoothing=cfg.augment.smoothing,
         ).to(device)
 
     def create_model(self, timm):
@@ -122,7 +137,10 @@ class TokenPipeline(_Pipeline):
                 f"use {name[: m.start()]}_token_{dim}"
             )
         model = timm.create_model(
-            name, num_classes=self.num_classes, img_size=self.grid_size, in_chans=dim,
+            name,
+            num_classes=self.num_classes,
+            img_size=self.grid_size,
+            in_chans=dim,
             drop_path_rate=self.cfg.model.drop_path,
         )
         if self.cfg.model.finetune:
@@ -144,9 +162,15 @@ class TokenPipeline(_Pipeline):
 
     def meta(self, cfg: TrainConfig) -> ClassifierMeta:
         return ClassifierMeta(
-            model=cfg.model.model, num_classes=self.num_classes, input="tokens", grid_size=self.grid_size,
-            train_grid=self.train_grid, in_chans=int(self.codebook.shape[1]), class_names=self.class_names,
-            code_ids=self.code_ids, train_config=asdict(cfg),
+            model=cfg.model.model,
+            num_classes=self.num_classes,
+            input="tokens",
+            grid_size=self.grid_size,
+            train_grid=self.train_grid,
+            in_chans=int(self.codebook.shape[1]),
+            class_names=self.class_names,
+            code_ids=self.code_ids,
+            train_config=asdict(cfg),
         )
 
     def codebook_for_artifact(self) -> torch.Tensor:
@@ -185,12 +209,12 @@ def open_token_source(d) -> TokenSource:
         store = TokenStore.open(d.store)
         codebook = seit_release.read_codebook(d.codebook_path) if d.codebook_path else store.codebook
         size = store.codebook_size
-        synonyms = (seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict
-                    else store.synonyms)
+        synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else store.synonyms
         names = list(store.class_names) or [str(i) for i in range(int(store.labels.max()) + 1)]
         code_ids = (store.config or {}).get("code_ids")
-        return TokenSource(str(d.store), TokenDataset(d.store), val, codebook, synonyms, size, names,
-                           tuple(store.grid_shape), code_ids)
+        return TokenSource(
+            str(d.store), TokenDataset(d.store), val, codebook, synonyms, size, names, tuple(store.grid_shape), code_ids
+        )
     if d.train_token_file:
         train = seit_release.SeitReleaseDataset(
             d.train_token_file, labels=_required(d.train_label_file, "--train-label-file")
@@ -227,9 +251,16 @@ class PixelPipeline(_Pipeline):
         self.num_classes = len(self.class_names)
         a = cfg.augment
         self.mixup = (
-            Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
-                  label_smoothing=cfg.augment.smoothing, num_classes=self.num_classes)
-            if (a.mixup > 0 or a.cutmix > 0) else None
+            Mixup(
+                mixup_alpha=a.mixup,
+                cutmix_alpha=a.cutmix,
+                prob=a.mixup_prob,
+                switch_prob=a.mixup_switch_prob,
+                label_smoothing=cfg.augment.smoothing,
+                num_classes=self.num_classes,
+            )
+            if (a.mixup > 0 or a.cutmix > 0)
+            else None
         )
         self.mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
@@ -237,8 +268,12 @@ class PixelPipeline(_Pipeline):
     def create_model(self, timm):
         import seit.models  # noqa: F401
 
-        return timm.create_model(self.cfg.model.model, num_classes=self.num_classes, img_size=self.grid_size,
-                                 drop_path_rate=self.cfg.model.drop_path)
+        return timm.create_model(
+            self.cfg.model.model,
+            num_classes=self.num_classes,
+            img_size=self.grid_size,
+            drop_path_rate=self.cfg.model.drop_path,
+        )
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(self.device, non_blocking=True).float() - self.mean) / self.std
@@ -253,9 +288,15 @@ class PixelPipeline(_Pipeline):
         return self._normalise(images)
 
     def meta(self, cfg: TrainConfig) -> ClassifierMeta:
-        return ClassifierMeta(model=cfg.model.model, num_classes=self.num_classes, input="pixels",
-                              grid_size=self.grid_size, in_chans=3, class_names=self.class_names,
-                              train_config=asdict(cfg))
+        return ClassifierMeta(
+            model=cfg.model.model,
+            num_classes=self.num_classes,
+            input="pixels",
+            grid_size=self.grid_size,
+            in_chans=3,
+            class_names=self.class_names,
+            train_config=asdict(cfg),
+        )
 
     def codebook_for_artifact(self) -> None:
         return None
@@ -265,4 +306,3 @@ def build_pipeline(cfg: TrainConfig, info: DistInfo, device: torch.device) -> _P
     if cfg.data.images:
         return PixelPipeline(cfg, info, device)
     return TokenPipeline(cfg, info, device)
-

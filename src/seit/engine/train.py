@@ -130,8 +130,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     lr = _scaled_lr(cfg, info.world_size)
     optimizer = create_optimizer_v2(model, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay)
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=cfg.optim.epochs, lr_min=cfg.optim.min_lr, warmup_t=cfg.optim.warmup_epochs,
-        warmup_lr_init=cfg.optim.warmup_lr, t_in_epochs=True,
+        optimizer,
+        t_initial=cfg.optim.epochs,
+        lr_min=cfg.optim.min_lr,
+        warmup_t=cfg.optim.warmup_epochs,
+        warmup_lr_init=cfg.optim.warmup_lr,
+        t_in_epochs=True,
     )
     autocast, scaler = _autocast(device, cfg.run.amp)
 
@@ -163,11 +167,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         if not info.is_main:
             return
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch, "position": position, "global_step": global_step,
-            "world_size": info.world_size, "config": to_dict(cfg), "kind": "seit.train",
+            "epoch": epoch,
+            "position": position,
+            "global_step": global_step,
+            "world_size": info.world_size,
+            "config": to_dict(cfg),
+            "kind": "seit.train",
         }
         atomic_torch_save(state, out / f"{tag}.pt")
 
@@ -220,8 +229,12 @@ def train(cfg: TrainConfig) -> TrainResult:
                 bar.update(1)
                 if global_step % cfg.run.log_every == 0 or position + batch_global > pipe.num_train:
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    values = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "epoch": epoch,
-                              "samples_per_s": rate}
+                    values = {
+                        "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "epoch": epoch,
+                        "samples_per_s": rate,
+                    }
                     logger.log("train", global_step, values)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", rate=f"{rate:.0f}/s")
                 stop_now = cfg.run.max_steps is not None and global_step >= cfg.run.max_steps
@@ -296,7 +309,8 @@ def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     if diffs:
         raise TrainingError(
             f"{path} was written with other settings; resuming would not continue the same run:\n  "
-            + "\n  ".join(diffs) + "\nUse the checkpoint's settings, or start a new run with --finetune."
+            + "\n  ".join(diffs)
+            + "\nUse the checkpoint's settings, or start a new run with --finetune."
         )
 
 

@@ -163,7 +163,10 @@ def read_synonyms(path: str | os.PathLike, codebook_size: int) -> np.ndarray:
         raise StoreError(
             f"{path}: every code needs the same number of synonyms (found {sorted({len(r) for r in rows})})"
         )
-    return np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
+    table = np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
+    if table.size and (table.min() < 0 or table.max() >= codebook_size):
+        raise StoreError(f"{path}: synonym ids must lie in [0, {codebook_size}), found {table.min()}..{table.max()}")
+    return table
 
 
 def iter_release(
