@@ -84,15 +84,17 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
             kwargs["help"] = help_text + (" (default: on)" if default else "")
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif typing.get_origin(tp) in (list, tuple):
-            elem = typing.get_args(tp)[0]
-            parser.add_argument(*names, type=elem, nargs="+", default=default, required=required, **kwargs)
+            args = typing.get_args(tp)
+            fixed = typing.get_origin(tp) is tuple and Ellipsis not in args
+            nargs = len(args) if fixed else "+"
+            parser.add_argument(*names, type=args[0], nargs=nargs, default=default, required=required, **kwargs)
         else:
             parser.add_argument(
                 *names,
                 type=tp,
                 default=default,
                 required=required,
-                metavar=meta.get("metavar", tp.__name__.upper() if isinstance(tp, type) else None),
+                metavar=meta.get("metavar"),
                 **kwargs,
             )
 

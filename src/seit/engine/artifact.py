@@ -26,6 +26,7 @@ class ClassifierMeta:
     grid_size: int = 28  # token crop (or pixel crop) side the model sees
     train_grid: tuple[int, ...] | None = None  # token grid of the training store (eval center-crops it)
     in_chans: int = 32
+    model_kwargs: dict[str, int] = field(default_factory=dict)  # size overrides of the named architecture
     class_names: list[str] = field(default_factory=list)
     code_ids: list[int] | None = None  # tokenizer id of each codebook row, when the codebook was pruned
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -36,7 +37,11 @@ class ClassifierMeta:
         import seit.models  # noqa: F401  (registers the token ViTs with timm)
 
         return timm.create_model(
-            self.model, num_classes=self.num_classes, img_size=self.grid_size, in_chans=self.in_chans
+            self.model,
+            num_classes=self.num_classes,
+            img_size=self.grid_size,
+            in_chans=self.in_chans,
+            **self.model_kwargs,
         )
 
 
@@ -70,3 +75,20 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
         raise SeitError(f"{path}: weights do not fit {meta.model}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     codebook = tensors.get("codebook")
     return model.to(device).eval(), (codebook.to(device) if codebook is not None else None), meta
+
+
+def read_classifier_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Classifier weights from any file a user may start from, in timm >= 1.0 names.
+
+    Our ``model.safetensors`` (keys ``model.*``) or any safetensors state dict; our ``last.pt``; SeiT's
+    ``checkpoint.pth`` / ``trained-vit.ckpt`` (``{"model": ...}``, timm 0.5.4 names). No pickle of code.
+    """
+    from seit.interop.seit_checkpoints import convert_seit_state_dict, read_seit_state_dict
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        tensors = load_weights(path)
+        if any(k.startswith("model.") for k in tensors):
+            return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        return tensors
+    return convert_seit_state_dict(read_seit_state_dict(path))

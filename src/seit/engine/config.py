@@ -23,19 +23,35 @@ class DataConfig:
     images: str | None = field(None, help="train the pixel baseline on this image folder (class = sub-folder)")
     val_images: str | None = field(None, help="validation image folder for the pixel baseline")
     image_size: int = field(224, help="pixel baseline: side of the square crop the model sees")
-    streaming: bool = field(False, help="stream shards through fsspec instead of memory-mapping local shards")
+    streaming: bool = field(
+        False, help="stream the training store's shards through fsspec (remote stores) instead of random access"
+    )
+    shuffle: str = field(
+        "global",
+        help="epoch order: exact global shuffle, or 'chunk' (runs of consecutive samples permuted: "
+        "for streaming splits too big for RAM); either way a function of (seed, epoch) only",
+        choices=("global", "chunk"),
+    )
     num_workers: int = field(2, help="DataLoader worker processes per rank (they only decode ids)")
 
 
 @dataclass
 class ModelConfig:
     model: str = field("deit_small_token_32", help="timm model name (see `seit train --list-models`)")
+    embed_dim: int | None = field(None, help="override the architecture's width (e.g. a smaller ViT for CPU runs)")
+    depth: int | None = field(None, help="override the architecture's number of blocks")
+    num_heads: int | None = field(None, help="override the architecture's number of attention heads")
     drop_path: float = field(0.1, help="stochastic depth rate")
     finetune: str | None = field(
         None,
         help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
         "a head of another class count is re-initialised",
     )
+
+    def size_overrides(self) -> dict[str, int]:
+        """The architecture overrides that were set, as timm.create_model keyword arguments."""
+        sizes = {"embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads}
+        return {k: v for k, v in sizes.items() if v is not None}
 
 
 @dataclass
@@ -80,3 +96,29 @@ class TrainConfig:
     optim: OptimConfig = field(OptimConfig, help="optimisation (SeiT's DeiT recipe)")
     augment: AugmentConfig = field(AugmentConfig, help="augmentation (SeiT's token augmentation)")
     run: RunConfig = field(RunConfig, help="run")
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = field(
+        help="classifier: model.safetensors / model_ema.safetensors from seit train, or a SeiT checkpoint "
+        "(checkpoint.pth, trained-vit.ckpt; then --codebook-path is needed)",
+        positional=True,
+    )
+    store: str | None = field(None, help="evaluate on this token store (path or fsspec URL)")
+    token_file: str | None = field(None, help="evaluate on SeiT's release files: X-token.data.bin.gz ...")
+    label_file: str | None = field(None, help="... with its X-label.txt")
+    images: str | None = field(
+        None, help="evaluate on images (ImageFolder tree or list file), tokenized on the fly with --tokenizer"
+    )
+    tokenizer: str | None = field(None, help="tokenizer for --images (ours, enhancing-transformers .ckpt, ...)")
+    allow_legacy_pickle: bool = field(False, help="allow SeiT's pickled tokenizer module (allow-listed classes)")
+    resize: str = field(
+        "squash", help="image preprocessing for --images: squash (SeiT) or crop", choices=("squash", "crop")
+    )
+    codebook_path: str | None = field(None, help="codebook.ckpt for a SeiT checkpoint (ours carry theirs)")
+    model: str | None = field(None, help="architecture of a SeiT checkpoint (default: inferred from its shapes)")
+    batch_size: int = field(128, help="batch size per process")
+    num_workers: int = field(2, help="DataLoader worker processes per rank")
+    device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
+    output: str | None = field(None, help="write eval.json and confusion.png here (default: print only)")

@@ -138,3 +138,187 @@ def save_confusion_png(result: EvalResult, path: str | Path, title: str = "") ->
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+class _TokenEval:
+    """Token ids -> centre crop -> codebook vectors, the interface ``evaluate`` reads."""
+
+    def __init__(
+        self,
+        dataset,
+        codebook: torch.Tensor,
+        side: int,
+        class_names: list[str],
+        batch_size: int,
+        num_workers: int,
+        device: torch.device,
+    ) -> None:
+        from seit.augment import AugmentConfig, TokenAugment
+
+        self.val_set, self.class_names, self.num_classes = dataset, class_names, len(class_names)
+        self.batch_size, self.num_workers, self.device = batch_size, num_workers, device
+        config = AugmentConfig(crop_size=side, synonym_prob=0.0)
+        self.augment = TokenAugment(config, codebook, None, num_classes=self.num_classes, device=device)
+
+    def eval_loader(self):
+        from torch.utils.data import DataLoader
+
+        from seit.store import EvalBatchSampler, collate
+        from seit.utils.dist import current
+
+        info = current()
+        sampler = EvalBatchSampler(len(self.val_set), self.batch_size, rank=info.rank, world_size=info.world_size)
+        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
+
+    def eval_batch(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.augment.eval(ids)
+
+
+class _PixelEval:
+    """The pixel baseline's eval geometry (resize, centre crop, normalise) over an image folder."""
+
+    def __init__(self, cfg, meta, device: torch.device) -> None:
+        from seit.engine.pixels import PixelDataset
+
+        self.val_set = PixelDataset(cfg.images, meta.grid_size, train=False)
+        self.class_names = meta.class_names or self.val_set.class_names
+        if self.val_set.class_names != self.class_names:
+            from seit.errors import SeitError
+
+            raise SeitError(f"{cfg.images}: classes {self.val_set.class_names[:5]}... differ from the classifier's")
+        self.num_classes, self.cfg, self.device = len(self.class_names), cfg, device
+
+    def eval_loader(self):
+        from torch.utils.data import DataLoader
+
+        from seit.store import EvalBatchSampler
+        from seit.utils.dist import current
+
+        info = current()
+        sampler = EvalBatchSampler(len(self.val_set), self.cfg.batch_size, rank=info.rank, world_size=info.world_size)
+        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+
+    def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
+        from seit.engine.pixels import normalise
+
+        return normalise(images, self.device)
+
+
+def load_any_classifier(cfg, device: torch.device):
+    """(model, codebook, meta) from our classifier file or from a SeiT checkpoint + codebook."""
+    from seit.engine.artifact import ClassifierMeta, load_classifier
+    from seit.errors import SeitError
+
+    if str(cfg.checkpoint).endswith(".safetensors"):
+        return load_classifier(cfg.checkpoint, device)
+    from seit.interop.seit_checkpoints import load_seit_classifier
+    from seit.interop.seit_release import read_codebook
+
+    if not cfg.codebook_path:
+        raise SeitError(f"{cfg.checkpoint}: a SeiT checkpoint carries no codebook; pass --codebook-path codebook.ckpt")
+    codebook = torch.from_numpy(read_codebook(cfg.codebook_path))
+    model = load_seit_classifier(cfg.checkpoint, cfg.model).to(device).eval()
+    side = model.patch_embed.img_size[0]
+    meta = ClassifierMeta(
+        model=cfg.model or type(model).__name__,
+        num_classes=model.num_classes,
+        grid_size=side,
+        in_chans=codebook.shape[1],
+        class_names=[str(i) for i in range(model.num_classes)],
+    )
+    return model, codebook.to(device), meta
+
+
+@torch.no_grad()
+def run_eval(cfg) -> EvalResult:
+    """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer."""
+    from seit.errors import SeitError
+    from seit.utils import dist as seit_dist
+    from seit.utils.io import atomic_write_json
+
+    info = seit_dist.init_distributed(cfg.device)
+    device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
+    model, codebook, meta = load_any_classifier(cfg, device)
+    sources = [s for s in (cfg.store, cfg.token_file, cfg.images) if s]
+    if len(sources) != 1:
+        raise SeitError("give exactly one of --store, --token-file (with --label-file) or --images (with --tokenizer)")
+    if cfg.images:
+        result = evaluate_images(model, codebook, meta, cfg, device, info)
+    else:
+        if meta.input != "tokens":
+            raise SeitError(f"{cfg.checkpoint} classifies pixels; evaluate it with --images")
+        if cfg.store:
+            from seit.store import TokenDataset, TokenStore
+
+            dataset, size = TokenDataset(cfg.store), TokenStore.open(cfg.store).codebook_size
+        else:
+            from seit.interop.seit_release import SeitReleaseDataset
+
+            if not cfg.label_file:
+                raise SeitError("--token-file needs --label-file")
+            dataset, size = SeitReleaseDataset(cfg.token_file, labels=cfg.label_file), len(codebook)
+        if size != len(codebook):
+            raise SeitError(
+                f"the tokens index a codebook of {size} codes, the classifier's codebook has {len(codebook)}: "
+                "they do not belong together"
+            )
+        names = meta.class_names or [str(i) for i in range(meta.num_classes)]
+        pipe = _TokenEval(dataset, codebook, meta.grid_size, names, cfg.batch_size, cfg.num_workers, device)
+        result = evaluate(model, pipe, device)
+    if info.is_main and cfg.output:
+        out = Path(cfg.output)
+        atomic_write_json(out / "eval.json", {"checkpoint": str(cfg.checkpoint), **result.to_json()})
+        save_confusion_png(
+            result,
+            out / "confusion.png",
+            title=f"{Path(cfg.checkpoint).name}: top-1 {result.top1:.1f}% on {result.count}",
+        )
+    return result
+
+
+def evaluate_images(model, codebook, meta, cfg, device: torch.device, info) -> EvalResult:
+    """SeiT's evaluate_on_images: tokenize each image, map its ids into the classifier's codebook, centre-crop."""
+    from seit.errors import SeitError
+    from seit.images import list_images
+    from seit.tokenizer import encode_images, load_tokenizer, summarize_skips
+    from seit.tokenizer.codes import code_lookup
+
+    if meta.input == "pixels":
+        return evaluate(model, _PixelEval(cfg, meta, device), device)
+    if not cfg.tokenizer:
+        raise SeitError("--images needs --tokenizer (the tokenizer the classifier's training tokens came from)")
+    tokenizer = load_tokenizer(cfg.tokenizer, allow_legacy_pickle=cfg.allow_legacy_pickle, device=str(device))
+    vectors = tokenizer.codebook_vectors().to(device)
+    if meta.code_ids is not None:
+        lookup = code_lookup(torch.as_tensor(meta.code_ids), vectors).to(device)
+    elif len(vectors) == len(codebook):
+        lookup = torch.arange(len(vectors), device=device)
+    else:
+        raise SeitError(
+            f"the tokenizer has {len(vectors)} codes but the classifier's codebook {len(codebook)} rows and no "
+            "record of which tokenizer codes they are: was the classifier trained on tokens of this tokenizer?"
+        )
+    listing = list_images(cfg.images)
+    names = meta.class_names or [str(i) for i in range(meta.num_classes)]
+    unknown = sorted(set(listing.classes) - set(names))
+    if unknown:
+        raise SeitError(f"{cfg.images}: classes {unknown[:5]} are not among the classifier's {len(names)} classes")
+    remap = torch.tensor([names.index(c) for c in listing.classes] or [0], device=device)
+    pipe = _TokenEval(None, codebook, meta.grid_size, names, cfg.batch_size, cfg.num_workers, device)
+    acc = Accumulator(len(names), device)
+    job = encode_images(
+        tokenizer,
+        listing.samples,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        device=device,
+        rank=info.rank,
+        world_size=info.world_size,
+        resize=cfg.resize,
+    )
+    for ids, labels, _keys in job:
+        ids = lookup[torch.as_tensor(ids, device=device).long()]
+        acc.add(model(pipe.eval_batch(ids)), remap[torch.as_tensor(labels, device=device)])
+    if job.skipped and info.is_main:
+        print(summarize_skips(job.skipped, len(listing.samples)))
+    return acc.result(names)

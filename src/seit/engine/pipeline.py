@@ -16,20 +16,9 @@ from torch.utils.data import DataLoader
 
 from seit.engine.artifact import ClassifierMeta
 from seit.engine.config import TrainConfig
+from seit.engine.pixels import normalise
 from seit.errors import SeitError
 from seit.utils.dist import DistInfo
-
-EVAL_CROP_RATIO = 0.875  # SeiT: 28 of 32 tokens; the pixel baseline: 224 of 256 pixels
-
-
-def default_grid_size(grid: tuple[int, ...]) -> int:
-    return max(1, round(EVAL_CROP_RATIO * min(grid)))
-
-
-def soft_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    off = smoothing / num_classes
-    out = torch.full((labels.numel(), num_classes), off, device=labels.device)
-    return out.scatter_(1, labels.view(-1, 1), 1.0 - smoothing + off)
 
 
 class _Pipeline:
@@ -38,6 +27,11 @@ class _Pipeline:
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
         self.cfg, self.info, self.device = cfg, info, device
         self.train_set = self.val_set = None
+        self.step_seed = 0
+
+    def reseed(self, seed: int) -> None:
+        """Seed this step's device-side randomness (the loop calls it with a seed of (seed, step, rank))."""
+        self.step_seed = seed % (1 << 31)
 
     @property
     def num_train(self) -> int:
@@ -63,19 +57,31 @@ class _Pipeline:
         )
 
     def train_loader(self, epoch: int, position: int):
+        """This rank's batches of the epoch from global position ``position`` on (elastic, see seit.store)."""
         from seit.store import ElasticBatchSampler
 
-        sampler = ElasticBatchSampler(
-            self.num_train,
-            self.cfg.optim.batch_size,
+        common = dict(
             seed=self.cfg.run.seed,
             epoch=epoch,
             start=position,
             rank=self.info.rank,
             world_size=self.info.world_size,
-            shuffle=True,
+            shuffle=self.cfg.data.shuffle,
             drop_last=True,
         )
+        if self.cfg.data.streaming:
+            from seit.store import TokenStream
+
+            stream = TokenStream(self.cfg.data.store, self.cfg.optim.batch_size, **common)
+            workers = self.cfg.data.num_workers
+            return DataLoader(
+                stream,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if workers > 0 else None,
+            )
+        sampler = ElasticBatchSampler(self.num_train, self.cfg.optim.batch_size, **common)
         return self._loader(self.train_set, sampler, self.collate)
 
     def eval_loader(self):
@@ -115,15 +121,16 @@ class TokenPipeline(_Pipeline):
         self.num_classes = len(self.class_names)
         self.code_ids = source.code_ids
         self.train_grid = tuple(source.grid_shape)
-        self.grid_size = cfg.model.grid_size or default_grid_size(self.train_grid)
+        if len(self.train_grid) != 2:
+            raise SeitError(f"{source.name}: token ViTs read 2-D token grids, this store holds {self.train_grid}")
         self.augment = TokenAugment(
-            cfg.augment,
-            codebook=self.codebook,
-            synonyms=self.synonyms,
-            num_classes=self.num_classes,
-            crop_size=self.grid_size,
-            label_smoothing=cfg.augment.smoothing,
-        ).to(device)
+            cfg.augment, self.codebook, self.synonyms, num_classes=self.num_classes, device=device
+        )
+        self.grid_size = self.augment.crop_side(*self.train_grid)
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        self.augment.generator.manual_seed(self.step_seed)
 
     def create_model(self, timm):
         import seit.models  # noqa: F401  (registers the token ViTs)
@@ -142,23 +149,15 @@ class TokenPipeline(_Pipeline):
             img_size=self.grid_size,
             in_chans=dim,
             drop_path_rate=self.cfg.model.drop_path,
+            **self.cfg.model.size_overrides(),
         )
-        if self.cfg.model.finetune:
-            from seit.models import load_for_finetune
-
-            load_for_finetune(model, self.cfg.model.finetune)
         return model
 
     def train_batch(self, ids: torch.Tensor, labels: torch.Tensor):
-        ids = ids.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        x, targets = self.augment.train(ids, labels)
-        if targets.ndim == 1:
-            targets = soft_targets(targets, self.num_classes, self.cfg.augment.smoothing)
-        return x, targets
+        return self.augment.train(ids, labels)
 
     def eval_batch(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.augment.eval(ids.to(self.device, non_blocking=True))
+        return self.augment.eval(ids)
 
     def meta(self, cfg: TrainConfig) -> ClassifierMeta:
         return ClassifierMeta(
@@ -170,6 +169,7 @@ class TokenPipeline(_Pipeline):
             in_chans=int(self.codebook.shape[1]),
             class_names=self.class_names,
             code_ids=self.code_ids,
+            model_kwargs=cfg.model.size_overrides(),
             train_config=asdict(cfg),
         )
 
@@ -196,6 +196,8 @@ def open_token_source(d) -> TokenSource:
     from seit.interop import seit_release
     from seit.store import TokenDataset, TokenStore
 
+    if d.streaming and not d.store:
+        raise SeitError("--streaming reads a token store (--store URL); SeiT's release files are read whole")
     if d.store and d.train_token_file:
         raise SeitError("give either --store or --train-token-file (SeiT's release files), not both")
     if d.val_token_file and d.val_store:
@@ -203,6 +205,8 @@ def open_token_source(d) -> TokenSource:
     val = None
     if d.val_store:
         val = TokenDataset(d.val_store)
+        if d.store and not d.codebook_path:
+            _check_same_codebook(TokenStore.open(d.store), TokenStore.open(d.val_store))
     elif d.val_token_file:
         val = seit_release.SeitReleaseDataset(d.val_token_file, labels=_required(d.val_label_file, "--val-label-file"))
     if d.store:
@@ -227,6 +231,16 @@ def open_token_source(d) -> TokenSource:
     raise SeitError("no training data: pass --store STORE (or SeiT's --train-token-file/--train-label-file)")
 
 
+def _check_same_codebook(train, val) -> None:
+    a, b = train.codebook, val.codebook
+    if a is not None and b is not None and (a.shape != b.shape or not np.array_equal(a, b)):
+        raise SeitError(
+            f"{val.files.url}: its codebook differs from the training store's ({train.files.url}): "
+            "the ids mean other codes. "
+            "Tokenize both splits with the same tokenizer (and the validation split with --codes-from TRAIN)"
+        )
+
+
 def _required(value: str | None, flag: str) -> str:
     if not value:
         raise SeitError(f"SeiT's release files need {flag} too")
@@ -238,32 +252,17 @@ class PixelPipeline(_Pipeline):
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
         super().__init__(cfg, info, device)
-        from timm.data import Mixup
-
-        from seit.images import ImageFolderDataset
+        from seit.augment.mix import SoftTargets
+        from seit.engine.pixels import PixelDataset
 
         d = cfg.data
         size = cfg.data.image_size
         self.grid_size = size
-        self.train_set = ImageFolderDataset(d.images, size=size, train=True)
-        self.val_set = ImageFolderDataset(d.val_images, size=size, train=False) if d.val_images else None
+        self.train_set = PixelDataset(d.images, size, train=True)
+        self.val_set = PixelDataset(d.val_images, size, train=False) if d.val_images else None
         self.class_names = self.train_set.class_names
         self.num_classes = len(self.class_names)
-        a = cfg.augment
-        self.mixup = (
-            Mixup(
-                mixup_alpha=a.mixup,
-                cutmix_alpha=a.cutmix,
-                prob=a.mixup_prob,
-                switch_prob=a.mixup_switch_prob,
-                label_smoothing=cfg.augment.smoothing,
-                num_classes=self.num_classes,
-            )
-            if (a.mixup > 0 or a.cutmix > 0)
-            else None
-        )
-        self.mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
+        self.targets = SoftTargets(cfg.augment, self.num_classes)  # the same Mixup/CutMix as the token path
 
     def create_model(self, timm):
         import seit.models  # noqa: F401
@@ -273,19 +272,15 @@ class PixelPipeline(_Pipeline):
             num_classes=self.num_classes,
             img_size=self.grid_size,
             drop_path_rate=self.cfg.model.drop_path,
+            **self.cfg.model.size_overrides(),
         )
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.to(self.device, non_blocking=True).float() - self.mean) / self.std
-
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor):
-        x, labels = self._normalise(images), labels.to(self.device, non_blocking=True)
-        if self.mixup is not None and len(labels) % 2 == 0:
-            return self.mixup(x, labels)
-        return x, soft_targets(labels, self.num_classes, self.cfg.augment.smoothing)
+        x = normalise(images, self.device)
+        return self.targets(x, labels.to(self.device, non_blocking=True), self.step_seed)
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return self._normalise(images)
+        return normalise(images, self.device)
 
     def meta(self, cfg: TrainConfig) -> ClassifierMeta:
         return ClassifierMeta(
@@ -294,6 +289,7 @@ class PixelPipeline(_Pipeline):
             input="pixels",
             grid_size=self.grid_size,
             in_chans=3,
+            model_kwargs=cfg.model.size_overrides(),
             class_names=self.class_names,
             train_config=asdict(cfg),
         )

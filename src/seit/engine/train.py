@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from seit.config import to_dict
-from seit.engine.artifact import save_classifier
+from seit.engine.artifact import read_classifier_weights, save_classifier
 from seit.engine.config import TrainConfig
 from seit.engine.evaluate import EvalResult, evaluate
 from seit.engine.metrics import MetricsLogger
@@ -125,6 +125,12 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     pipe = build_pipeline(cfg, info, device)
     model = pipe.create_model(timm)
+    if cfg.model.finetune:
+        from seit.models import load_for_finetune
+
+        dropped = load_for_finetune(model, read_classifier_weights(cfg.model.finetune))
+        if info.is_main:
+            print(f"[seit] fine-tuning from {cfg.model.finetune} (re-initialised: {dropped or 'nothing'})")
     model.to(device)
     ema = ModelEmaV3(model, decay=cfg.optim.model_ema_decay) if cfg.optim.model_ema else None
     lr = _scaled_lr(cfg, info.world_size)
@@ -196,7 +202,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar = progress(total=pipe.steps_per_epoch(position), desc=f"epoch {epoch}", unit="step")
             t0, seen = time.perf_counter(), 0
             for inputs, labels in loader:
-                seed_everything(step_seed(cfg.run.seed, global_step, info.rank))
+                seed = step_seed(cfg.run.seed, global_step, info.rank)
+                seed_everything(seed)
+                pipe.reseed(seed)
                 scheduler.step(epoch + position / pipe.num_train)
                 x, targets = pipe.train_batch(inputs, labels)
                 with autocast:

@@ -1,0 +1,52 @@
+"""`seit eval`: top-1/top-5, per-class accuracy and a confusion matrix, on tokens or on images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from seit.config import add_dataclass_args, from_args
+from seit.engine.config import EvalConfig
+
+EXAMPLES = """\
+examples:
+  seit eval runs/s32/model_ema.safetensors --store data/val.store --output runs/s32/eval
+  # SeiT's evaluate_on_images: tokenize on the fly, centre-crop the grid, classify
+  seit eval runs/s32/model_ema.safetensors --images photos/val --tokenizer runs/tok/tokenizer.safetensors
+  # the pixel baseline on the same images
+  seit eval runs/pixel/model.safetensors --images photos/val
+  # a released SeiT classifier on SeiT's released validation tokens
+  seit eval trained-vit.ckpt --token-file imagenet1k-val-token.data.bin.gz --label-file imagenet1k-val-label.txt \\
+      --codebook-path codebook.ckpt
+  # many processes: every sample is counted exactly once
+  torchrun --nproc-per-node 4 -m seit eval model.safetensors --store data/val.store
+
+prints a JSON summary; --output writes eval.json (with per-class accuracy and the confusion matrix)
+and confusion.png.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from seit.cli import HelpFormatter
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a classifier on a token store, SeiT's token files, or images (via a tokenizer)",
+        description="Evaluate a trained classifier. Token classifiers read the codebook and crop geometry stored in\n"
+        "their file; on images, each image is tokenized with --tokenizer, its ids are mapped into the\n"
+        "classifier's (pruned) codebook and the grid is centre-cropped, as SeiT's evaluate_on_images.",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    add_dataclass_args(p, EvalConfig)
+    p.set_defaults(run=_run, group_parser=p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from seit.engine.evaluate import run_eval
+    from seit.utils.dist import current
+
+    result = run_eval(from_args(EvalConfig, args))
+    if current().is_main:
+        print(json.dumps(result.summary(), indent=1))
+    return 0

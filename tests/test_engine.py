@@ -1,0 +1,243 @@
+"""seit train / seit eval: learning, exact resume, preemption, distributed evaluation, artefacts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_class_token_store
+
+from seit.cli import main
+from seit.engine.artifact import load_classifier
+from seit.engine.metrics import read_metrics
+from seit.utils.serialization import load_weights
+
+TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
+# A tiny token ViT: 8x8 grids -> 7x7 crops -> 3x3 patches, width 32, 2 blocks.
+TINY = ["--model", "deit_tiny_token_4", "--embed-dim", "32", "--depth", "2", "--num-heads", "2"]
+FAST = ["--num-workers", "0", "--no-tensorboard", "--log-every", "1", "--batch-size", "16", "--unscale-lr"]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    return (write_class_token_store(root / "train", 96, seed=0), write_class_token_store(root / "val", 37, seed=1))
+
+
+def train_args(stores, out, *extra):
+    train, val = stores
+    return ["train", "--store", str(train), "--val-store", str(val), "--output", str(out), *TINY, *FAST, *extra]
+
+
+def losses(out):
+    return [(r["step"], r["loss"]) for r in read_metrics(Path(out) / "metrics.jsonl", "train")]
+
+
+def run_cli(args, **kw):
+    env = {**os.environ, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "seit", *args], env=env, capture_output=True, text=True, **kw)
+
+
+def test_learns_and_writes_a_usable_classifier(stores, tmp_path):
+    out = tmp_path / "run"
+    args = ["--epochs", "8", "--warmup-epochs", "1", "--lr", "3e-3", "--cutmix", "0", "--no-model-ema"]
+    assert main(train_args(stores, out, *args)) == 0
+    evals = read_metrics(out / "metrics.jsonl", "eval")
+    assert [e["epoch"] for e in evals] == list(range(1, 9))
+    assert evals[-1]["count"] == 37
+    assert evals[-1]["top1"] > 90.0  # chance is 25%
+    model, codebook, meta = load_classifier(out / "model.safetensors")
+    assert meta.grid_size == 7 and meta.train_grid == (8, 8) and meta.class_names == ["c0", "c1", "c2", "c3"]
+    assert codebook.shape == (16, 4) and meta.model_kwargs == {"embed_dim": 32, "depth": 2, "num_heads": 2}
+    # seit eval on the store gives the same figure the training run logged
+    assert (
+        main(
+            [
+                "eval",
+                str(out / "model.safetensors"),
+                "--store",
+                str(stores[1]),
+                "--num-workers",
+                "0",
+                "--output",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["count"] == 37 and report["top1"] == pytest.approx(evals[-1]["top1"])
+    assert np.array(report["confusion"]).sum() == 37 and (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(stores, tmp_path_factory):
+    """Two epochs (12 steps) with the whole SeiT augmentation on and EMA: the reference for resumes."""
+    out = tmp_path_factory.mktemp("straight")
+    assert main(train_args(stores, out, "--epochs", "2", "--warmup-epochs", "1", "--ckpt-every", "0")) == 0
+    return out
+
+
+@pytest.mark.parametrize("stop_at", [3, 6], ids=["mid-epoch", "epoch-end"])
+def test_resume_equals_uninterrupted(stores, uninterrupted, tmp_path, stop_at):
+    out = tmp_path / "resumed"
+    common = ("--epochs", "2", "--warmup-epochs", "1", "--ckpt-every", "0")
+    assert main(train_args(stores, out, *common, "--max-steps", str(stop_at))) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["global_step"] == stop_at
+    assert main(train_args(stores, out, *common, "--resume", "auto")) == 0
+    assert losses(out) == losses(uninterrupted)
+    assert len(losses(out)) == 12
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        a, b = load_weights(out / name), load_weights(uninterrupted / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings_and_missing_files(stores, uninterrupted, tmp_path, capsys):
+    args = train_args(stores, uninterrupted, "--epochs", "2", "--lr", "0.1", "--resume", "auto")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--lr: checkpoint 0.00075, now 0.1" in err and "last.pt" in err
+    assert main(train_args(stores, tmp_path, "--resume", str(tmp_path / "nope.pt"))) == 1
+    assert "nope.pt: checkpoint to resume from does not exist" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_and_resume_finishes_the_same_run(stores, uninterrupted, tmp_path):
+    out = tmp_path / "preempted"
+    args = train_args(stores, out, "--epochs", "2", "--warmup-epochs", "1", "--ckpt-every", "0")
+    env = {**os.environ, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seit", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and len(losses(out)) >= 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    stopped = torch.load(out / "last.pt", weights_only=True)["global_step"]
+    assert 2 <= stopped < 12 and not (out / "model.safetensors").exists()
+    assert run_cli([*args, "--resume", "auto"], timeout=300).returncode == 0
+    assert losses(out) == losses(uninterrupted)
+
+
+def test_two_process_torchrun_counts_every_val_sample_once(stores, tmp_path):
+    out = tmp_path / "ddp"
+    args = train_args(stores, out, "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "8")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29531",
+            "-m",
+            "seit",
+            *args,
+        ],
+        env={**os.environ, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out / "metrics.jsonl", "eval")[-1]
+    assert record["count"] == 37  # 37 = 19 + 18: no padding, no duplicates
+    # 96 samples / (8 x 2) = 6 steps, one global batch of 16 each
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl", "train")] == [1, 2, 3, 4, 5, 6]
+    # the same number from one process
+    assert (
+        main(
+            [
+                "eval",
+                str(out / "model.safetensors"),
+                "--store",
+                str(stores[1]),
+                "--num-workers",
+                "0",
+                "--output",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
+    single = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert single["top1"] == pytest.approx(record["top1"]) and single["loss"] == pytest.approx(record["loss"], 1e-4)
+
+
+def test_divergence_stops_with_a_clear_error(stores, tmp_path, capsys):
+    args = train_args(stores, tmp_path, "--epochs", "3", "--lr", "1e12", "--warmup-epochs", "0", "--opt", "sgd")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--clip-grad" in err
+
+
+def test_finetune_at_another_grid_and_class_count(stores, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "ft"
+    args = train_args(
+        stores,
+        out,
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--crop-size",
+        "5",
+        "--finetune",
+        str(uninterrupted / "model.safetensors"),
+    )
+    assert main(args) == 0
+    assert "re-initialised: nothing" in capsys.readouterr().out  # same classes: only pos_embed is resampled
+    model, _, meta = load_classifier(out / "model.safetensors")
+    assert meta.grid_size == 5 and model.pos_embed.shape[1] == 1 + 2 * 2
+
+
+def test_seit_release_files_train_without_conversion(tmp_path):
+    out = tmp_path / "release"
+    args = [
+        "train",
+        "--train-token-file",
+        str(TOKENS / "tiny-train-token.data.bin.gz"),
+        "--train-label-file",
+        str(TOKENS / "tiny-train-label.txt"),
+        "--val-token-file",
+        str(TOKENS / "tiny-val-token.data.bin.gz"),
+        "--val-label-file",
+        str(TOKENS / "tiny-val-label.txt"),
+        "--codebook-path",
+        str(TOKENS / "codebook.ckpt"),
+        "--token-synonym-dict",
+        str(TOKENS / "synonyms.json"),
+        "--model",
+        "deit_tiny_token_32",
+        "--embed-dim",
+        "32",
+        "--depth",
+        "1",
+        "--num-heads",
+        "2",
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        *FAST,
+    ]
+    assert main(args) == 0
+    assert read_metrics(out / "metrics.jsonl", "eval")[-1]["count"] == 32
+    _, codebook, meta = load_classifier(out / "model.safetensors")
+    assert meta.grid_size == 28 and codebook.shape == (391, 32)
+
+
+def test_wrong_model_for_the_codebook_is_refused(stores, tmp_path, capsys):
+    assert main(train_args(stores, tmp_path, "--model", "deit_tiny_token_32")) == 1
+    assert "use deit_tiny_token_4" in capsys.readouterr().err
