@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def write_class_token_store(
@@ -49,3 +50,9 @@ def write_class_token_store(
             ids[flip] = rng.integers(0, codes, size=int(flip.sum()))
             w.append(ids, int(c), f"s{i:05d}")
     return path
+
+
+@pytest.fixture(scope="session")
+def class_token_store():
+    """The builder above, for tests: ``class_token_store(path, n, ...)``."""
+    return write_class_token_store

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_class_token_store
 
 from seit.cli import main
 from seit.engine.artifact import load_classifier
@@ -25,9 +24,9 @@ FAST = ["--num-workers", "0", "--no-tensorboard", "--log-every", "1", "--batch-s
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
+def stores(tmp_path_factory, class_token_store):
     root = tmp_path_factory.mktemp("stores")
-    return (write_class_token_store(root / "train", 96, seed=0), write_class_token_store(root / "val", 37, seed=1))
+    return (class_token_store(root / "train", 96, seed=0), class_token_store(root / "val", 37, seed=1))
 
 
 def train_args(stores, out, *extra):
@@ -52,7 +51,7 @@ def test_learns_and_writes_a_usable_classifier(stores, tmp_path):
     assert [e["epoch"] for e in evals] == list(range(1, 9))
     assert evals[-1]["count"] == 37
     assert evals[-1]["top1"] > 90.0  # chance is 25%
-    model, codebook, meta = load_classifier(out / "model.safetensors")
+    _, codebook, meta = load_classifier(out / "model.safetensors")
     assert meta.grid_size == 7 and meta.train_grid == (8, 8) and meta.class_names == ["c0", "c1", "c2", "c3"]
     assert codebook.shape == (16, 4) and meta.model_kwargs == {"embed_dim": 32, "depth": 2, "num_heads": 2}
     # seit eval on the store gives the same figure the training run logged

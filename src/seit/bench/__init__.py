@@ -8,4 +8,5 @@ prints a readable table and returns the figures, which ``--json`` saves.
 BENCHMARKS: dict[str, str] = {
     "tokenize": "seit.bench.tokenize",
     "pipeline": "seit.bench.pipeline",
+    "train": "seit.bench.train",
 }
