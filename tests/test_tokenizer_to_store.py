@@ -99,7 +99,7 @@ def test_bad_files_are_reported_and_every_good_image_is_stored(tmp_path, tok, to
     assert (again.encoded, again.resumed, len(again.skipped)) == (0, len(labels), 4)
     with pytest.raises(TokenizerError, match=r"tokenize.resize: 'squash' there, 'crop' now"):
         tokenize(config(root, tok_path, out, resize="crop"))
-    with pytest.raises(TokenizerError, match="already holds a finished token store"):
+    with pytest.raises(TokenizerError, match="holds the finished store of an earlier run"):
         tokenize(config(root, tok_path, out, resume=False))
 
 

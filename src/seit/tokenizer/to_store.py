@@ -129,13 +129,15 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
     work = out / UNPRUNED if post else out
     encoded = resumed = 0
     rate, earlier = 0.0, True  # earlier: every sample was encoded by an earlier run
-    if (out / MANIFEST).exists():
+    # a finished store, or (pruning) a finished full-codebook store of which only the renumbering is left
+    finished = next((path for path in (out, work) if (path / MANIFEST).exists()), None)
+    if finished is not None:
         if not cfg.resume:
-            raise TokenizerError(f"{out}: already holds a finished token store; write to a new directory")
-        _check_same_job(out, job)
-        skipped = read_skip_report(out / SKIP_REPORT)
-    elif (work / MANIFEST).exists():  # encoded and merged by an earlier run: only the renumbering is left
-        _check_same_job(work, job)
+            raise TokenizerError(
+                f"{finished}: holds the finished store of an earlier run; write to a new directory (or rerun "
+                "without --no-resume to use it)"
+            )
+        _check_same_job(finished, job)
         skipped = read_skip_report(out / SKIP_REPORT)
     else:
         skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device)
