@@ -163,7 +163,7 @@ def test_two_torchrun_processes_write_the_store_one_process_writes(tmp_path, tok
     verify_store(tmp_path / "two", show_progress=False)
 
 
-def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_path, tree):
+def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_path, tree, capsys):
     root, _, _ = tree
     full = tokenize(config(root, tok_path, tmp_path / "full"))
     pruned = tokenize(config(root, tok_path, tmp_path / "train", prune=True, synonyms=4))
@@ -192,10 +192,16 @@ def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_pa
     keep = used[used != dropped]
     book = tok.codebook_vectors().numpy()
     with StoreWriter(
-        tmp_path / "train-less", grid_shape=(8, 8), codebook_size=len(keep), codebook=book[keep], code_ids=keep
+        tmp_path / "train-less",
+        grid_shape=(8, 8),
+        codebook_size=len(keep),
+        codebook=book[keep],
+        code_ids=keep,
+        class_names=["a", "c"],
     ) as w:
         w.append(np.zeros((8, 8), dtype=np.int64), -1, "dummy")
     val = tokenize(config(root, tok_path, tmp_path / "val", codes_from=str(tmp_path / "train-less")))
+    assert "class folders here (2, e.g. 'a') differ from" in capsys.readouterr().err
     full_ids = unpruned.get_batch(range(len(unpruned)))[0].astype(np.int64)
     unit = book / np.linalg.norm(book, axis=1, keepdims=True)
     nearest = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
     codebook = tokenizer.codebook_vectors().float().numpy()
     job = _job_config(cfg, tokenizer, device)
     if cfg.codes_from:
-        _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer)
+        _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer, listing.classes if info.is_main else None)
     post = cfg.prune or cfg.codes_from is not None
     work = out / UNPRUNED if post else out
     encoded = resumed = 0
@@ -201,10 +202,17 @@ def _check_same_job(path: Path, job: dict[str, Any]) -> None:
         )
 
 
-def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str) -> None:
-    """Fail before encoding if the train store cannot take this tokenizer's ids."""
+def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str, classes: list[str] | None) -> None:
+    """Fail before encoding if the train store cannot take this tokenizer's ids; warn if the classes differ."""
     with TokenStore.open(path, verify=False) as train:
-        code_ids, train_codebook = train.code_ids, train.codebook
+        code_ids, train_codebook, train_classes = train.code_ids, train.codebook, train.class_names
+    if classes and train_classes and classes != train_classes:
+        print(
+            f"seit: warning: the class folders here ({len(classes)}, e.g. {classes[0]!r}) differ from {path}'s "
+            f"({len(train_classes)}, e.g. {train_classes[0]!r}): labels are numbered by this folder's classes, not "
+            "the train store's",
+            file=sys.stderr,
+        )
     if code_ids is None:
         raise TokenizerError(
             f"{path}: the store does not record which tokenizer codes its ids are (no code_ids); --codes-from "
