@@ -413,3 +413,78 @@ def test_shard_layout_is_the_documented_one(tmp_path):
     pos += label_bytes
     assert zstandard.decompress(data[pos : pos + key_bytes]).decode().split("\n") == keys[:n]
     assert pos + key_bytes + TRAILER.size == len(data) == manifest["bytes"]
+
+
+# ---- code ids, config checks on resume, resumable remap --------------------------------------------------
+def test_code_ids_are_stored_merged_and_checked(tmp_path):
+    ids, labels, keys = make_samples(60)
+    code_ids = np.arange(K) * 3 + 7  # tokenizer id of each row, e.g. after pruning a 1180-code book
+    common = dict(grid_shape=(4, 4), codebook_size=K, code_ids=code_ids, shard_bytes=300)
+    writers = [StoreWriter(tmp_path / "m", part=r, **common) for r in range(2)]
+    for r, w in enumerate(writers):
+        part = slice(30 * r, 30 * (r + 1))
+        w.append_batch(ids[part], labels[part], keys[part])
+        w.close()
+    merge_parts(tmp_path / "m", 2)
+    store = TokenStore.open(tmp_path / "m")
+    assert store.code_ids.dtype == np.int64
+    np.testing.assert_array_equal(store.code_ids, code_ids)
+    assert store.manifest["code_ids"]["shape"] == [K] and store.manifest["code_ids"]["dtype"] == "int32"
+    verify_store(tmp_path / "m", show_progress=False)
+    write_store(tmp_path / "plain")
+    assert TokenStore.open(tmp_path / "plain").code_ids is None
+
+    with pytest.raises(StoreError, match="appears twice"):
+        StoreWriter(tmp_path / "bad", grid_shape=(4,), codebook_size=3, code_ids=[1, 1, 2])
+    with pytest.raises(StoreError, match=r"integer array \[3\]"):
+        StoreWriter(tmp_path / "bad", grid_shape=(4,), codebook_size=3, code_ids=[1, 2])
+    w = StoreWriter(tmp_path / "two", part=0, **common)
+    w.close()
+    w = StoreWriter(tmp_path / "two", part=1, **{**common, "code_ids": code_ids + 1})
+    w.close()
+    with pytest.raises(StoreError, match="different code_ids"):
+        merge_parts(tmp_path / "two", 2)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    ids, labels, keys = make_samples(40)
+    settings = dict(grid_shape=(4, 4), codebook_size=K, shard_bytes=200)
+    w = StoreWriter(tmp_path / "s", config={"tokenizer": {"sha256": "aa"}, "resize": "squash"}, **settings)
+    w.append_batch(ids[:30], labels[:30], keys[:30])
+    w.abort()
+    other = {"tokenizer": {"sha256": "bb"}, "resize": "squash"}
+    with pytest.raises(StoreError, match=r"another config \(tokenizer.sha256: 'aa' there, 'bb' now\)"):
+        StoreWriter(tmp_path / "s", config=other, resume=True, **settings)
+    w = StoreWriter(tmp_path / "s", config={"tokenizer": {"sha256": "aa"}, "resize": "squash"}, resume=True, **settings)
+    todo = [i for i in range(40) if keys[i] not in w.done_keys]
+    w.append_batch(ids[todo], labels[todo], [keys[i] for i in todo])
+    w.close()
+    with pytest.raises(StoreError, match="another config"):
+        StoreWriter(tmp_path / "s", config=other, resume=True, **settings)
+
+
+def test_an_interrupted_remap_resumes_without_rewriting_durable_shards(tmp_path, monkeypatch):
+    ids, labels, keys = write_store(tmp_path / "src", n=120)
+    mapping = K - 1 - np.arange(K)
+    real_commit = StoreWriter._commit
+    calls = []
+
+    def commit_then_stop(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the job were stopped while writing its third shard
+        real_commit(self)
+
+    monkeypatch.setattr(StoreWriter, "_commit", commit_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        remap_store(tmp_path / "src", tmp_path / "dst", mapping, shard_bytes=300, resume=True)
+    monkeypatch.undo()
+    record = json.loads((tmp_path / "dst" / "part-00000.json").read_text())
+    durable = [s["file"] for s in record["shards"]]
+    assert len(durable) == 2
+    before = {name: os.stat(tmp_path / "dst" / name).st_ino for name in durable}
+    dst = remap_store(tmp_path / "src", tmp_path / "dst", mapping, shard_bytes=300, resume=True)
+    assert {name: os.stat(tmp_path / "dst" / name).st_ino for name in durable} == before  # kept, not rewritten
+    assert dst.keys == keys
+    np.testing.assert_array_equal(dst.get_batch(range(120))[0], mapping[ids])
+    np.testing.assert_array_equal(dst.labels, labels)

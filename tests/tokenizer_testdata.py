@@ -101,3 +101,25 @@ def write_problem_images(root: Path) -> tuple[dict[str, np.ndarray], set[str]]:
 
 
 PIXEL_LIMIT = 1_000_000  # max_pixels for the problem folder: large.* exceed it
+
+
+def save_tiny_tokenizer(path: Path, seed: int = 0, codes: int = 64) -> Path:
+    """A randomly initialised 32 px tokenizer (4x4 patches -> 8x8 ids, ``codes`` codes of dim 8) as our file."""
+    import torch
+
+    from seit.tokenizer import Tokenizer, TokenizerConfig, TransformerConfig, save_tokenizer
+
+    side = TransformerConfig(dim=32, depth=1, heads=2, mlp_dim=64, dim_head=16)
+    torch.manual_seed(seed)
+    return save_tokenizer(Tokenizer(TokenizerConfig(32, 4, side, side, codes, 8)), path)
+
+
+def write_labelled_tree(root: Path, n: int = 6) -> tuple[dict[str, int], set[str]]:
+    """An ImageFolder tree: class 0 (``a``) of ``n`` generated images, class 1 (``b``) of every awkward file kind.
+
+    Returns (good key -> label, bad keys); decode it with ``max_pixels=PIXEL_LIMIT``.
+    """
+    write_image_folder(root / "a", n, 40)
+    good, bad = write_problem_images(root / "b")
+    labels = {f"a/img{i:03d}.png": 0 for i in range(n)} | {f"b/{key}": 1 for key in good}
+    return labels, {f"b/{key}" for key in bad}

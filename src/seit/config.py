@@ -136,3 +136,13 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         values[key] = value
     return cls(**values)
+
+
+def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Where ``current`` differs from ``saved`` (nested dicts), e.g. ``["resize: 'squash' there, 'crop' now"]``.
+
+    Only keys of ``current`` are compared, so a saved config may carry more entries than the job that checks it.
+    """
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [d for k in current for d in config_differences(saved.get(k), current[k], f"{prefix}{k}.")]
+    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} there, {current!r} now"]

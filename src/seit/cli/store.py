@@ -75,6 +75,24 @@ class ExportSeitConfig:
     overwrite: bool = field(False, help="replace existing files")
 
 
+@dataclass
+class PruneConfig:
+    store: str = field(help=STORE_HELP, positional=True)
+    out: str = field(help="output store directory (new, or an interrupted prune with --resume)", positional=True)
+    codes_from: str | None = field(
+        None,
+        help="map onto the codebook of this (pruned) train store instead; codes it lacks go to the nearest "
+        "kept code (cosine similarity)",
+        metavar="TRAIN_STORE",
+    )
+    synonyms: int | None = field(
+        None, help="columns of the rebuilt synonym table (default: as many as the source's, none if it has none)"
+    )
+    codec: str | None = field(None, help="per-sample codec of OUT (default: the source's)", metavar="NAME")
+    shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
+    resume: bool = field(False, help="continue an interrupted prune into OUT")
+
+
 COMMANDS: dict[str, tuple[type, str, str]] = {
     "info": (
         InfoConfig,
@@ -98,6 +116,17 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "every sample (ids inside the codebook, right grid). Exit status 1 with a list of the problems, each\n"
         "naming its file (and sample), if anything is wrong.\n\n"
         "example:\n  seit store verify data/imagenet-train",
+    ),
+    "prune": (
+        PruneConfig,
+        "keep only the codes a store uses (SeiT's 8192 -> 391), or map onto another store's codes",
+        "Writes OUT: STORE with its ids renumbered onto the codes it uses, in tokenizer-id order; the codebook\n"
+        "keeps those rows and code_ids records which tokenizer code each new id is. With --codes-from, the ids\n"
+        "are mapped onto that train store's codes instead (the same mapping `seit tokenize --codes-from` and\n"
+        "evaluation on images use) and the number of tokens mapped to a nearest code is reported.\n"
+        "The synonym table is rebuilt for the new ids. STORE is not changed.\n\n"
+        "examples:\n  seit store prune tokens/train-full tokens/train\n"
+        "  seit store prune tokens/val-full tokens/val --codes-from tokens/train",
     ),
     "import-seit": (
         ImportSeitConfig,
@@ -124,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "store",
-        help="token stores: info, stats, verify, import/export SeiT's files",
+        help="token stores: info, stats, verify, prune, import/export SeiT's files",
         description="Token stores hold every sample's token ids (plus label and key) in sharded files with a\n"
         "JSON manifest, the codebook and synonyms: the dataset format every seit stage reads and writes.\n"
         "The format is described in docs/store-format.md.",
@@ -171,6 +200,7 @@ def _info_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
         ("bits/token", f"{info['bits_per_token']:.3f} (tokens), {info['total_bits_per_token']:.3f} (all files)"),
         ("codebook", info["codebook"] or "-"),
         ("synonyms", info["synonyms"] or "-"),
+        ("code ids", info["code_ids"] or "-"),
         (
             "created",
             f"{created.get('time', '?')} by seit {created.get('seit_version', '?')}, {created.get('parts', 1)} part(s)",
@@ -238,6 +268,24 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prune(args: argparse.Namespace) -> int:
+    from seit.tokenizer.codes import prune_store
+
+    cfg = from_args(PruneConfig, args)
+    result = prune_store(
+        cfg.store,
+        cfg.out,
+        codes_from=cfg.codes_from,
+        synonyms_k=cfg.synonyms,
+        codec=cfg.codec,
+        shard_bytes=int(cfg.shard_mb * (1 << 20)),
+        resume=cfg.resume,
+        show_progress=True,
+    )
+    print(f"wrote {cfg.out}: {result.summary()}")
+    return 0
+
+
 def run_import_seit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -288,6 +336,7 @@ HANDLERS = {
     "info": run_info,
     "stats": run_stats,
     "verify": run_verify,
+    "prune": run_prune,
     "import-seit": run_import_seit,
     "export-seit": run_export_seit,
 }

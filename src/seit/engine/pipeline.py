@@ -215,7 +215,7 @@ def open_token_source(d) -> TokenSource:
         size = store.codebook_size
         synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else store.synonyms
         names = list(store.class_names) or [str(i) for i in range(int(store.labels.max()) + 1)]
-        code_ids = (store.config or {}).get("code_ids")
+        code_ids = None if store.code_ids is None else store.code_ids.tolist()
         return TokenSource(
             str(d.store), TokenDataset(d.store), val, codebook, synonyms, size, names, tuple(store.grid_shape), code_ids
         )

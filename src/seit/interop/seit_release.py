@@ -169,6 +169,12 @@ def read_synonyms(path: str | os.PathLike, codebook_size: int) -> np.ndarray:
     return table
 
 
+def write_synonyms(path: str | os.PathLike, synonyms: np.ndarray) -> None:
+    """A synonym table [K, k] as SeiT's ``synonyms.json`` (``{"id": [ids, most similar first]}``), atomically."""
+    table = {str(i): [int(x) for x in row] for i, row in enumerate(np.asarray(synonyms))}
+    atomic_write_bytes(path, json.dumps(table).encode())
+
+
 def iter_release(
     tokens: str | os.PathLike, offsets: np.ndarray, grid_shape: Sequence[int], batch_size: int = 4096
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -343,6 +349,5 @@ def export_seit(
     if store.codebook is not None:
         atomic_torch_save(torch.from_numpy(store.codebook.copy()), paths["codebook"])
     if store.synonyms is not None:
-        table = {str(i): [int(x) for x in row] for i, row in enumerate(store.synonyms)}
-        atomic_write_bytes(paths["synonyms"], json.dumps(table).encode())
+        write_synonyms(paths["synonyms"], store.synonyms)
     return {k: paths[k] for k in wanted}

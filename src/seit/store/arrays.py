@@ -1,4 +1,5 @@
-"""The store's side arrays: the codebook (float32 [K, D]) and synonyms (ids [K, k], most similar first).
+"""The store's side arrays: the codebook (float32 [K, D]), synonyms (ids [K, k], most similar first) and
+code_ids (int32 [K]: the tokenizer id of each codebook row, which tells what the ids mean after pruning).
 
 Saved as ``.npy`` files named by their content hash and listed in the manifest with their sha256.
 """
@@ -15,10 +16,10 @@ import numpy as np
 from seit.store.codec import ids_dtype
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import array_name
+from seit.store.format import ARRAY_KINDS, array_name
 from seit.utils.io import atomic_write_bytes
 
-KINDS = ("codebook", "synonyms")
+KINDS = ARRAY_KINDS
 
 
 def check_codebook(codebook: Any, codebook_size: int, where: str = "codebook") -> np.ndarray:
@@ -40,9 +41,22 @@ def check_synonyms(synonyms: Any, codebook_size: int, where: str = "synonyms") -
     return arr.astype(ids_dtype(codebook_size))
 
 
+def check_code_ids(code_ids: Any, codebook_size: int, where: str = "code_ids") -> np.ndarray:
+    arr = np.asarray(code_ids)
+    if arr.shape != (codebook_size,) or not np.issubdtype(arr.dtype, np.integer):
+        raise StoreError(f"{where}: expected an integer array [{codebook_size}], got {arr.dtype} {list(arr.shape)}")
+    if arr.size and (arr.min() < 0 or arr.max() >= 1 << 31):
+        raise StoreError(f"{where}: tokenizer ids in [{arr.min()}, {arr.max()}], expected 0 .. 2**31 - 1")
+    if len(np.unique(arr)) != len(arr):
+        raise StoreError(f"{where}: a tokenizer id appears twice; every codebook row must be a different code")
+    return arr.astype(np.int32)
+
+
+CHECKS = {"codebook": check_codebook, "synonyms": check_synonyms, "code_ids": check_code_ids}
+
+
 def check_array(kind: str, array: Any, codebook_size: int, where: str | None = None) -> np.ndarray:
-    check = check_codebook if kind == "codebook" else check_synonyms
-    return check(array, codebook_size, where or kind)
+    return CHECKS[kind](array, codebook_size, where or kind)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

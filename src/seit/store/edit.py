@@ -50,17 +50,22 @@ def remap_store(
     *,
     codebook: Any = None,
     synonyms: Any = None,
+    code_ids: Any = None,
+    config: dict[str, Any] | None = None,
     codec: str | None = None,
     shard_bytes: int = 128 << 20,
     fit_samples: int = 4096,
+    resume: bool = False,
     show_progress: bool = False,
 ) -> TokenStore:
     """Write ``dst``: ``src`` with every id ``i`` replaced by ``mapping[i]`` (codebook pruning).
 
     ``mapping`` [K_src] holds the new id of each old id, or -1 for ids that must not occur. The new codebook
     size is ``len(codebook)`` if a codebook is given, else ``mapping.max() + 1``. Labels, keys, class names and
-    order are kept; the codec (``src``'s unless given) is fitted again on the remapped ids. Synonyms refer to
-    ids, so pass the new table (the old one is not carried over). Every source shard is checked on the way.
+    order are kept; the codec (``src``'s unless given) is fitted again on the remapped ids. Synonyms and code
+    ids describe ids, so pass the new ones (the old ones are not carried over). ``config`` entries are added
+    to ``src``'s config. ``resume`` continues an interrupted remap into ``dst`` (same arguments). Every source
+    shard is checked on the way.
     """
     with TokenStore.open(src, verify=True) as source:
         mapping = np.asarray(mapping)
@@ -75,6 +80,7 @@ def remap_store(
         dropped = np.flatnonzero(mapping < 0)
         config = {
             **source.config,
+            **(config or {}),
             "remap": {
                 "source": str(src),
                 "source_codebook_size": source.codebook_size,
@@ -90,16 +96,25 @@ def remap_store(
             class_names=source.class_names,
             codebook=codebook,
             synonyms=synonyms,
+            code_ids=code_ids,
             shard_bytes=shard_bytes,
             codec=codec or (codecs[0]["name"] if codecs else "raw"),
             fit_samples=fit_samples,
             config=config,
+            resume=resume,
             show_progress=show_progress,
             total=len(source),
         )
+        done = writer.done_keys
         try:
             with writer:
                 for idx, ids, labels in source.iter_batches():
+                    keys = source.keys[idx[0] : idx[-1] + 1]
+                    if done:
+                        todo = [j for j, key in enumerate(keys) if key not in done]
+                        if not todo:
+                            continue
+                        idx, ids, labels, keys = idx[todo], ids[todo], labels[todo], [keys[j] for j in todo]
                     new = mapping[ids]
                     bad = np.flatnonzero((new < 0).reshape(len(ids), -1).any(axis=1))
                     if bad.size:
@@ -109,9 +124,9 @@ def remap_store(
                             f"{src}: sample {i} (key {source.key(i)!r}) uses ids {lost} that the mapping drops "
                             "(-1); the mapping must keep every id the store uses"
                         )
-                    writer.append_batch(new, labels, source.keys[idx[0] : idx[-1] + 1])
+                    writer.append_batch(new, labels, keys)
         except BaseException:
-            if created:  # a half-written output is useless; the source is untouched
+            if created and not resume:  # a half-written output is useless (unless resumable); src is untouched
                 shutil.rmtree(dst, ignore_errors=True)
             raise
     return TokenStore.open(dst)

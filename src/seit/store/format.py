@@ -2,8 +2,8 @@
 
 A store is a directory: ``manifest.json`` (written last; its presence means the store is complete), shard
 files ``shard-PPPPP-SSSSSS.tok`` (samples of writer part P), one codec state file per part, and optional
-``codebook-*.npy`` / ``synonyms-*.npy`` named by their content hash, so replacing one never overwrites a
-file the current manifest still names.
+``codebook-*.npy`` / ``synonyms-*.npy`` / ``code_ids-*.npy`` named by their content hash, so replacing one
+never overwrites a file the current manifest still names.
 
 A shard file is the encoded samples back to back, then a compact index, then a fixed-size trailer::
 
@@ -31,6 +31,7 @@ FORMAT_NAME = "seit-token-store"
 PART_FORMAT_NAME = "seit-token-store-part"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+ARRAY_KINDS = ("codebook", "synonyms", "code_ids")  # optional side arrays, each a content-addressed .npy
 SHARD_MAGIC = b"SEITSHD1"
 # magic, samples n, payload bytes P, labels bytes L, keys bytes K, label item size (2 or 4), reserved (0)
 TRAILER = struct.Struct("<8sQQIIII")
@@ -208,7 +209,7 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         check_file_name(s["file"], where)
         if not 0 <= s["codec"] < len(m["codecs"]):
             raise StoreError(f"{where}: shards[{i}] names codec {s['codec']}, the manifest lists {len(m['codecs'])}")
-    for kind in ("codebook", "synonyms"):
+    for kind in ARRAY_KINDS:
         if m.get(kind) is not None:
             _require(m[kind], {**_FILE_KEYS, "shape": list}, f"{where}: {kind}")
             check_file_name(m[kind]["file"], where)

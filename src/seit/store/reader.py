@@ -116,6 +116,16 @@ class TokenStore:
         """Per code, similar codes most similar first, [K, k], or None."""
         return self._array("synonyms")
 
+    @property
+    def code_ids(self) -> np.ndarray | None:
+        """The tokenizer id of each codebook row, int64 [K], or None when the store does not say.
+
+        ``seit tokenize`` writes ``arange(K)``; after pruning, store id ``i`` is tokenizer code ``code_ids[i]``.
+        Stores imported from SeiT's release files have none (their ids' tokenizer codes are unknown).
+        """
+        ids = self._array("code_ids")
+        return None if ids is None else ids.astype(np.int64)
+
     def _array(self, kind: str) -> np.ndarray | None:
         if kind not in self._cache:
             entry = self.manifest.get(kind)

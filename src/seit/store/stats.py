@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from seit.store.format import MANIFEST
+from seit.store.format import ARRAY_KINDS, MANIFEST
 from seit.store.reader import TokenStore
 from seit.utils.io import atomic_open
 from seit.utils.progress import progress
@@ -22,7 +22,7 @@ def store_info(store: TokenStore) -> dict[str, Any]:
     payload = sum(s["payload_bytes"] for s in m["shards"])
     shards = sum(s["bytes"] for s in m["shards"])
     side = sum(c["bytes"] for c in m["codecs"]) + store.files.size(MANIFEST)
-    side += sum(m[k]["bytes"] for k in ("codebook", "synonyms") if m.get(k))
+    side += sum(m[k]["bytes"] for k in ARRAY_KINDS if m.get(k))
     total = shards + side
     per_sample = (lambda b: b / n) if n else (lambda b: 0.0)
     per_token = (lambda b: 8 * b / (n * numel)) if n else (lambda b: 0.0)
@@ -44,6 +44,7 @@ def store_info(store: TokenStore) -> dict[str, Any]:
         "total_bits_per_token": per_token(total),
         "codebook": m["codebook"]["shape"] if m.get("codebook") else None,
         "synonyms": m["synonyms"]["shape"] if m.get("synonyms") else None,
+        "code_ids": m["code_ids"]["shape"] if m.get("code_ids") else None,
         "created": m.get("created", {}),
     }
 

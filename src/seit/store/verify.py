@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from seit.store.arrays import check_array
+from seit.store.arrays import KINDS, check_array
 from seit.store.errors import StoreError
 from seit.store.reader import TokenStore
 from seit.utils.progress import progress
@@ -32,7 +32,7 @@ def verify_store(
             store.codec_for(c)
         except StoreError as e:
             problems.append(str(e))
-    for kind in ("codebook", "synonyms"):
+    for kind in KINDS:
         try:
             array = getattr(store, kind)
             if array is not None:

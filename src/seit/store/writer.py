@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from seit import __version__
+from seit.config import config_differences
 from seit.store.arrays import KINDS, array_entry, check_array, read_checked, write_array
 from seit.store.codec import MAX_CODEBOOK_SIZE, Codec, codec_class, ids_dtype
 from seit.store.errors import StoreError
@@ -52,8 +53,12 @@ class StoreWriter:
     job (``close`` finishes the part; rank 0 then calls ``merge_parts(path, world_size)``). The store's
     sample order is part 0's samples, then part 1's, ...
 
-    ``resume``: continue an interrupted write of the same part; skip the inputs whose key is in
-    ``done_keys`` and append the rest in their original order. Keys identify samples, so they must be unique.
+    ``codebook`` float [K, D], ``synonyms`` ids [K, k] and ``code_ids`` [K] (the tokenizer id of each
+    codebook row) are optional side arrays; every part of a store must pass the same ones.
+
+    ``resume``: continue an interrupted write of the same part (same settings, arrays and ``config``); skip
+    the inputs whose key is in ``done_keys`` and append the rest in their original order. Keys identify
+    samples, so they must be unique.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class StoreWriter:
         class_names: Sequence[str] | None = None,
         codebook: Any = None,
         synonyms: Any = None,
+        code_ids: Any = None,
         shard_bytes: int = 128 << 20,
         codec: str = "raw",
         fit_samples: int = 4096,
@@ -107,7 +113,7 @@ class StoreWriter:
             raise StoreError(f"config must be JSON-serialisable (it goes into the manifest): {e}") from None
         self._arrays = {
             kind: None if arr is None else check_array(kind, arr, self.codebook_size)
-            for kind, arr in zip(KINDS, (codebook, synonyms))
+            for kind, arr in zip(KINDS, (codebook, synonyms, code_ids))
         }
         self._arrays_entries: dict[str, dict[str, Any] | None] = {}
         self._codec: Codec | None = None
@@ -134,7 +140,7 @@ class StoreWriter:
             from seit.store.reader import TokenStore
 
             with TokenStore.open(self.path, verify=False) as store:
-                self._check_settings(store.manifest, self.path / MANIFEST)
+                self._check_settings(store.manifest, store.config, self.path / MANIFEST)
                 self._done_keys = frozenset(store.keys)
             self._finished_store = True
             return
@@ -153,7 +159,7 @@ class StoreWriter:
             }
             self._write_record(complete=False)
 
-    def _check_settings(self, saved: dict[str, Any], where: Path) -> None:
+    def _check_settings(self, saved: dict[str, Any], saved_config: dict[str, Any], where: Path) -> None:
         mine = {
             "grid_shape": list(self.grid_shape),
             "codebook_size": self.codebook_size,
@@ -165,6 +171,14 @@ class StoreWriter:
                     f"{where}: the write being resumed has {key}={saved.get(key)!r}, this writer {value!r}; "
                     "resume with the original settings or write a new store"
                 )
+        saved_config = saved_config or {}
+        changed = config_differences(saved_config, self.config)
+        changed += [f"{k}: {saved_config[k]!r} there, absent now" for k in saved_config if k not in self.config]
+        if changed:
+            raise StoreError(
+                f"{where}: the write being resumed was made with another config ({'; '.join(changed[:3])[:500]}); "
+                "resume with the original settings or write a new store"
+            )
 
     def _resume(self, record_path: Path) -> None:
         try:
@@ -173,7 +187,7 @@ class StoreWriter:
             raise StoreError(
                 f"{record_path}: corrupt writer record ({e}); delete the directory and start over"
             ) from None
-        self._check_settings(record, record_path)
+        self._check_settings(record, record.get("config") or {}, record_path)
         if record["codec_name"] != self.codec_name:
             raise StoreError(
                 f"{record_path}: the write being resumed uses codec {record['codec_name']!r}, this writer "
@@ -420,6 +434,7 @@ def merge_parts(path: str | os.PathLike, num_parts: int) -> dict[str, Any]:
         "class_names": first["class_names"],
         "codebook": arrays["codebook"],
         "synonyms": arrays["synonyms"],
+        "code_ids": arrays["code_ids"],
         "codecs": codecs,
         "shards": shards,
         "created": {

@@ -1,4 +1,5 @@
-"""The ViT-VQGAN tokenizer: images <-> grids of codebook ids (model, files, training, batch encoding).
+"""The ViT-VQGAN tokenizer: images <-> grids of codebook ids (model, files, training, batch encoding,
+tokenizing image collections into token stores, pruning and mapping codebooks, decoding stores).
 
 Names are imported lazily, so ``seit.tokenizer.config`` (used to build the CLI) does not import torch.
 """
@@ -28,6 +29,17 @@ _EXPORTS = {
     "decode_to_images": "render",
     "write_comparison": "render",
     "write_png": "render",
+    "DecodeConfig": "config",
+    "DecodeResult": "render",
+    "decode_samples": "render",
+    "store_ids_to_tokenizer": "render",
+    "TokenizeConfig": "config",
+    "TokenizeResult": "to_store",
+    "tokenize": "to_store",
+    "PruneResult": "codes",
+    "add_synonyms": "codes",
+    "code_lookup": "codes",
+    "prune_store": "codes",
 }
 
 __all__ = sorted(_EXPORTS)

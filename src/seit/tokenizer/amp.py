@@ -9,12 +9,17 @@ import torch
 from seit.tokenizer.config import PRECISIONS, TokenizerError
 
 
-def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """The autocast context for ``precision`` on ``device`` (a null context for float32)."""
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``fp32`` or ``bf16``: what ``precision`` means on ``device``."""
     if precision not in PRECISIONS:
         raise TokenizerError(f"precision {precision!r} not in {PRECISIONS}")
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` on ``device`` (a null context for float32)."""
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)

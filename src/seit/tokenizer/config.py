@@ -2,7 +2,8 @@
 
 :class:`TokenizerConfig` describes a model and is saved inside every tokenizer file; ``PRESETS`` holds
 enhancing-transformers' ImageNet sizes and small CPU sizes. :class:`TrainConfig` and
-:class:`EvalConfig` describe ``seit tokenizer train`` / ``eval``; their fields are the CLI flags.
+:class:`EvalConfig` describe ``seit tokenizer train`` / ``eval``, :class:`TokenizeConfig` and
+:class:`DecodeConfig` ``seit tokenize`` / ``seit decode``; their fields are the CLI flags.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from seit.config import field
 from seit.errors import SeitError
-from seit.images import RESIZE_MODES
+from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 TOKENIZER_HELP = "tokenizer: ours (.safetensors or its folder), a Lightning .ckpt or state dict, a SeiT pickle"
@@ -203,3 +204,77 @@ class ConvertConfig:
     )
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
+
+
+@dataclass
+class TokenizeConfig:
+    """``seit tokenize``: images -> token store (fields are the CLI flags)."""
+
+    images: str = field(
+        help="images: an ImageFolder tree (class = first-level folder), a flat folder (unlabelled) or a list "
+        "file of 'path [label]' lines",
+        positional=True,
+    )
+    tokenizer: str = field(help=TOKENIZER_HELP, metavar="PATH")
+    out: str = field(
+        help="output token store directory (new, or the same directory to continue an interrupted run)",
+        metavar="STORE",
+    )
+    root: str | None = field(
+        None, help="folder that relative paths of a list file start from (default: its folder)", metavar="DIR"
+    )
+    config: str | None = _yaml_option()
+    allow_legacy_pickle: bool = _legacy_option()
+    resize: str = field(
+        "squash",
+        help="squash: bicubic resize to the tokenizer's square image size (SeiT); crop: shorter side to that "
+        "size, then center crop",
+        choices=RESIZE_MODES,
+        metavar="{squash,crop}",
+    )
+    max_pixels: int = field(
+        DEFAULT_MAX_PIXELS, help="skip (or, for JPEG, decode at reduced scale) images with more pixels than this"
+    )
+    batch_size: int = field(64, help="images per encoder batch and process")
+    num_workers: int | None = field(
+        None, help="image-decoding worker processes per process (default: all cores, shared by the node's ranks)"
+    )
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
+    precision: str = field(
+        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
+    )
+    shard_mb: float = field(128.0, help="target size of a store shard in MB", metavar="MB")
+    codec: str | None = field(
+        None, help="per-sample codec of the store (default: the store's default; see `seit store info`)", metavar="NAME"
+    )
+    prune: bool = field(
+        False, help="keep only the codes the images use (SeiT's 8192 -> 391), renumbered in tokenizer-id order"
+    )
+    codes_from: str | None = field(
+        None,
+        help="map the ids onto the (pruned) codebook of this train store; codes it lacks go to the nearest "
+        "kept code (cosine similarity): for validation/test splits",
+        metavar="STORE",
+    )
+    synonyms: int | None = field(
+        None, help="also build the top-K synonym table (Token-EDA) from the final codebook", metavar="K"
+    )
+    resume: bool = field(
+        True, help="continue an interrupted run into the same STORE (--no-resume: refuse to touch an existing one)"
+    )
+
+
+@dataclass
+class DecodeConfig:
+    """``seit decode``: stored ids -> PNG images through the tokenizer's decoder."""
+
+    store: str = field(help="token store (a directory or any fsspec URL)", positional=True)
+    tokenizer: str = field(help=TOKENIZER_HELP + " (the one that made the store)", metavar="PATH")
+    out: str | None = field(None, help="write one PNG per sample into this folder", metavar="DIR")
+    indices: list[int] | None = field(None, help="store indices of the samples to decode", metavar="I")
+    count: int = field(16, help="without --indices: this many samples, evenly spread over the store")
+    grid: str | None = field(None, help="also write all decoded samples as one PNG grid here", metavar="PNG")
+    config: str | None = _yaml_option()
+    allow_legacy_pickle: bool = _legacy_option()
+    batch_size: int = field(32, help="samples per decoder batch")
+    device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")

@@ -213,6 +213,16 @@ def write_skip_report(path: str | os.PathLike, records: Iterable[SkipRecord]) ->
             f.write(json.dumps(asdict(record)) + "\n")
 
 
+def read_skip_report(path: str | os.PathLike) -> list[SkipRecord]:
+    """The records of a report written by :func:`write_skip_report` (none if the file does not exist)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [SkipRecord(**json.loads(line)) for line in lines if line.strip()]
+
+
 def summarize_skips(records: Iterable[SkipRecord], total: int) -> str:
     """E.g. ``3 of 120 images skipped (2 corrupt, 1 empty)``."""
     kinds = Counter(r.kind for r in records)

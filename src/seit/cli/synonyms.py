@@ -1,0 +1,54 @@
+"""`seit synonyms`: the top-k similar-code table Token-EDA draws from (a thin shell over seit.tokenizer.codes)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from seit.config import add_dataclass_args, field, from_args
+
+DESCRIPTION = """\
+Build each code's k most similar codes (cosine similarity of the store's codebook rows, the code itself
+first) and save the table in the store, where `seit train` reads it for Token-EDA's synonym replacement.
+SeiT builds it on the pruned codebook with k = 10 and draws from the first 5. With --json the table is
+also written as SeiT's synonyms.json ({"id": [ids, most similar first]}).
+"""
+
+EPILOG = """\
+examples:
+  seit synonyms tokens/train
+  seit synonyms tokens/train --k 10 --json release/synonyms.json
+"""
+
+
+@dataclass
+class SynonymsConfig:
+    store: str = field(help="token store with a codebook (e.g. from `seit tokenize`)", positional=True)
+    k: int = field(10, help="similar codes per code, the code itself included")
+    json: str | None = field(None, help="also write the table as SeiT's synonyms.json here", metavar="PATH")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from seit.cli import HelpFormatter
+
+    p = sub.add_parser(
+        "synonyms",
+        help="build the synonym table (Token-EDA) from a store's codebook",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    add_dataclass_args(p, SynonymsConfig)
+    p.set_defaults(run=run, group_parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seit.tokenizer.codes import add_synonyms
+
+    cfg = from_args(SynonymsConfig, args)
+    table = add_synonyms(cfg.store, cfg.k, json_path=cfg.json)
+    print(
+        f"synonyms [{table.shape[0]}, {table.shape[1]}] stored in {cfg.store}"
+        + (f" and {cfg.json}" if cfg.json else "")
+    )
+    return 0

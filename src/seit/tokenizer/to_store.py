@@ -1,0 +1,320 @@
+"""``seit tokenize``: images -> a token store; resumable, and the same store from any number of processes.
+
+Each rank of a torchrun job encodes a contiguous share of the sorted image list into its own part of the
+store; rank 0 merges the parts into one manifest, so N processes write exactly the store one process
+would. Rerunning the same command continues an interrupted job: durable shards are kept and their images
+are not encoded again. Images that cannot be used are skipped and listed with the reason in
+``STORE/skipped.jsonl``. With ``prune`` or ``codes_from`` the full-codebook store is written to
+``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.tokenizer.codes.prune_store`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seit.config import config_differences, to_dict
+from seit.images import ImageList, list_images, shard
+from seit.store import StoreWriter, TokenStore, merge_parts
+from seit.store.files import is_url
+from seit.store.format import MANIFEST
+from seit.tokenizer.amp import resolve_precision
+from seit.tokenizer.checkpoint import FILE_NAME, load_tokenizer
+from seit.tokenizer.codes import PruneResult, add_synonyms, codes_onto, prune_store
+from seit.tokenizer.config import TokenizeConfig, TokenizerError
+from seit.tokenizer.encode import (
+    SkipRecord,
+    cpu_count,
+    encode_images,
+    read_skip_report,
+    summarize_skips,
+    write_skip_report,
+)
+from seit.tokenizer.model import Tokenizer
+from seit.utils import dist
+from seit.utils.io import sha256_file
+
+SKIP_REPORT = "skipped.jsonl"
+UNPRUNED = ".unpruned"
+DIST_TIMEOUT_S = 24 * 3600  # ranks meet only at the end; after a resume one rank may be far behind the others
+
+
+@dataclass
+class TokenizeResult:
+    store: Path
+    images: int  # images listed
+    samples: int  # samples in the finished store
+    encoded: int  # images this run encoded (all ranks)
+    resumed: int  # samples already durable when this run started
+    skipped: list[SkipRecord]  # every image left out, with its reason (as in STORE/skipped.jsonl)
+    seconds: float  # wall time of the whole run
+    images_per_s: float  # images this run read (encoded or skipped) per second of encoding, all ranks together
+    codebook_size: int
+    prune: PruneResult | None = None
+
+    @property
+    def skip_report(self) -> Path:
+        return self.store / SKIP_REPORT
+
+    def summary(self) -> str:
+        if self.encoded or self.resumed < self.samples:
+            head = (
+                f"{self.samples:,} samples in {self.store}: {self.encoded:,} encoded by this run at "
+                f"{self.images_per_s:.1f} images/s, {self.resumed:,} kept from an earlier run; {self.seconds:.1f} s"
+            )
+        else:
+            head = f"{self.samples:,} samples in {self.store}: already complete, nothing left to encode"
+        lines = [
+            head,
+            summarize_skips(self.skipped, self.images) + (f", listed in {self.skip_report}" if self.skipped else ""),
+        ]
+        if self.prune is not None:
+            lines.append(self.prune.summary())
+        return "\n".join(lines)
+
+
+def default_num_workers() -> int:
+    """Image-decoding workers per process: all cores, shared by the ranks torchrun started on this node."""
+    return max(1, cpu_count() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
+    """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job)."""
+    _check_options(cfg)
+    started = time.perf_counter()
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = dist.init_distributed(cfg.device, timeout_s=DIST_TIMEOUT_S)
+    try:
+        return _tokenize(cfg, info, started)
+    finally:
+        if owns_group:
+            dist.cleanup()
+
+
+def _check_options(cfg: TokenizeConfig) -> None:
+    problems = []
+    if cfg.batch_size < 1:
+        problems.append(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.num_workers is not None and cfg.num_workers < 0:
+        problems.append(f"--num-workers must be >= 0, got {cfg.num_workers}")
+    if not cfg.shard_mb > 0:
+        problems.append(f"--shard-mb must be > 0, got {cfg.shard_mb}")
+    if cfg.synonyms is not None and cfg.synonyms < 1:
+        problems.append(f"--synonyms must be >= 1, got {cfg.synonyms}")
+    if cfg.prune and cfg.codes_from:
+        problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
+    if is_url(cfg.out):
+        problems.append(f"--out {cfg.out}: write to a local or mounted directory, then copy the store")
+    if problems:
+        raise TokenizerError("; ".join(problems))
+
+
+def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> TokenizeResult:
+    out = Path(cfg.out)
+    listing = list_images(cfg.images, root=cfg.root)
+    device = torch.device(cfg.device) if cfg.device else dist.default_device()
+    tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
+    codebook = tokenizer.codebook_vectors().float().numpy()
+    job = _job_config(cfg, tokenizer, device)
+    if cfg.codes_from:
+        _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer, listing.classes if info.is_main else None)
+    post = cfg.prune or cfg.codes_from is not None
+    work = out / UNPRUNED if post else out
+    encoded = resumed = 0
+    rate, earlier = 0.0, True  # earlier: every sample was encoded by an earlier run
+    # a finished store, or (pruning) a finished full-codebook store of which only the renumbering is left
+    finished = next((path for path in (out, work) if (path / MANIFEST).exists()), None)
+    if finished is not None:
+        if not cfg.resume:
+            raise TokenizerError(
+                f"{finished}: holds the finished store of an earlier run; write to a new directory (or rerun "
+                "without --no-resume to use it)"
+            )
+        _check_same_job(finished, job)
+        skipped = read_skip_report(out / SKIP_REPORT)
+    else:
+        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device)
+        earlier = False
+        if info.is_main:
+            write_skip_report(out / SKIP_REPORT, skipped)  # before the manifest: a finished store has its report
+            merge_parts(work, info.world_size)
+    if info.is_main:
+        _complete(cfg, out, work, post)
+    dist.barrier()
+    with TokenStore.open(out, verify=False) as store:
+        return TokenizeResult(
+            store=out,
+            images=len(listing.samples),
+            samples=len(store),
+            encoded=encoded,
+            resumed=len(store) if earlier else resumed,
+            skipped=skipped,
+            seconds=time.perf_counter() - started,
+            images_per_s=rate,
+            codebook_size=store.codebook_size,
+            prune=PruneResult.from_config(out, store) if post else None,
+        )
+
+
+def _job_config(cfg: TokenizeConfig, tokenizer: Tokenizer, device: torch.device) -> dict[str, Any]:
+    """What the ids depend on, saved in the store: a resumed run must match it exactly."""
+    path = Path(cfg.tokenizer)
+    file = path / FILE_NAME if path.is_dir() else path
+    return {
+        "tokenizer": {
+            "file": str(file.resolve()),
+            "sha256": sha256_file(file),
+            "yaml": None if cfg.config is None else str(Path(cfg.config).resolve()),
+            "config": to_dict(tokenizer.config),
+        },
+        "tokenize": {
+            "images": str(Path(cfg.images).resolve()),
+            "root": None if cfg.root is None else str(Path(cfg.root).resolve()),
+            "resize": cfg.resize,
+            "image_size": tokenizer.config.image_size,
+            "interpolation": "bicubic",
+            "input_range": [0.0, 1.0],
+            "max_pixels": cfg.max_pixels,
+            "precision": resolve_precision(device, cfg.precision),
+            "prune": cfg.prune,
+            "codes_from": None if cfg.codes_from is None else str(Path(cfg.codes_from).resolve()),
+        },
+        "codebook": "L2-normalised rows of the tokenizer's codebook (Tokenizer.codebook_vectors())",
+    }
+
+
+def _check_same_job(path: Path, job: dict[str, Any]) -> None:
+    with TokenStore.open(path, verify=False) as store:
+        saved = store.config
+    changed = config_differences(saved, job)
+    if changed:
+        raise TokenizerError(
+            f"{path}: holds a store made with other settings ({'; '.join(changed[:4])}); rerun with the original "
+            "settings, or write to a new directory"
+        )
+
+
+def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str, classes: list[str] | None) -> None:
+    """Fail before encoding if the train store cannot take this tokenizer's ids; warn if the classes differ."""
+    with TokenStore.open(path, verify=False) as train:
+        code_ids, train_codebook, train_classes = train.code_ids, train.codebook, train.class_names
+    if classes and train_classes and classes != train_classes:
+        print(
+            f"seit: warning: the class folders here ({len(classes)}, e.g. {classes[0]!r}) differ from {path}'s "
+            f"({len(train_classes)}, e.g. {train_classes[0]!r}): labels are numbered by this folder's classes, not "
+            "the train store's",
+            file=sys.stderr,
+        )
+    if code_ids is None:
+        raise TokenizerError(
+            f"{path}: the store does not record which tokenizer codes its ids are (no code_ids); --codes-from "
+            "needs a store written by `seit tokenize` (or `seit store prune`)"
+        )
+    if code_ids.max() >= len(codebook):
+        raise TokenizerError(
+            f"{path}: holds tokenizer codes up to {code_ids.max()}, {tokenizer} has {len(codebook)}: "
+            "the store was made with another tokenizer"
+        )
+    codes_onto(
+        np.arange(len(codebook)), codebook, code_ids, train_codebook, src_name=f"tokenizer {tokenizer}", kept_name=path
+    )
+
+
+def _encode(
+    cfg: TokenizeConfig,
+    info: dist.DistInfo,
+    listing: ImageList,
+    tokenizer: Tokenizer,
+    codebook: np.ndarray,
+    job_config: dict[str, Any],
+    work: Path,
+    device: torch.device,
+) -> tuple[list[SkipRecord], int, int, float]:
+    """This rank's share into part ``rank`` of ``work``; returns (skipped, encoded, resumed, images/s) of all ranks."""
+    if info.is_main:
+        _check_parts(work, info.world_size)
+    writer = StoreWriter(
+        work,
+        grid_shape=tokenizer.grid_shape,
+        codebook_size=tokenizer.codebook_size,
+        class_names=listing.classes or None,
+        codebook=codebook,
+        code_ids=np.arange(tokenizer.codebook_size),
+        shard_bytes=max(1, int(cfg.shard_mb * (1 << 20))),
+        part=info.rank,
+        config=job_config,
+        resume=cfg.resume,
+        **({"codec": cfg.codec} if cfg.codec else {}),
+    )
+    done = writer.done_keys
+    foreign = done - {s.key for s in shard(listing.samples, info.rank, info.world_size)}
+    if foreign:
+        writer.abort()
+        raise TokenizerError(
+            f"{work}: part {info.rank} holds {len(foreign)} images that are not in this process's share of "
+            f"{cfg.images} (e.g. {min(foreign)!r}): the run was started on other images or with another number "
+            "of processes; rerun it as it was started, or delete the directory to start over"
+        )
+    job = encode_images(
+        tokenizer,
+        listing.samples,
+        batch_size=cfg.batch_size,
+        num_workers=default_num_workers() if cfg.num_workers is None else cfg.num_workers,
+        device=device,
+        rank=info.rank,
+        world_size=info.world_size,
+        skip_keys=done,
+        resize=cfg.resize,
+        max_pixels=cfg.max_pixels,
+        precision=cfg.precision,
+    )
+    start = time.perf_counter()
+    with writer:
+        for ids, labels, keys in job:
+            writer.append_batch(ids, labels, keys)
+    ranks = dist.all_gather_objects((job.skipped, job.encoded, len(done)))
+    seconds = time.perf_counter() - start
+    skipped = sorted((r for rank_skipped, _, _ in ranks for r in rank_skipped), key=lambda r: r.key)
+    encoded = sum(n for _, n, _ in ranks)
+    resumed = sum(n for _, _, n in ranks)
+    return skipped, encoded, resumed, (encoded + len(skipped)) / max(seconds, 1e-9)
+
+
+def _check_parts(work: Path, world_size: int) -> None:
+    extra = sorted(p.name for p in work.glob("part-*.json") if int(p.name[5:10]) >= world_size)
+    if extra:
+        raise TokenizerError(
+            f"{work}: holds writer records {extra[:4]} of a run with more processes than this one "
+            f"({world_size}); rerun it with the original number of processes, or delete the directory"
+        )
+
+
+def _complete(cfg: TokenizeConfig, out: Path, work: Path, post: bool) -> None:
+    """Rank 0's last steps, each one skipped when done, so a rerun after a kill finishes the job."""
+    if post and not (out / MANIFEST).exists():
+        prune_store(
+            work,
+            out,
+            codes_from=cfg.codes_from,
+            synonyms_k=cfg.synonyms,
+            shard_bytes=max(1, int(cfg.shard_mb * (1 << 20))),
+            codec=cfg.codec,
+            resume=True,
+            show_progress=True,
+        )
+    if post and work.exists():
+        shutil.rmtree(work)
+    if cfg.synonyms:
+        with TokenStore.open(out, verify=False) as store:
+            have = store.synonyms
+            want = min(cfg.synonyms, store.codebook_size)
+        if have is None or have.shape[1] != want:
+            add_synonyms(out, cfg.synonyms)
