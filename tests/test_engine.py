@@ -237,6 +237,9 @@ def test_seit_release_files_train_without_conversion(tmp_path):
     assert meta.grid_size == 28 and codebook.shape == (391, 32)
 
 
-def test_wrong_model_for_the_codebook_is_refused(stores, tmp_path, capsys):
-    assert main(train_args(stores, tmp_path, "--model", "deit_tiny_token_32")) == 1
-    assert "use deit_tiny_token_4" in capsys.readouterr().err
+def test_the_stem_reads_the_codebook_dimension(stores, tmp_path, capsys):
+    out = tmp_path / "dim"
+    assert main(train_args(stores, out, "--model", "deit_tiny_token_32", "--epochs", "1", "--no-model-ema")) == 0
+    assert "reads 4-dim codes" in capsys.readouterr().out
+    model, _, meta = load_classifier(out / "model.safetensors")
+    assert meta.in_chans == 4 and model.patch_embed.proj.weight.shape[1] == 4

@@ -138,11 +138,9 @@ class TokenPipeline(_Pipeline):
         name = self.cfg.model.model
         dim = self.codebook.shape[1]
         m = re.search(r"_token_(\d+)$", name)
-        if m and int(m.group(1)) != dim:
-            raise SeitError(
-                f"model {name} reads {m.group(1)}-dim codes but the codebook has dim {dim}: "
-                f"use {name[: m.start()]}_token_{dim}"
-            )
+        if m and int(m.group(1)) != dim and self.info.is_main:
+            # the suffix names the released models' code dim; the stem always reads this codebook's
+            print(f"[seit] {name}: its Stem-Adaptor reads {dim}-dim codes (this codebook), not {m.group(1)}")
         model = timm.create_model(
             name,
             num_classes=self.num_classes,
