@@ -204,3 +204,15 @@ def test_dictionary_training_needs_enough_samples():
     assert train_dictionary([b"abc"] * 3, 4096, 19) == b""
     samples = [bytes(correlated(1, (32, 32), 200, seed=s).astype(np.uint8).ravel()) for s in range(200)]
     assert 0 < len(train_dictionary(samples, 4096, 19)) <= 4096
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_decode_reads_memoryviews_of_a_shared_buffer_and_empty_batches(name):
+    samples = correlated(20, (8, 8), 391)
+    codec = codec_class(name).fit(samples, (8, 8), 391)
+    blobs = codec.encode_many(samples)
+    shard = memoryview(b"".join(blobs))  # what a reader slices out of a memory-mapped shard
+    ends = np.cumsum([len(b) for b in blobs])
+    views = [shard[e - len(b) : e] for b, e in zip(blobs, ends)]
+    np.testing.assert_array_equal(codec.decode_many(views[::-1]), samples[::-1])
+    assert codec.decode_many([]).shape == (0, 8, 8)

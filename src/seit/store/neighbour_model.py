@@ -176,11 +176,12 @@ class NeighbourModel:
             upper = np.full_like(ids, k)
             upper[:, 1:, :] = ids[:, :-1, :]
             base += self.upper_base[upper]
-        candidates = self.table[base[..., None] + np.arange(width)]
-        match = candidates == ids[..., None]
-        first = match.argmax(-1)
-        hit = np.take_along_axis(match, first[..., None], -1)[..., 0]
-        symbols = np.where(hit, first, width + self.rank0[ids])
+        x = ids.ravel()
+        candidates = self.table.reshape(-1, width)[base.ravel() // width]  # whole rows: one memcpy each
+        match = candidates == x.astype(np.uint16)[:, None]
+        first = match.argmax(1)
+        hit = match[np.arange(len(x)), first]
+        symbols = np.where(hit, first, width + self.rank0[x])
         return symbols.reshape(batch, -1)[:, _sweep(rows, cols, self.upper is not None).order]
 
     def inverse(self, symbols: np.ndarray, rows: int, cols: int) -> np.ndarray:

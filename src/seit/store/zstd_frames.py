@@ -3,7 +3,8 @@
 The frame checksum (XXH64 of the content) is what turns corrupt or truncated bytes into an error instead of
 wrong tokens. The magic number and the content size are left out: they would cost 5-6 bytes per ~700-byte
 sample, and a corrupt content size would make zstd allocate whatever it claims; instead the caller passes
-the largest size a valid sample can have.
+the largest size a valid sample can have, and the frame header (one fixed byte, then the window size) is
+checked before zstd sees it, so a flipped bit cannot ask for a huge window either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zstandard
 from seit.store.errors import StoreError
 
 _FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
+_DESCRIPTOR = 0x04  # frame header descriptor of our frames: checksum; no content size, no dictionary id
 _MIN_DICT_SAMPLES = 16  # zdict needs a handful of samples; with fewer a dictionary would not pay for itself
 
 
@@ -39,16 +41,17 @@ class ZstdFrames:
     def decompress_many(self, blobs: Sequence[bytes | memoryview], max_size: int) -> list[bytes]:
         """Each frame's content; a frame that fails its checksum or decodes past ``max_size`` bytes raises."""
         decompress = self._decompressor.decompress
+        # Window descriptor: exponent e in the top 5 bits, window ~ 2**(10 + e); no frame needs more than max_size.
+        largest_descriptor = (max((max_size - 1).bit_length() - 10, 0) + 1) << 3 | 7
+        out = []
         try:
-            return [decompress(b, max_output_size=max_size) for b in blobs]
-        except zstandard.ZstdError:
-            pass
-        for i, b in enumerate(blobs):  # find the culprit for the message
-            try:
-                decompress(b, max_output_size=max_size)
-            except zstandard.ZstdError as e:
-                raise StoreError(f"sample {i} of the batch is corrupt or truncated ({e})") from None
-        raise AssertionError("unreachable: batch failed but every frame decodes")
+            for b in blobs:
+                if len(b) < 3 or b[0] != _DESCRIPTOR or b[1] > largest_descriptor:
+                    raise zstandard.ZstdError("not a seit zstd frame header")
+                out.append(decompress(b, max_output_size=max_size))
+        except zstandard.ZstdError as e:
+            raise StoreError(f"sample {len(out)} of the batch is corrupt or truncated ({e})") from None
+        return out
 
 
 def train_dictionary(samples: Sequence[bytes], size: int, level: int) -> bytes:
