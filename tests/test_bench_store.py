@@ -19,7 +19,8 @@ def test_store_benchmark_runs_and_its_figures_add_up(tmp_path, capsys):
     assert seit["data"] == (out / "bench-token.data.bin.gz").stat().st_size  # real files, really measured
     assert seit["index"] == (out / "bench-token.index.npy.gz").stat().st_size
     assert ours["samples"] == (out / "ctx.samples").stat().st_size and ours["index"] == 4 * 300
-    assert ours["bytes"] == ours["samples"] + ours["state"] + ours["params"] + ours["index"]
+    assert ours["bytes"] == ours["samples"] + ours["state"] + ours["params_json"] + ours["index"]
+    assert ours["codec_params"]["neighbours"] == "pair"
     assert abs(f["ratio_bytes"] - ours["bytes"] / seit["bytes"]) < 1e-12
     assert abs(seit["bits_per_token"] - 8 * seit["bytes"] / (300 * 1024)) < 1e-9
     assert {a["codec"] for a in f["alternatives"]} == {"raw", "zstd", "ctx"}

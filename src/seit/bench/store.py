@@ -125,7 +125,7 @@ def store_bytes(codec, blobs: list[bytes], index_bytes: int) -> dict[str, int]:
     parts = {
         "samples": sum(map(len, blobs)),
         "state": len(codec.state()),
-        "params": len(json.dumps(codec.params())),
+        "params_json": len(json.dumps(codec.params())),
         "index": index_bytes * len(blobs),
     }
     return parts | {"bytes": sum(parts.values())}
@@ -194,7 +194,7 @@ def measure_codec(name, options, ids, codebook_size, fit_n, batches, index_bytes
         atomic_write_bytes(out / f"{name}.state", codec.state())
         atomic_write_bytes(out / f"{name}.samples", b"".join(blobs))
     sizes = store_bytes(codec, blobs, index_bytes)
-    result = {"codec": name, "options": options, "params": codec.params()} | sizes
+    result = {"codec": name, "options": options, "codec_params": codec.params()} | sizes
     result |= {
         "bits_per_token": 8 * sizes["bytes"] / ids.size,
         "fit_s": fit_s,
@@ -300,7 +300,7 @@ def report(f: dict[str, Any]) -> None:
     speed = f"x{f['ratio_decode_speed']:.2f}"
     print(f"{'ratio (seit / SeiT)':26s} {f['ratio_bytes']:12.3f} {'':11s} {speed:>22s}")
     print(
-        f"our bytes: samples {ours['samples']:,} + state {ours['state']:,} + params {ours['params']:,} + index "
+        f"our bytes: samples {ours['samples']:,} + state {ours['state']:,} + params {ours['params_json']:,} + index "
         f"{ours['index']:,}; SeiT: data {seit['data']:,} + index {seit['index']:,}; SeiT gunzip of the whole "
         f"file {seit['gunzip_whole_file_s']:.2f} s (not in its rate); our fit {ours['fit_s']:.1f} s, "
         f"encode {ours['encode_samples_per_s']:,.0f} samples/s, reader load {ours['load_s']:.2f} s"

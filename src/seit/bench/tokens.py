@@ -146,15 +146,14 @@ class _World:
 def _smooth_noise(rng: np.random.Generator, lead: tuple[int, ...], cells: int, shape: tuple[int, int]) -> np.ndarray:
     """Unit-variance Gaussian fields [*lead, h, w]: white noise on a cells x cells lattice, bilinearly upsampled."""
     if cells >= max(shape):
-        return rng.standard_normal((*lead, *shape)).astype(np.float32)
+        return rng.standard_normal((*lead, *shape), dtype=np.float32)
     up_h, up_w = _interp(cells, shape[0]), _interp(cells, shape[1])
-    ch, cw = up_h.shape[1], up_w.shape[1]
-    coarse = rng.standard_normal((int(np.prod(lead)) * ch, cw)).astype(np.float32)
-    # Two plain matrix products (columns, then rows) rather than a batched einsum: one BLAS call each.
-    cols = (coarse @ up_w.T).reshape(-1, ch, shape[1]).transpose(0, 2, 1)  # [*, w, ch]
-    field = (cols.reshape(-1, ch) @ up_h.T).reshape(-1, shape[1], shape[0]).transpose(0, 2, 1)
-    std = np.sqrt(np.outer((up_h**2).sum(1), (up_w**2).sum(1)))
-    return (field / std.astype(np.float32)).reshape(*lead, *shape)
+    # Rows of the interpolation matrices scaled to unit norm: every output pixel has unit variance.
+    up_h /= np.sqrt((up_h**2).sum(1, keepdims=True))
+    up_w /= np.sqrt((up_w**2).sum(1, keepdims=True))
+    coarse = rng.standard_normal((int(np.prod(lead)), up_h.shape[1], up_w.shape[1]), dtype=np.float32)
+    field = np.matmul(up_h, coarse @ up_w.T)  # [n, h, ch] x ... -> [n, h, w]
+    return field.reshape(*lead, *shape)
 
 
 def _interp(cells: int, size: int) -> np.ndarray:
