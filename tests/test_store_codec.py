@@ -216,3 +216,11 @@ def test_decode_reads_memoryviews_of_a_shared_buffer_and_empty_batches(name):
     views = [shard[e - len(b) : e] for b, e in zip(blobs, ends)]
     np.testing.assert_array_equal(codec.decode_many(views[::-1]), samples[::-1])
     assert codec.decode_many([]).shape == (0, 8, 8)
+
+
+def test_integer_probability_weights_follow_their_definition():
+    from seit.store.neighbour_model import _WEIGHT
+
+    exact = np.round(2.0 ** (30 - np.arange(8) / 8))
+    np.testing.assert_array_equal(_WEIGHT[:8], exact)
+    np.testing.assert_allclose(_WEIGHT[:120] / 2.0 ** (30 - np.arange(120) / 8), 1, rtol=1e-4, atol=0)

@@ -40,7 +40,7 @@ SMOOTHING = 2.0  # pseudo-count (spread by overall frequency) behind each condit
 
 # Probabilities are stored as q = round(-8 log2 p) in a byte and scored as integers W[q] ~ 2**(30 - q/8),
 # from these exact constants round(2**(30 - k/8)), k = 0..7 (no floating point at load time).
-_OCTAVE = np.array([1073741824, 984625939, 902905664, 827962528, 759250125, 696241921, 638463542, 585483475])
+_OCTAVE = np.array([1073741824, 984625594, 902905651, 827968132, 759250125, 696235434, 638450708, 585461881])
 _WEIGHT = _OCTAVE[np.arange(256) % 8] >> (np.arange(256) // 8)
 _ONE = 1 << 30
 
