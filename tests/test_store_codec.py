@@ -65,6 +65,7 @@ def test_params_and_state_reload_to_the_same_codec(name):
     loaded = codec_class(name).load((32, 32), 391, params, codec.state())
     np.testing.assert_array_equal(loaded.decode_many(blobs), samples[200:])
     assert loaded.encode_many(samples[200:210]) == blobs[:10]  # same tables, same bytes
+    assert codec_class(name).fit(samples[:200], (32, 32), 391).state() == codec.state()  # reproducible stores
     worker = pickle.loads(pickle.dumps(loaded))  # DataLoader workers get codecs by pickling
     np.testing.assert_array_equal(worker.decode_many(blobs[::-1]), samples[200:][::-1])
 

@@ -185,6 +185,7 @@ class NeighbourCodec(Codec):
         self.model = model
         self.layout = SymbolBytes(model.alphabet)
         self.frames = ZstdFrames(dictionary, level)
+        self._state: bytes | None = None
 
     def _symbols(self, samples: np.ndarray) -> np.ndarray:
         return self.model.forward(samples.reshape(len(samples), self.rows, self.cols))
@@ -216,10 +217,12 @@ class NeighbourCodec(Codec):
         }
 
     def state(self) -> bytes:
-        arrays = self.model.arrays() | {"dictionary": np.frombuffer(self.frames.dictionary, dtype=np.uint8)}
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return ZstdFrames(level=19).compress(buf.getvalue())
+        if self._state is None:  # deterministic: same tables, same bytes
+            arrays = self.model.arrays() | {"dictionary": np.frombuffer(self.frames.dictionary, dtype=np.uint8)}
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            self._state = ZstdFrames(level=19).compress(buf.getvalue())
+        return self._state
 
     @classmethod
     def fit(
