@@ -37,3 +37,10 @@ def test_store_bytes_counts_every_part():
     parts = store_bytes(codec, blobs, 3)
     assert parts["samples"] == sum(map(len, blobs)) and parts["state"] == len(codec.state())
     assert parts["index"] == 90 and parts["bytes"] == sum(v for k, v in parts.items() if k != "bytes")
+
+
+def test_store_benchmark_refuses_settings_it_cannot_measure(capsys):
+    assert main(["bench", "store", "--samples", "10", "--codebook-size", "600"]) == 1
+    assert "--codebook-size 510" in capsys.readouterr().err
+    assert main(["bench", "store", "--samples", "10", "--grid", "4", "4", "4"]) == 1
+    assert "grid" in capsys.readouterr().err

@@ -5,12 +5,8 @@ import numpy as np
 import pytest
 
 from seit.bench.tokens import TokenSetConfig, generate_tokens
-from seit.interop.seit_release import encode_stream
 from seit.store.codec import CODECS, DEFAULT_CODEC, RawCodec, codec_class
 from seit.store.errors import StoreError
-from seit.store.neighbour_model import MAX_ROWS, PAIR_TABLE_ENTRIES, NeighbourModel
-from seit.store.symbols import SymbolBytes
-from seit.store.zstd_frames import train_dictionary
 
 TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
 SHAPES = [((32, 32), 391), ((1024,), 391), ((1, 1), 2), ((8, 8), 65536), ((8, 8), 256), ((4, 5), 7), ((2, 3, 4), 300)]
@@ -115,39 +111,6 @@ def test_ctx_codec_roundtrips_the_reference_release_tokens():
     np.testing.assert_array_equal(codec.decode_many(codec.encode_many(val)), val)
 
 
-def test_large_codebooks_keep_tables_bounded():
-    rng = np.random.default_rng(0)
-    wide = rng.integers(0, 65536, size=(2000, 32, 32))  # ~31 sightings of every left neighbour value
-    model = NeighbourModel.fit(wide, 65536)
-    assert model.upper is None  # pair scoring is for pruned codebooks only
-    assert len(model.left.contexts) == MAX_ROWS  # 65536 frequent neighbour values, capped
-    assert model.table_bytes() < 3 << 20
-    pair = NeighbourModel.fit(rng.integers(0, 1024, size=(300, 32, 32)), 1024)
-    assert pair.upper is not None
-    assert pair.table.size <= PAIR_TABLE_ENTRIES and pair.table_bytes() < 20 << 20
-    codec = codec_class("ctx").fit(wide[:50], (32, 32), 65536)
-    np.testing.assert_array_equal(codec.decode_many(codec.encode_many(wide[50:54])), wide[50:54])
-
-
-def test_neighbour_ranks_are_small_where_neighbours_predict():
-    grids = np.repeat(np.arange(40)[:, None, None] * 7 % 391, 32 * 32).reshape(40, 32, 32)  # flat images
-    grids[:, 16:] = (grids[:, 16:] + 100) % 391
-    model = NeighbourModel.fit(grids, 391)
-    symbols = model.forward(grids)
-    assert (symbols == 0).mean() > 0.95
-    np.testing.assert_array_equal(model.inverse(symbols, 32, 32), grids)
-
-
-def test_pair_table_is_a_pure_function_of_the_state():
-    samples, _ = generate_tokens(TokenSetConfig(samples=100, seed=2))
-    model = NeighbourModel.fit(samples, 391)
-    again = NeighbourModel.from_arrays(391, model.arrays(), model.pair_size)
-    np.testing.assert_array_equal(again.table, model.table)
-    arrays = model.arrays() | {"left_codes": model.left.codes[:, :-1].copy()}
-    with pytest.raises(StoreError, match="damaged"):
-        NeighbourModel.from_arrays(391, arrays, model.pair_size)
-
-
 def test_codec_errors_name_the_problem():
     samples = correlated(20, (4, 4), 50)
     with pytest.raises(StoreError, match="no option"):
@@ -179,34 +142,6 @@ def test_raw_codec_rejects_bad_samples():
         codec.decode_many([b"\x00" * 3])
 
 
-@pytest.mark.parametrize("alphabet", [1, 2, 256, 257, 391, 510, 511, 65536, 65600])
-def test_symbol_bytes_roundtrip_every_alphabet(alphabet):
-    layout = SymbolBytes(alphabet)
-    rng = np.random.default_rng(alphabet)
-    symbols = rng.integers(0, alphabet, size=(5, 37))
-    symbols[0] = alphabet - 1
-    chunks = [layout.pack(s) for s in symbols]
-    assert all(len(c) <= layout.max_bytes(37) for c in chunks)
-    np.testing.assert_array_equal(layout.unpack(chunks, 37), symbols)
-    with pytest.raises(StoreError, match="sample 1"):
-        layout.unpack([chunks[0], chunks[1][:-1]], 37)
-
-
-def test_escape_form_holds_the_seit_release_bytes_reordered():
-    grids = np.load(TOKENS / "tiny-expected.npz")["train_grids"][:4]
-    layout = SymbolBytes(391)
-    for grid in grids:
-        ours, release = layout.pack(grid), encode_stream([grid])[0]
-        assert sorted(ours) == sorted(release)  # same bytes: 255-escapes, remainders after the symbols
-        np.testing.assert_array_equal(np.frombuffer(ours[:1024], np.uint8), np.minimum(grid.ravel(), 255))
-
-
-def test_dictionary_training_needs_enough_samples():
-    assert train_dictionary([b"abc"] * 3, 4096, 19) == b""
-    samples = [bytes(correlated(1, (32, 32), 200, seed=s).astype(np.uint8).ravel()) for s in range(200)]
-    assert 0 < len(train_dictionary(samples, 4096, 19)) <= 4096
-
-
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_decode_reads_memoryviews_of_a_shared_buffer_and_empty_batches(name):
     samples = correlated(20, (8, 8), 391)
@@ -217,11 +152,3 @@ def test_decode_reads_memoryviews_of_a_shared_buffer_and_empty_batches(name):
     views = [shard[e - len(b) : e] for b, e in zip(blobs, ends)]
     np.testing.assert_array_equal(codec.decode_many(views[::-1]), samples[::-1])
     assert codec.decode_many([]).shape == (0, 8, 8)
-
-
-def test_integer_probability_weights_follow_their_definition():
-    from seit.store.neighbour_model import _WEIGHT
-
-    exact = np.round(2.0 ** (30 - np.arange(8) / 8))
-    np.testing.assert_array_equal(_WEIGHT[:8], exact)
-    np.testing.assert_allclose(_WEIGHT[:120] / 2.0 ** (30 - np.arange(120) / 8), 1, rtol=1e-4, atol=0)

@@ -74,12 +74,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from seit.bench.tokens import TokenSetConfig, generate_tokens
     from seit.config import from_args
     from seit.errors import SeitError
+    from seit.interop.seit_release import MAX_ID
 
     cfg = from_args(TokenSetConfig, args)
     if args.fit_samples < 1 or args.batch_size < 1 or args.batches < 1:
         raise SeitError("--fit-samples, --batch-size and --batches must be positive")
+    if cfg.codebook_size > MAX_ID + 1:
+        raise SeitError(f"the SeiT release layout holds ids up to {MAX_ID}: use --codebook-size {MAX_ID + 1} or less")
     start = time.perf_counter()
-    ids, _ = generate_tokens(cfg)
+    try:
+        ids, _ = generate_tokens(cfg)
+    except ValueError as e:
+        raise SeitError(f"token set: {e}") from None
     generate_s = time.perf_counter() - start
     fit_n = min(args.fit_samples, len(ids))
     batches = np.random.default_rng(cfg.seed + 1).integers(0, len(ids), size=(args.batches, args.batch_size))
