@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seit.config import add_dataclass_args, field, from_args
+from seit.store.codec import CODECS, DEFAULT_CODEC
 
 STORE_HELP = "token store: a directory, or any fsspec URL (file://, s3://, gs://, https://, ...)"
 
@@ -59,7 +60,9 @@ class ImportSeitConfig:
     grid: tuple[int, ...] = field((32, 32), help="token grid shape of every sample")
     codebook_size: int | None = field(None, help="number of codes K, when no --codebook is given", metavar="K")
     class_names: str | None = field(None, help="text file with one class name per line, in label order", metavar="FILE")
-    codec: str = field("raw", help="per-sample codec of the store (see seit.store.codec.CODECS)", metavar="NAME")
+    codec: str = field(
+        DEFAULT_CODEC, help="per-sample codec of the store (see docs/store-codec.md)", choices=tuple(sorted(CODECS))
+    )
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
     resume: bool = field(False, help="continue an interrupted import into OUT")
 

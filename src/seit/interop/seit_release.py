@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seit.store.codec import DEFAULT_CODEC
 from seit.store.errors import StoreError
 from seit.store.reader import TokenStore
+from seit.store.symbols import ESCAPE, MAX_ID
 from seit.store.writer import StoreWriter
 from seit.utils.io import atomic_open, atomic_write_bytes
 from seit.utils.serialization import atomic_torch_save, safe_torch_load
-
-ESCAPE = 255
-MAX_ID = 2 * ESCAPE - 1  # 509: the largest id the two-byte form can hold
 
 
 def encode_stream(grids: Iterable[np.ndarray]) -> tuple[bytes, np.ndarray]:
@@ -268,7 +267,7 @@ def import_seit(
     grid_shape: Sequence[int] = (32, 32),
     codebook_size: int | None = None,
     class_names: Sequence[str] | None = None,
-    codec: str = "raw",
+    codec: str = DEFAULT_CODEC,
     shard_bytes: int = 128 << 20,
     resume: bool = False,
     show_progress: bool = False,

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from seit.interop.seit_release import ESCAPE, MAX_ID
 from seit.store.errors import StoreError
+
+ESCAPE = 255  # SeiT's escape byte: a symbol from 255 on is written as (255, symbol - 255)
+MAX_ID = 2 * ESCAPE - 1  # 509: the largest symbol the two-byte form can hold
 
 
 class SymbolBytes:

@@ -23,7 +23,7 @@ import numpy as np
 from seit import __version__
 from seit.config import config_differences
 from seit.store.arrays import KINDS, array_entry, check_array, read_checked, write_array
-from seit.store.codec import MAX_CODEBOOK_SIZE, Codec, codec_class, ids_dtype
+from seit.store.codec import DEFAULT_CODEC, MAX_CODEBOOK_SIZE, Codec, codec_class, ids_dtype
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles, is_url, local_path
 from seit.store.format import (
@@ -72,7 +72,7 @@ class StoreWriter:
         synonyms: Any = None,
         code_ids: Any = None,
         shard_bytes: int = 128 << 20,
-        codec: str = "raw",
+        codec: str = DEFAULT_CODEC,
         fit_samples: int = 4096,
         part: int | None = None,
         config: dict[str, Any] | None = None,
@@ -237,13 +237,15 @@ class StoreWriter:
         if self._finished_store:
             raise StoreError(f"{self.path}: the store is already complete; nothing is left to append")
         ids = self._check_batch(ids, labels, keys)
-        for i, (label, key) in enumerate(zip(np.asarray(labels).tolist(), keys)):
-            if self._codec is None:
-                self._buffer.append((ids[i], label, key))
-                if len(self._buffer) >= self.fit_samples:
-                    self._fit()
-            else:
-                self._write(ids[i], label, key)
+        labels = np.asarray(labels).tolist()
+        start = 0
+        if self._codec is None:  # still buffering the samples the codec is fitted on
+            start = min(len(ids), self.fit_samples - len(self._buffer))
+            self._buffer.extend(zip(ids[:start], labels[:start], keys[:start]))
+            if len(self._buffer) >= self.fit_samples:
+                self._fit()
+        if start < len(ids):
+            self._write(self._codec.encode_many(ids[start:]), labels[start:], keys[start:])
         self._bar.update(len(ids))
 
     def _check_batch(self, ids: Any, labels: Any, keys: Sequence[str]) -> np.ndarray:
@@ -290,15 +292,15 @@ class StoreWriter:
         }
         self._write_record(complete=False)
         buffered, self._buffer = self._buffer, []
-        for ids, label, key in buffered:
-            self._write(ids, label, key)
+        self._write(self._codec.encode_many(samples), [b[1] for b in buffered], [b[2] for b in buffered])
 
-    def _write(self, ids: np.ndarray, label: int, key: str) -> None:
-        if self._current is None:
-            self._current = ShardWriter(self.path, shard_name(self.part, len(self._shards)))
-        self._current.add(self._codec.encode(ids), label, key)
-        if self._current.payload_bytes >= self.shard_bytes:
-            self._commit()
+    def _write(self, blobs: Sequence[bytes], labels: Sequence[int], keys: Sequence[str]) -> None:
+        for blob, label, key in zip(blobs, labels, keys):
+            if self._current is None:
+                self._current = ShardWriter(self.path, shard_name(self.part, len(self._shards)))
+            self._current.add(blob, label, key)
+            if self._current.payload_bytes >= self.shard_bytes:
+                self._commit()
 
     def _commit(self) -> None:
         entry = self._current.commit()
