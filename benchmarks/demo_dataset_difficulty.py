@@ -3,7 +3,7 @@
 For each training-set size it trains a small CNN and a tiny ViT (patch 8, like the demo's token
 grids) on 64 px images, each on the same budget of ``--samples`` images seen, and prints train/val
 accuracy curves next to chance and two trivial-statistic baselines (mean colour, colour histogram;
-nearest centroid) measured on the same split in the same run. It also times the generator with 1 and N workers.
+nearest centroid) measured on the same split in the same run.
 
     PYTHONPATH=src python benchmarks/demo_dataset_difficulty.py --sizes 100 300 1000 --samples 60000
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -106,16 +107,6 @@ def subset(images: np.ndarray, labels: np.ndarray, per_class: int) -> tuple[np.n
     return images[keep], labels[keep]
 
 
-def time_generator(root: Path, per_class: int, workers: int) -> dict:
-    rates = {}
-    for n in (1, workers):
-        t = time.perf_counter()
-        info = make_demo_dataset(root / f"speed-{n}", train_per_class=per_class, val_per_class=per_class // 3,
-                                 num_workers=n)  # fmt: skip
-        rates[n] = (info.num_train + info.num_val) / (time.perf_counter() - t)
-    return {"images": info.num_train + info.num_val, "img_per_s": rates, "speedup": rates[workers] / rates[1]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, help="dataset folder (default: a temporary folder)")
@@ -124,16 +115,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=60000, help="training images seen per model and size (budget)")
     ap.add_argument("--models", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2, help="generator processes for the speed comparison")
-    ap.add_argument("--speed-per-class", type=int, default=300, help="train images per class for the speed test")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp) / "demo"
-        results: dict = {"generator": time_generator(Path(tmp), args.speed_per_class, args.workers)}
-        print(f"generator: {results['generator']}")
+        results: dict = {"load_average_start": os.getloadavg()[0]}
         make_demo_dataset(root, train_per_class=max(args.sizes), val_per_class=args.val_per_class)
         train_all, train_labels_all, classes = load_split(root, "train", args.image_size)
         val_images, val_labels, _ = load_split(root, "val", args.image_size)

@@ -44,7 +44,8 @@ def test_layout_counts_and_info(small):
     for split, per_class in (("train", 3), ("val", 2)):
         assert sorted(p.name for p in (small / split).iterdir()) == sorted(CLASS_NAMES)
         for name in CLASS_NAMES:
-            assert sorted(p.name for p in (small / split / name).iterdir()) == [f"{i:05d}.jpg" for i in range(per_class)]
+            names = sorted(p.name for p in (small / split / name).iterdir())
+            assert names == [f"{i:05d}.jpg" for i in range(per_class)]
     assert info.num_train == 30 and info.num_val == 20
     assert info.train_dir == small / "train" and info.val_dir == small / "val"
     assert info.train_bytes == sum(p.stat().st_size for p in info.train_dir.rglob("*.jpg"))
@@ -98,7 +99,7 @@ def test_sizes_and_aspects_vary_within_bounds(medium):
 
 
 def test_trivial_colour_statistics_are_far_from_solving_it(medium):
-    info, (x, y, classes), (vx, vy, _) = medium
+    _, (x, y, classes), (vx, vy, _) = medium
     assert classes == sorted(CLASS_NAMES) and x.shape == (400, 64, 64, 3) and vx.shape == (200, 64, 64, 3)
     chance = 1 / len(classes)
     for feature in (mean_colour, colour_histogram):

@@ -171,7 +171,7 @@ def make_demo_dataset(
         "library_versions": {"numpy": np.__version__, "pillow": PIL.__version__},
     }
     atomic_write_json(root / MANIFEST, manifest)
-    (root / PARTIAL).unlink()
+    (root / PARTIAL).unlink(missing_ok=True)
     return _info(root, manifest, generated=len(jobs))
 
 
