@@ -178,6 +178,8 @@ def test_tampered_image_is_redrawn(small, tmp_path):
     shutil.copytree(small, root)
     (root / "val" / "rings" / "00001.jpg").write_bytes(b"not a jpeg")
     (root / "train" / "grid" / "00002.jpg").unlink()
+    with pytest.raises(SeitError, match=r"rings/00001\.jpg: unreadable image.*rerun make_demo_dataset"):
+        load_split(root, "val", 32)
     info = make_demo_dataset(root, **SMALL, num_workers=0)
     assert info.generated == 2 + 3  # the two touched class folders, redrawn whole
     assert snapshot(root) == snapshot(small)

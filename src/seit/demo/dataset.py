@@ -94,7 +94,11 @@ def load_split(root: str | os.PathLike, split: str, image_size: int) -> tuple[np
     for label, name in enumerate(classes):
         for path in _entries(folder / name):
             if _IMAGE_NAME.fullmatch(path.name):
-                images.append(_centre_square(Image.open(path).convert("RGB"), image_size))
+                try:
+                    with Image.open(path) as img:
+                        images.append(_centre_square(img.convert("RGB"), image_size))
+                except OSError as e:
+                    raise SeitError(f"{path}: unreadable image ({e}); rerun make_demo_dataset to redraw it") from e
                 labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes
 
@@ -125,7 +129,8 @@ def make_demo_dataset(
     """Write (or reuse) the demo dataset under ``out_dir`` and describe it.
 
     ``num_classes`` takes the first classes of :data:`CLASS_NAMES` (default: all 10). ``num_workers``
-    processes render in parallel (default: one per CPU core; 0 renders in this process).
+    processes render in parallel (default: one per CPU core; 0 or 1 renders in this process). Under
+    torchrun, call it on one rank and let the others wait at a barrier.
     """
     root = Path(out_dir)
     classes = CLASS_NAMES if num_classes is None else CLASS_NAMES[:num_classes]
