@@ -1,9 +1,9 @@
 """How hard is the demo dataset? Small pixel models trained for a fixed CPU budget vs trivial baselines.
 
-For each training-set size it trains a small CNN and a tiny ViT (patch 8, like the demo's token
-grids) on 64 px images, each on the same budget of ``--samples`` images seen, and prints train/val
-accuracy curves next to chance and two trivial-statistic baselines (mean colour, colour histogram;
-nearest centroid) measured on the same split in the same run.
+For each training-set size it trains a small CNN, a tiny ViT (patch 8, like the demo's token grids)
+and the same ViT on a convolutional stem, on 64 px images, each on the same budget of ``--samples``
+images seen, and prints train/val accuracy curves next to chance and two trivial-statistic baselines
+(mean colour, colour histogram; nearest centroid) measured on the same split in the same run.
 
     PYTHONPATH=src python benchmarks/demo_dataset_difficulty.py --sizes 100 300 1000 --samples 60000
 """
@@ -27,7 +27,7 @@ from seit.demo.baselines import colour_histogram, mean_colour, nearest_centroid_
 from seit.demo.dataset import load_split, make_demo_dataset
 
 
-def small_cnn(num_classes: int) -> nn.Module:
+def small_cnn(num_classes: int, image_size: int) -> nn.Module:
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -46,6 +46,24 @@ def tiny_vit(num_classes: int, image_size: int) -> nn.Module:
     return VisionTransformer(
         img_size=image_size, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2,
         num_classes=num_classes, global_pool="avg", class_token=False, fc_norm=False,
+    )  # fmt: skip
+
+
+def conv_stem_vit(num_classes: int, image_size: int) -> nn.Module:
+    """The same tiny ViT on an 8x8 grid made by three stride-2 convolutions instead of a linear patch
+    embedding (early convolutions; the pixel analogue of SeiT's Stem-Adaptor on token maps)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    def down(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    grid = image_size // 8
+    return nn.Sequential(
+        *down(3, 32), *down(32, 64), *down(64, 128),
+        VisionTransformer(
+            img_size=grid, patch_size=1, in_chans=128, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2,
+            num_classes=num_classes, global_pool="avg", class_token=False, fc_norm=False,
+        ),
     )  # fmt: skip
 
 
@@ -107,13 +125,17 @@ def subset(images: np.ndarray, labels: np.ndarray, per_class: int) -> tuple[np.n
     return images[keep], labels[keep]
 
 
+# name -> (builder, peak learning rate)
+MODELS = {"cnn": (small_cnn, 2e-3), "vit": (tiny_vit, 1e-3), "vit-stem": (conv_stem_vit, 1e-3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, help="dataset folder (default: a temporary folder)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="train images per class")
     ap.add_argument("--val-per-class", type=int, default=100)
     ap.add_argument("--samples", type=int, default=60000, help="training images seen per model and size (budget)")
-    ap.add_argument("--models", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    ap.add_argument("--models", nargs="+", default=["cnn", "vit"], choices=list(MODELS))
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -140,10 +162,8 @@ def main() -> None:
         for name in args.models:
             print(f"  {name}:")
             torch.manual_seed(0)
-            if name == "cnn":
-                model, lr = small_cnn(len(classes)), 2e-3
-            else:
-                model, lr = tiny_vit(len(classes), args.image_size), 1e-3
+            build, lr = MODELS[name]
+            model = build(len(classes), args.image_size)
             curve = train(model, x, y, vx, vy, args.samples, lr)
             row[name] = {"final_val_acc": curve[-1]["val_acc"], "best_val_acc": max(c["val_acc"] for c in curve),
                          "curve": curve}  # fmt: skip
