@@ -30,9 +30,9 @@ def small(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory):
-    """10 classes x (40 + 20) images, read at 64 px: enough for the trivial baselines and the size statistics."""
+    """10 classes x (30 + 20) images, read at 64 px: enough for the trivial baselines and the size statistics."""
     root = tmp_path_factory.mktemp("demo") / "medium"
-    info = make_demo_dataset(root, train_per_class=40, val_per_class=20, seed=3)
+    info = make_demo_dataset(root, train_per_class=30, val_per_class=20, seed=3)
     return info, load_split(root, "train", 64), load_split(root, "val", 64)
 
 
@@ -100,7 +100,7 @@ def test_sizes_and_aspects_vary_within_bounds(medium):
 
 def test_trivial_colour_statistics_are_far_from_solving_it(medium):
     _, (x, y, classes), (vx, vy, _) = medium
-    assert classes == sorted(CLASS_NAMES) and x.shape == (400, 64, 64, 3) and vx.shape == (200, 64, 64, 3)
+    assert classes == sorted(CLASS_NAMES) and x.shape == (300, 64, 64, 3) and vx.shape == (200, 64, 64, 3)
     chance = 1 / len(classes)
     for feature in (mean_colour, colour_histogram):
         acc = nearest_centroid_accuracy(feature(x), y, feature(vx), vy)
@@ -201,6 +201,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         make_demo_dataset(tmp_path / "file", **SMALL)
     with pytest.raises(SeitError, match="at least one image"):
         make_demo_dataset(tmp_path / "d", train_per_class=0, val_per_class=1)
+    with pytest.raises(SeitError, match="seed must be"):
+        make_demo_dataset(tmp_path / "d", **SMALL, seed=-1)
     with pytest.raises(SeitError, match="num_classes"):
         make_demo_dataset(tmp_path / "d", **SMALL, num_classes=11)
     with pytest.raises(SeitError, match="build the demo dataset first"):

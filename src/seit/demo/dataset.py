@@ -141,6 +141,8 @@ def make_demo_dataset(
             f"demo dataset: need at least one image per class and split, got train_per_class={train_per_class}, "
             f"val_per_class={val_per_class}"
         )
+    if seed < 0:
+        raise SeitError(f"demo dataset: seed must be a non-negative integer, got {seed}")
     counts = {"train": train_per_class, "val": val_per_class}
     # What an image's bytes depend on (besides its split, class and index, and the library versions).
     settings = {"generator_version": GENERATOR_VERSION, "seed": seed}
