@@ -52,7 +52,7 @@ def test_decode_command_writes_pngs_and_a_grid_through_the_stores_code_ids(tmp_p
         tmp_path / "s",
         grid_shape=(8, 8),
         codebook_size=20,
-        codebook=tok.codebook_vectors().numpy()[code_ids],
+        codebook=tok.classifier_codebook().numpy()[code_ids],
         code_ids=code_ids,
     ) as w:
         w.append_batch(ids, np.zeros(7, dtype=int), keys)
@@ -76,7 +76,7 @@ def test_decode_command_writes_pngs_and_a_grid_through_the_stores_code_ids(tmp_p
     assert main(args) == 1
     assert "give --out DIR" in capsys.readouterr().err
 
-    other = tok.codebook_vectors().numpy()[code_ids][::-1].copy()
+    other = tok.classifier_codebook().numpy()[code_ids][::-1].copy()
     with StoreWriter(tmp_path / "t", grid_shape=(8, 8), codebook_size=20, codebook=other, code_ids=code_ids) as w:
         w.append(ids[0], 0, "a")
     assert main(["decode", str(tmp_path / "t"), *args[2:], "--grid", str(tmp_path / "g.png")]) == 1

@@ -75,8 +75,8 @@ def test_bad_files_are_reported_and_every_good_image_is_stored(tmp_path, tok, to
     report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [r["key"] for r in report] == sorted(bad) and all(r["kind"] and r["reason"] for r in report)
     # self-describing: the codebook rows, which tokenizer codes they are, the tokenizer and the preprocessing
-    np.testing.assert_array_equal(store.codebook, tok.codebook_vectors().numpy())
-    np.testing.assert_allclose(np.linalg.norm(store.codebook, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(store.codebook, tok.classifier_codebook().numpy())
+    np.testing.assert_allclose(np.linalg.norm(store.codebook, axis=1), np.sqrt(store.codebook.shape[1]), rtol=1e-5)
     np.testing.assert_array_equal(store.code_ids, np.arange(64))
     assert store.config["tokenizer"]["sha256"] == sha256_file(tok_path)
     assert store.config["tokenizer"]["config"]["codebook_size"] == 64
@@ -174,7 +174,7 @@ def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_pa
     np.testing.assert_array_equal(
         train.code_ids[train.get_batch(range(len(train)))[0]], unpruned.get_batch(range(len(unpruned)))[0]
     )
-    np.testing.assert_array_equal(train.codebook, tok.codebook_vectors().numpy()[used])
+    np.testing.assert_array_equal(train.codebook, tok.classifier_codebook().numpy()[used])
     assert train.synonyms.shape == (len(used), 4) and (train.synonyms[:, 0] == np.arange(len(used))).all()
     assert not (tmp_path / "train" / ".unpruned").exists() and (tmp_path / "train" / "skipped.jsonl").exists()
 
@@ -190,7 +190,7 @@ def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_pa
     # a validation split through the train store's codes: drop one used code from a copy of the train store
     dropped = int(np.bincount(unpruned.get_batch(range(len(unpruned)))[0].ravel()).argmax())
     keep = used[used != dropped]
-    book = tok.codebook_vectors().numpy()
+    book = tok.classifier_codebook().numpy()
     with StoreWriter(
         tmp_path / "train-less",
         grid_shape=(8, 8),

@@ -254,14 +254,22 @@ class Tokenizer(nn.Module):
         return self.decode_vectors(self.lookup(ids.flatten(1)))
 
     def codebook_vectors(self, normalized: bool = True) -> torch.Tensor:
-        """The codebook [K, code_dim] a token classifier should embed ids with.
+        """The codes [K, code_dim] as the tokenizer uses them: unit rows (directions).
 
-        Normalised by default: quantisation compares directions only and the decoder consumes unit
-        vectors, so the raw row norms carry no information the tokenizer uses.
-        ``normalized=False`` gives the raw ``quantizer.embedding.weight`` rows.
+        Quantisation compares directions only and the decoder consumes unit vectors, so the raw row norms
+        carry no information the tokenizer uses. ``normalized=False`` gives the raw
+        ``quantizer.embedding.weight`` rows.
         """
         weight = self.quantizer.embedding.weight.detach()
         return F.normalize(weight, dim=-1) if normalized else weight.clone()
+
+    def classifier_codebook(self) -> torch.Tensor:
+        """The codebook [K, code_dim] a token classifier embeds ids with: the unit rows times sqrt(code_dim).
+
+        Same directions as :meth:`codebook_vectors`, at unit RMS per element: the scale of SeiT's released
+        codebook (row norms about sqrt(32)), which its augmentation constants (Emb-Noise std 1) assume.
+        """
+        return self.codebook_vectors() * self.config.code_dim**0.5
 
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
         latents = self.encode_latents(images)

@@ -122,7 +122,7 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
     listing = list_images(cfg.images, root=cfg.root)
     device = torch.device(cfg.device) if cfg.device else dist.default_device()
     tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
-    codebook = tokenizer.codebook_vectors().float().numpy()
+    codebook = tokenizer.classifier_codebook().float().numpy()
     job = _job_config(cfg, tokenizer, device)
     if cfg.codes_from:
         _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer, listing.classes if info.is_main else None)
@@ -187,7 +187,7 @@ def _job_config(cfg: TokenizeConfig, tokenizer: Tokenizer, device: torch.device)
             "prune": cfg.prune,
             "codes_from": None if cfg.codes_from is None else str(Path(cfg.codes_from).resolve()),
         },
-        "codebook": "L2-normalised rows of the tokenizer's codebook (Tokenizer.codebook_vectors())",
+        "codebook": "the tokenizer's unit code rows times sqrt(dim) (Tokenizer.classifier_codebook())",
     }
 
 
