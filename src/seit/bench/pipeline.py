@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # torch and numpy load inside the functions, so `seit --help`
     import torch
 
 DESCRIPTION = """\
-Input pipeline: token ids -> augmented training batch ready for the model, per CPU core.
+Input pipeline: stored token ids -> augmented training batch ready for the model, per CPU core.
 
 seit: DataLoader batches carry int16 ids; TokenAugment does Token-EDA, the codebook lookup, the
 random resized crop (on embeddings), ColorAdapt / Emb-Noise and CutMix for the whole batch.
@@ -22,8 +22,9 @@ Baseline: a faithful rebuild of SeiT's pipeline (datasets.py, token_transform.py
 per sample a Python synonym loop or patch swap, a float one-hot map [K, H, W], a bicubic resized crop
 on all K channels, then a stacked float batch, the codebook product, noise / ColorAdapt and CutMix.
 
-Both read the same in-memory ids and run on one torch thread on the CPU, in alternating rounds of
-the same run. Rates are samples per CPU-second of this process (robust on shared machines, where
+Both read the same tokens from their own format (seit: a token store, memory-mapped shards and batched
+decode; SeiT: its decompressed release byte stream, decoded per sample in Python) and run on one torch
+thread on the CPU, in alternating rounds of the same run. Rates are samples per CPU-second of this process (robust on shared machines, where
 other jobs take wall-clock time) and per wall-clock second; also bytes per sample sent to the device.
 """
 
@@ -50,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def in_memory_ids(num_samples: int, grid: int, synonyms: torch.Tensor, seed: int) -> np.ndarray:
-    """The source both pipelines read: int16 id grids [N, grid, grid] held in memory.
+    """The tokens both pipelines read (each from its own format): int16 id grids [N, grid, grid].
 
     Realistic layout: codes are constant over 4x4 blocks (VQ tokens of one object part repeat) and 30%
     of tokens are swapped for a near synonym, as neighbouring tokens of real images differ slightly.
@@ -205,11 +206,26 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+def write_store(path, ids, labels, codes: int):
+    """The benchmark's token store (the default codec), opened for reading."""
+    from seit.store import StoreWriter, TokenStore
+
+    with StoreWriter(path, grid_shape=ids.shape[1:], codebook_size=codes) as writer:
+        writer.append_batch(ids, labels, [str(i) for i in range(len(ids))])
+    store = TokenStore.open(path)
+    store.get_batch(range(len(ids)))  # first read checks every shard's sha256: not part of the rate
+    return store
+
+
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+    from pathlib import Path
+
     import numpy as np
     import torch
 
     from seit.augment import AugmentConfig, TokenAugment, synonyms_from_codebook
+    from seit.interop.seit_release import decode_sample, encode_stream
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -225,11 +241,17 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     ours = TokenAugment(config, codebook, synonyms, num_classes=args.classes, seed=args.seed)
     baseline = SeitReferencePipeline(codebook, synonyms, args.classes, side)
     order = np.random.default_rng(args.seed + 1)
+    # Both read the same tokens from their own format: a seit store (memory-mapped shards, batched decode)
+    # and SeiT's decompressed release stream (a Python decode per sample, as its dataset does).
+    tmp = tempfile.TemporaryDirectory(prefix="seit-bench-pipeline-")
+    store = write_store(Path(tmp.name) / "store", source, labels, args.codes)
+    stream, offsets = encode_stream(source)
+    numel = args.grid * args.grid
 
     def seit_round() -> tuple[int, int]:
         for _ in range(args.seit_batches):
-            idx = order.integers(0, pool, size=args.batch_size)
-            ids, y = torch.from_numpy(source[idx]), torch.from_numpy(labels[idx])
+            ids, y = store.get_batch(order.integers(0, pool, size=args.batch_size))
+            ids, y = torch.from_numpy(ids), torch.from_numpy(y)  # what the DataLoader hands over
             ours.train(ids, y)
         return args.seit_batches * args.batch_size, ids.nbytes // args.batch_size
 
@@ -239,7 +261,10 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
             n = min(args.batch_size, args.baseline_samples - done)
             n -= n % 2  # timm's Mixup needs even batches
             idx = order.integers(0, pool, size=n)
-            maps = torch.stack([baseline.sample(source[i]) for i in idx])  # the DataLoader's collation
+            grids = [
+                decode_sample(stream[offsets[i] : offsets[i + 1]], numel).reshape(args.grid, args.grid) for i in idx
+            ]
+            maps = torch.stack([baseline.sample(g) for g in grids])  # the DataLoader's collation
             nbytes = maps.nbytes // n
             baseline.batch(maps, torch.from_numpy(labels[idx]))
             done += n
@@ -280,7 +305,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     print(
-        f"input pipeline, {args.grid}x{args.grid} ids -> [B, {args.dim}, {side}, {side}], 1 torch thread on the CPU, "
+        f"input pipeline, stored {args.grid}x{args.grid} ids -> [B, {args.dim}, {side}, {side}], 1 torch thread, "
         f"batch {args.batch_size}, {args.rounds} alternating rounds, {args.allocator} allocator"
     )
     header = ("samples/CPU-s", "best round", "samples/wall-s", "bytes/sample")
@@ -292,4 +317,5 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         f"  speedup {figures['speedup']}x per CPU-second, median of rounds ({figures['speedup_best_rounds']}x best "
         f"rounds, {figures['speedup_wall']}x wall clock); {figures['bytes_ratio']}x fewer bytes per sample"
     )
+    tmp.cleanup()
     return figures

@@ -13,7 +13,7 @@ from seit import __version__
 from seit.errors import SeitError
 
 # Command groups in the order of the data flow; each module defines register(subparsers).
-GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "bench")
+GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "demo", "bench")
 
 DESCRIPTION = """\
 seit: train image classifiers from compact VQ tokens instead of pixels (SeiT / SeiT++).

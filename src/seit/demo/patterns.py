@@ -89,7 +89,7 @@ def _texture_region(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
 
 
 def _stripes(rng, c, softness, *, wavy=False):
-    period = rng.uniform(0.12, 0.26) * c.m
+    period = rng.uniform(0.18, 0.34) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi))
     if wavy:
         amplitude = rng.uniform(0.25, 0.6) * period
@@ -106,7 +106,7 @@ def _stripes(rng, c, softness, *, wavy=False):
 
 
 def _checker(rng, c, softness):
-    side = rng.uniform(0.12, 0.24) * c.m
+    side = rng.uniform(0.18, 0.32) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi / 2))
     u = u + np.float32(rng.uniform(0, side))
     v = v + np.float32(rng.uniform(0, side))
@@ -117,7 +117,7 @@ def _checker(rng, c, softness):
 
 
 def _grid(rng, c, softness):
-    side = rng.uniform(0.16, 0.3) * c.m
+    side = rng.uniform(0.22, 0.36) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi / 2))
     u = u + np.float32(rng.uniform(0, side))
     v = v + np.float32(rng.uniform(0, side))
@@ -127,7 +127,7 @@ def _grid(rng, c, softness):
 
 
 def _rings(rng, c, softness):
-    period = rng.uniform(0.12, 0.24) * c.m
+    period = rng.uniform(0.18, 0.3) * c.m
     cx, cy = c.central_point(rng, 0.2)
     u, v = _rotated(c, cx, cy, rng.uniform(0, np.pi))
     r = np.sqrt(u**2 + (v * np.float32(rng.uniform(0.75, 1.0))) ** 2)
@@ -137,7 +137,7 @@ def _rings(rng, c, softness):
 
 
 def _spots(rng, c, softness):
-    spacing = rng.uniform(0.14, 0.22) * c.m
+    spacing = rng.uniform(0.2, 0.3) * c.m
     n = max(4, round(c.h * c.w / spacing**2))
     px = rng.uniform(0, c.w, size=(n, 1, 1)).astype(np.float32)
     py = rng.uniform(0, c.h, size=(n, 1, 1)).astype(np.float32)
@@ -178,18 +178,18 @@ def _star(u, v, radius, inner=0.45, points=5):
 
 
 def _objects(shape: Callable, scale: float = 1.0) -> Callable:
-    """A class of 1-5 non-overlapping objects of one shape, each with its own size and rotation.
+    """A class of 1-3 non-overlapping objects of one shape, each with its own size and rotation.
 
     ``scale`` evens out the shapes' areas at equal circumradius, so that ink coverage tells no class.
     """
 
     def draw(rng: np.random.Generator, c: _Canvas, softness: float) -> np.ndarray:
-        n = int(rng.integers(1, 6))
+        n = int(rng.integers(1, 4))
         placed: list[tuple[float, float, float]] = []
         for _ in range(60):  # rejection sampling; fewer objects when the square is crowded
             if len(placed) == n:
                 break
-            radius = rng.uniform(0.1, 0.2) * scale * c.m
+            radius = rng.uniform(0.16, 0.28) * scale * c.m
             cx, cy = c.central_point(rng, 0.12)
             if all((cx - x) ** 2 + (cy - y) ** 2 > (radius + r + 2) ** 2 for x, y, r in placed):
                 placed.append((cx, cy, radius))
@@ -220,8 +220,32 @@ assert set(_DRAW) == set(CLASS_NAMES)
 # --- nuisances: drawn the same way for every class ---------------------------------------------
 
 
+# Colours come from a palette (with a little jitter), independently of the class: colour still tells
+# nothing about the label, but a scene's colours recur across images, as they do in natural photos.
+PALETTE = np.array(
+    [
+        [0.90, 0.20, 0.15],
+        [0.95, 0.55, 0.10],
+        [0.95, 0.85, 0.20],
+        [0.45, 0.75, 0.20],
+        [0.10, 0.55, 0.30],
+        [0.15, 0.70, 0.75],
+        [0.20, 0.40, 0.85],
+        [0.35, 0.20, 0.65],
+        [0.80, 0.35, 0.70],
+        [0.55, 0.35, 0.20],
+        [0.92, 0.90, 0.85],
+        [0.50, 0.50, 0.52],
+        [0.12, 0.12, 0.15],
+        [0.70, 0.80, 0.95],
+    ],
+    dtype=np.float32,
+)
+
+
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    return rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    colour = PALETTE[rng.integers(len(PALETTE))] + rng.normal(0.0, 0.05, size=3)
+    return np.clip(colour, 0.0, 1.0).astype(np.float32)
 
 
 def _colour_field(rng: np.random.Generator, c: _Canvas, first: np.ndarray) -> np.ndarray:

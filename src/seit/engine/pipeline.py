@@ -256,7 +256,14 @@ class PixelPipeline(_Pipeline):
         d = cfg.data
         size = cfg.data.image_size
         self.grid_size = size
-        self.train_set = PixelDataset(d.images, size, train=True)
+        self.train_set = PixelDataset(
+            d.images,
+            size,
+            train=True,
+            scale=cfg.augment.rrc_scale,
+            ratio=cfg.augment.rrc_aspect,
+            hflip=cfg.augment.hflip_prob,
+        )
         self.val_set = PixelDataset(d.val_images, size, train=False) if d.val_images else None
         self.class_names = self.train_set.class_names
         self.num_classes = len(self.class_names)

@@ -25,7 +25,18 @@ def normalise(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class PixelDataset(torch.utils.data.Dataset):
-    def __init__(self, source: str, size: int, *, train: bool) -> None:
+    """An image folder as uint8 crops; train crops take the token path's RRC range and flip probability."""
+
+    def __init__(
+        self,
+        source: str,
+        size: int,
+        *,
+        train: bool,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+    ) -> None:
         listing = list_images(source)
         if not listing.samples:
             raise SeitError(f"{source}: no images found")

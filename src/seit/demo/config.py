@@ -1,0 +1,64 @@
+"""Sizes and options of `seit demo` (no torch import: the CLI builds its flags from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seit.config import field
+from seit.errors import SeitError
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Every budget of one demo size; the same model and recipe for the token and the pixel ViT."""
+
+    classes: int
+    train_per_class: int
+    val_per_class: int
+    tokenizer_steps: int
+    epochs: int
+    batch_size: int = 32
+    image_size: int = 128  # tokenizer input: 128 px -> 16x16 ids (patch 8); the pixel ViT sees 112 px crops
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+
+
+SIZES = {
+    "default": DemoSize(classes=10, train_per_class=300, val_per_class=50, tokenizer_steps=800, epochs=30),
+    "quick": DemoSize(classes=10, train_per_class=100, val_per_class=30, tokenizer_steps=250, epochs=12),
+    # a smoke run of the whole pipeline in seconds (CI); its accuracies mean little
+    "tiny": DemoSize(
+        classes=4,
+        train_per_class=24,
+        val_per_class=10,
+        tokenizer_steps=40,
+        epochs=8,
+        batch_size=16,
+        image_size=64,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+    ),
+}
+
+
+@dataclass
+class DemoConfig:
+    out: str = field("seit-demo", help="output folder (every stage's artefacts and the report)")
+    quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
+    size: str | None = field(
+        None,
+        help="default (~12-15 min on 2 CPU cores), quick (~3 min) or tiny (a seconds-long smoke run for "
+        "CI; its accuracies mean little)",
+        choices=tuple(SIZES),
+    )
+    seed: int = field(0, help="seed of the dataset and of every training run")
+    device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
+    num_workers: int = field(2, help="worker processes for image decoding")
+
+    def demo_size(self) -> tuple[str, DemoSize]:
+        if self.quick and self.size not in (None, "quick"):
+            raise SeitError(f"--quick and --size {self.size} contradict each other; give one of them")
+        name = self.size or ("quick" if self.quick else "default")
+        return name, SIZES[name]
