@@ -18,8 +18,9 @@ def test_store_benchmark_runs_and_its_figures_add_up(tmp_path, capsys):
     seit, ours = f["seit_release"], f["ours"]
     assert seit["data"] == (out / "bench-token.data.bin.gz").stat().st_size  # real files, really measured
     assert seit["index"] == (out / "bench-token.index.npy.gz").stat().st_size
-    assert ours["samples"] == (out / "ctx.samples").stat().st_size and ours["index"] == 4 * 300
-    assert ours["bytes"] == ours["samples"] + ours["state"] + ours["params_json"] + ours["index"]
+    on_disk = {p.name: p.stat().st_size for p in (out / "store").iterdir()}
+    assert ours["files"] == on_disk and ours["bytes"] == sum(on_disk.values())  # every file of the real store
+    assert ours["bytes"] == ours["shards"] + ours["codec_state"] + ours["manifest"]
     assert ours["codec_params"]["neighbours"] == "pair"
     assert abs(f["ratio_bytes"] - ours["bytes"] / seit["bytes"]) < 1e-12
     assert abs(seit["bits_per_token"] - 8 * seit["bytes"] / (300 * 1024)) < 1e-9

@@ -24,8 +24,9 @@ on all K channels, then a stacked float batch, the codebook product, noise / Col
 
 Both read the same tokens from their own format (seit: a token store, memory-mapped shards and batched
 decode; SeiT: its decompressed release byte stream, decoded per sample in Python) and run on one torch
-thread on the CPU, in alternating rounds of the same run. Rates are samples per CPU-second of this process (robust on shared machines, where
-other jobs take wall-clock time) and per wall-clock second; also bytes per sample sent to the device.
+thread on the CPU, in alternating rounds of the same run. Rates are samples per CPU-second of this
+process (robust on shared machines, where other jobs take wall-clock time) and per wall-clock second;
+also bytes per sample sent to the device.
 """
 
 

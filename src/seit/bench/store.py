@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def store_bytes(codec, blobs: list[bytes], index_bytes: int) -> dict[str, int]:
-    """Bytes a seit store needs for these samples: encoded samples + codec state + codec params (manifest)
-    + a per-sample index. Swap for the size of a real store once the store writer lands."""
+    """Estimated bytes of a store holding these samples (encoded samples + codec state + codec params + a
+    per-sample index), for comparing codecs without writing a store for each; the headline figure is a real store."""
     import json
 
     parts = {
@@ -217,7 +217,7 @@ def measure_seit_release(ids, labels, out, batches) -> dict[str, Any]:
     }
 
 
-def measure_codec(name, options, ids, codebook_size, fit_n, batches, index_bytes, out=None) -> dict[str, Any]:
+def measure_codec(name, options, ids, codebook_size, fit_n, batches, index_bytes) -> dict[str, Any]:
     """Fit on the prefix, encode everything, reload from params + state as a reader would, time decoding."""
     import time
 
@@ -236,11 +236,6 @@ def measure_codec(name, options, ids, codebook_size, fit_n, batches, index_bytes
     start = time.perf_counter()
     reader = cls.load(grid, codebook_size, codec.params(), codec.state())
     load_s = time.perf_counter() - start
-    if out is not None:
-        from seit.utils.io import atomic_write_bytes
-
-        atomic_write_bytes(out / f"{name}.state", codec.state())
-        atomic_write_bytes(out / f"{name}.samples", b"".join(blobs))
     sizes = store_bytes(codec, blobs, index_bytes)
     result = {"codec": name, "options": options, "codec_params": codec.params()} | sizes
     result |= {

@@ -17,29 +17,19 @@ class DemoSize:
     val_per_class: int
     tokenizer_steps: int
     epochs: int
-    batch_size: int = 32
+    batch_size: int = 64
     image_size: int = 128  # tokenizer input: 128 px -> 16x16 ids (patch 8); the pixel ViT sees 112 px crops
     embed_dim: int = 128
-    depth: int = 4
+    depth: int = 2
     num_heads: int = 4
 
 
 SIZES = {
-    "default": DemoSize(classes=10, train_per_class=300, val_per_class=50, tokenizer_steps=800, epochs=30),
-    "quick": DemoSize(classes=10, train_per_class=100, val_per_class=30, tokenizer_steps=250, epochs=12),
-    # a smoke run of the whole pipeline in seconds (CI); its accuracies mean little
-    "tiny": DemoSize(
-        classes=4,
-        train_per_class=24,
-        val_per_class=10,
-        tokenizer_steps=40,
-        epochs=8,
-        batch_size=16,
-        image_size=64,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-    ),
+    "default": DemoSize(classes=10, train_per_class=500, val_per_class=50, tokenizer_steps=800, epochs=24),
+    # the first four classes (stripes, triangles, checker, crosses): a ViT learns them within a minute
+    "quick": DemoSize(classes=4, train_per_class=250, val_per_class=50, tokenizer_steps=250, epochs=25),
+    # a smoke run of the whole pipeline for CI: the quick problem with fewer images and steps
+    "tiny": DemoSize(classes=4, train_per_class=150, val_per_class=25, tokenizer_steps=150, epochs=20),
 }
 
 

@@ -26,7 +26,7 @@ from seit.errors import SeitError
 from seit.utils.io import atomic_write_bytes, atomic_write_json
 from seit.utils.progress import progress
 
-GENERATOR_VERSION = 3  # bump when the pictures change: old folders are then rebuilt, not mixed
+GENERATOR_VERSION = 4  # bump when the pictures change: old folders are then rebuilt, not mixed
 JPEG_QUALITY = 90
 SPLITS = ("train", "val")
 MANIFEST = "demo-dataset.json"

@@ -89,7 +89,7 @@ def _texture_region(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
 
 
 def _stripes(rng, c, softness, *, wavy=False):
-    period = rng.uniform(0.18, 0.34) * c.m
+    period = rng.uniform(0.22, 0.4) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi))
     if wavy:
         amplitude = rng.uniform(0.25, 0.6) * period
@@ -106,7 +106,7 @@ def _stripes(rng, c, softness, *, wavy=False):
 
 
 def _checker(rng, c, softness):
-    side = rng.uniform(0.18, 0.32) * c.m
+    side = rng.uniform(0.22, 0.38) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi / 2))
     u = u + np.float32(rng.uniform(0, side))
     v = v + np.float32(rng.uniform(0, side))
@@ -117,7 +117,7 @@ def _checker(rng, c, softness):
 
 
 def _grid(rng, c, softness):
-    side = rng.uniform(0.22, 0.36) * c.m
+    side = rng.uniform(0.26, 0.42) * c.m
     u, v = _rotated(c, c.w / 2, c.h / 2, rng.uniform(0, np.pi / 2))
     u = u + np.float32(rng.uniform(0, side))
     v = v + np.float32(rng.uniform(0, side))
@@ -127,7 +127,7 @@ def _grid(rng, c, softness):
 
 
 def _rings(rng, c, softness):
-    period = rng.uniform(0.18, 0.3) * c.m
+    period = rng.uniform(0.22, 0.36) * c.m
     cx, cy = c.central_point(rng, 0.2)
     u, v = _rotated(c, cx, cy, rng.uniform(0, np.pi))
     r = np.sqrt(u**2 + (v * np.float32(rng.uniform(0.75, 1.0))) ** 2)
@@ -137,7 +137,7 @@ def _rings(rng, c, softness):
 
 
 def _spots(rng, c, softness):
-    spacing = rng.uniform(0.2, 0.3) * c.m
+    spacing = rng.uniform(0.24, 0.36) * c.m
     n = max(4, round(c.h * c.w / spacing**2))
     px = rng.uniform(0, c.w, size=(n, 1, 1)).astype(np.float32)
     py = rng.uniform(0, c.h, size=(n, 1, 1)).astype(np.float32)
@@ -178,18 +178,18 @@ def _star(u, v, radius, inner=0.45, points=5):
 
 
 def _objects(shape: Callable, scale: float = 1.0) -> Callable:
-    """A class of 1-3 non-overlapping objects of one shape, each with its own size and rotation.
+    """A class of 1-2 non-overlapping objects of one shape, each with its own size and rotation.
 
     ``scale`` evens out the shapes' areas at equal circumradius, so that ink coverage tells no class.
     """
 
     def draw(rng: np.random.Generator, c: _Canvas, softness: float) -> np.ndarray:
-        n = int(rng.integers(1, 4))
+        n = int(rng.integers(1, 3))
         placed: list[tuple[float, float, float]] = []
         for _ in range(60):  # rejection sampling; fewer objects when the square is crowded
             if len(placed) == n:
                 break
-            radius = rng.uniform(0.16, 0.28) * scale * c.m
+            radius = rng.uniform(0.24, 0.38) * scale * c.m
             cx, cy = c.central_point(rng, 0.12)
             if all((cx - x) ** 2 + (cy - y) ** 2 > (radius + r + 2) ** 2 for x, y, r in placed):
                 placed.append((cx, cy, radius))
@@ -275,7 +275,7 @@ def _blob(rng: np.random.Generator, c: _Canvas, lo: float, hi: float) -> np.ndar
 def _background(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
     img = _colour_field(rng, c, _random_colour(rng))
     img = img + np.float32(rng.uniform(0.0, 0.12)) * _smooth_noise(rng, c, int(rng.integers(2, 7)))
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         a = _blob(rng, c, 0.15, 0.5)[..., None] * np.float32(rng.uniform(0.2, 0.6))
         img = img * (1 - a) + _random_colour(rng) * a
     return img
@@ -301,7 +301,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray, m: float) -> Image.Image:
     blur = rng.uniform(0.0, 0.016) * m
     if blur > 0.3:
         pil = pil.filter(ImageFilter.GaussianBlur(blur))
-    if rng.random() < 0.35:
+    if rng.random() < 0.2:
         buf = io.BytesIO()
         pil.save(buf, format="JPEG", quality=int(rng.integers(15, 60)))
         pil = Image.open(buf).convert("RGB")
@@ -327,7 +327,7 @@ def render_image(class_name: str, rng: np.random.Generator) -> Image.Image:
     alpha = _DRAW[class_name](rng, c, softness) * np.float32(rng.uniform(0.6, 1.0))
     fg = _colour_field(rng, c, _foreground_colour(rng, img.reshape(-1, 3).mean(axis=0)))
     img = img * (1 - alpha[..., None]) + fg * alpha[..., None]
-    for _ in range(int(rng.integers(0, 3))):  # small occluders on top of everything
+    for _ in range(int(rng.integers(0, 2))):  # small occluders on top of everything
         a = _blob(rng, c, 0.04, 0.1)[..., None]
         img = img * (1 - a) + _random_colour(rng) * a
     return _finish(rng, img, c.m)
