@@ -10,8 +10,8 @@ Stages (each writes the artefacts the normal commands write, so every one can be
   evaluate    both on the held-out val *images*              (the token model through the tokenizer)
   report      OUT/report/{report.md, report.json, reconstructions.png, curves.png, confusion-*.png}
 
-A rerun skips the stages whose results are recorded in OUT/demo-state.json (delete a stage's folder, or
-all of OUT, to redo it).
+A rerun skips the stages whose results are recorded in OUT/demo-state.json; delete a stage's folder to redo
+it and every stage after it (or all of OUT to start over).
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ STATE = "demo-state.json"
 
 
 class _Stages:
-    """Runs stages once: results are recorded in OUT/demo-state.json together with the settings they used."""
+    """Runs the stages in order, each once: results are recorded in OUT/demo-state.json with their settings.
+
+    A recorded stage whose artefacts exist is reused; once a stage runs, every later stage runs again on a
+    clean folder (its inputs changed). A stage that was interrupted continues from its own checkpoints.
+    """
 
     def __init__(self, out: Path, settings: dict[str, Any]) -> None:
         self.path = out / STATE
@@ -40,12 +44,18 @@ class _Stages:
         if state.get("settings") != settings:
             state = {"settings": settings, "stages": {}}  # other settings: redo everything
         self.state = state
+        self.upstream_changed = False
 
-    def run(self, name: str, fn, *artefacts: Path) -> dict[str, Any]:
+    def run(self, name: str, fn, *artefacts: Path, folder: Path | None = None) -> dict[str, Any]:
         done = self.state["stages"].get(name)
-        if done is not None and all(p.exists() for p in artefacts):
+        if not self.upstream_changed and done is not None and all(p.exists() for p in artefacts):
             print(f"[demo] {name}: done earlier ({done['seconds']:.1f} s), reusing its artefacts", flush=True)
             return done
+        if self.upstream_changed and folder is not None and folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)  # built from inputs that were just redone
+        self.upstream_changed = True
         print(f"[demo] {name} ...", flush=True)
         start = time.perf_counter()
         result = fn()
@@ -69,15 +79,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     paths = _Paths(out)
 
     data = stages.run("data", lambda: _make_data(paths, size, cfg), paths.data / "demo-dataset.json")
-    tok = stages.run("tokenizer", lambda: _train_tokenizer(paths, size, cfg), paths.tokenizer)
+    tok = stages.run(
+        "tokenizer", lambda: _train_tokenizer(paths, size, cfg), paths.tokenizer, folder=paths.tokenizer_dir
+    )
     stores = stages.run(
         "tokenize",
         lambda: _tokenize(paths, size, cfg),
         paths.train_store / "manifest.json",
         paths.val_store / "manifest.json",
+        folder=paths.out / "stores",
     )
-    token = stages.run("token-vit", lambda: _train_classifier(paths, size, cfg, tokens=True), paths.token_model)
-    pixel = stages.run("pixel-vit", lambda: _train_classifier(paths, size, cfg, tokens=False), paths.pixel_model)
+    token = stages.run(
+        "token-vit",
+        lambda: _train_classifier(paths, size, cfg, tokens=True),
+        paths.token_model,
+        folder=paths.token_run,
+    )
+    pixel = stages.run(
+        "pixel-vit",
+        lambda: _train_classifier(paths, size, cfg, tokens=False),
+        paths.pixel_model,
+        folder=paths.pixel_run,
+    )
     evals = stages.run("evaluate", lambda: _evaluate(paths, cfg))
     figures = _report(
         paths, size_name, size, data, tok, stores, token, pixel, evals, total=time.perf_counter() - started
@@ -167,9 +190,11 @@ def _train_tokenizer(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str
         image_size=size.image_size,
         steps=steps,
         batch_size=16,
-        lr=1e-3,
+        # a few hundred CPU steps: a high peak rate and frequent dead-code restarts keep the codebook from
+        # collapsing onto a few codes (measured on the quick data: 14.5 dB at 1e-3 / 50 vs ~20 dB at 3e-3 / 20)
+        lr=3e-3,
         warmup_steps=min(50, steps // 4),
-        dead_code_steps=50,
+        dead_code_steps=20,
         eval_every=max(steps // 4, 1),
         save_every=max(steps // 4, 1),
         log_every=10,
@@ -296,7 +321,7 @@ def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
 def _report(
     paths: _Paths, size_name: str, size: DemoSize, data, tok, stores, token, pixel, evals, total: float
 ) -> dict[str, Any]:
-    from seit.utils.io import atomic_write_json
+    from seit.utils.io import atomic_write_bytes, atomic_write_json
 
     report = paths.report
     report.mkdir(parents=True, exist_ok=True)
@@ -360,7 +385,7 @@ def _report(
     _reconstructions(paths, report / "reconstructions.png")
     _curves(paths, report / "curves.png")
     atomic_write_json(report / "report.json", figures)
-    (report / "report.md").write_text(_markdown(figures, paths))
+    atomic_write_bytes(report / "report.md", _markdown(figures, paths).encode())
     print("\n" + _summary(figures, paths), flush=True)
     return figures
 
@@ -452,6 +477,12 @@ def _markdown(f: dict[str, Any], paths: _Paths) -> str:
         f"({abs(a['gap_points']):.1f} points {'below' if a['gap_points'] > 0 else 'above'} it), while its training "
         f"data takes {s['ratio_tokens_to_jpeg']:.3f}x the bytes of the JPEGs."
     )
+    if a["pixels_top1"] < a["chance_top1"] + 5:
+        verdict += (
+            " The pixel ViT barely leaves chance on this CPU budget: a plain patch-16 ViT learns shapes from raw "
+            "pixels slowly, while the token ViT starts from the tokenizer's learned codes and a convolutional stem. "
+            "With ImageNet-scale budgets pixels lead (SeiT: ViT-B 81.8% on pixels vs 74.0% on tokens)."
+        )
     return f"""# seit demo report ({f["size"]})
 
 {verdict}
