@@ -190,3 +190,24 @@ class GlobalBatches:
                 f"{self.shuffle!r} (chunk {self.chunk_size}); resume with the same shuffle settings"
             )
         self.set_epoch(state["epoch"], state["position"], seed=state["seed"])
+
+
+class FollowsGlobalBatches:
+    """Epoch position and checkpoint state of a sampler or stream that reads batches from ``self.plan``."""
+
+    plan: GlobalBatches
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.plan.set_epoch(epoch, start)
+
+    def position_after(self, steps: int) -> int:
+        return self.plan.position_after(steps)
+
+    def state_dict(self, steps: int = 0) -> dict[str, Any]:
+        return self.plan.state_dict(steps)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plan.load_state_dict(state)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import torch.utils.data
 
 from seit.store.errors import StoreError
-from seit.store.order import DEFAULT_CHUNK_SIZE, GlobalBatches
+from seit.store.order import DEFAULT_CHUNK_SIZE, FollowsGlobalBatches, GlobalBatches
 
 
-class ElasticBatchSampler(torch.utils.data.Sampler[list[int]]):
+class ElasticBatchSampler(FollowsGlobalBatches, torch.utils.data.Sampler[list[int]]):
     """Yields this rank's batches of store indices (see :class:`seit.store.order.GlobalBatches`).
 
     Pass it as ``batch_sampler`` to a DataLoader over a :class:`~seit.store.TokenDataset` (with
@@ -47,24 +46,9 @@ class ElasticBatchSampler(torch.utils.data.Sampler[list[int]]):
             chunk_size=chunk_size,
         )
 
-    def __len__(self) -> int:
-        return len(self.plan)
-
     def __iter__(self) -> Iterator[list[int]]:
         for g in range(len(self.plan)):
             yield self.plan.batch(g).tolist()
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.plan.set_epoch(epoch, start)
-
-    def position_after(self, steps: int) -> int:
-        return self.plan.position_after(steps)
-
-    def state_dict(self, steps: int = 0) -> dict[str, Any]:
-        return self.plan.state_dict(steps)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plan.load_state_dict(state)
 
 
 class EvalBatchSampler(torch.utils.data.Sampler[list[int]]):

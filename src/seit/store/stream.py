@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from seit.store.order import DEFAULT_CHUNK_SIZE, GlobalBatches
+from seit.store.order import DEFAULT_CHUNK_SIZE, FollowsGlobalBatches, GlobalBatches
 from seit.store.reader import TokenStore
 
 
-class TokenStream(torch.utils.data.IterableDataset):
+class TokenStream(FollowsGlobalBatches, torch.utils.data.IterableDataset):
     """Yields this rank's batches ``(ids [B, *grid] int16/int32, labels [B] int64)``.
 
     Use ``DataLoader(stream, batch_size=None, num_workers=...)``. Call ``set_epoch`` (or
@@ -74,21 +74,6 @@ class TokenStream(torch.utils.data.IterableDataset):
             self._store = TokenStore.open(self.url, verify=self.verify, storage_options=self.storage_options)
             self._pid = os.getpid()
         return self._store
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.plan.set_epoch(epoch, start)
-
-    def position_after(self, steps: int) -> int:
-        return self.plan.position_after(steps)
-
-    def state_dict(self, steps: int = 0) -> dict[str, Any]:
-        return self.plan.state_dict(steps)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plan.load_state_dict(state)
 
     def _window(self, num_workers: int) -> int:
         """How many of a worker's batches to fetch in one go."""
