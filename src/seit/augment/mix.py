@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from timm.data import Mixup
-from timm.data.mixup import mixup_target
+from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 
 from seit.augment.config import AugmentConfig, AugmentError
 
@@ -28,6 +28,27 @@ def numpy_seeded(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+class BoxCopyMixup(Mixup):
+    """timm's ``Mixup`` whose per-batch CutMix copies only the pasted box of the flipped batch.
+
+    timm flips the whole batch before slicing the box out (``x.flip(0)[..., box]``), a full copy of
+    [B, C, H, W] per step (~6% of the CPU input pipeline); flipping the box alone gives the same batch.
+    """
+
+    def _mix_batch(self, x: torch.Tensor) -> float:
+        lam, use_cutmix = self._params_per_batch()
+        if lam == 1.0 or not use_cutmix:
+            if lam != 1.0:
+                flipped = x.flip(0).mul_(1.0 - lam)
+                x.mul_(lam).add_(flipped)
+            return lam
+        (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(
+            x.shape, lam, ratio_minmax=self.cutmix_minmax, correct_lam=self.correct_lam
+        )
+        x[:, :, yl:yh, xl:xh] = x[:, :, yl:yh, xl:xh].flip(0)
+        return lam
+
+
 class SoftTargets:
     """Labels -> soft targets [B, C]: Mixup / CutMix (SeiT: CutMix alpha 1.0 per batch) with label smoothing."""
 
@@ -36,7 +57,7 @@ class SoftTargets:
         self.smoothing = config.smoothing
         self.mixup = None
         if config.mixing:
-            self.mixup = Mixup(
+            self.mixup = BoxCopyMixup(
                 mixup_alpha=config.mixup,
                 cutmix_alpha=config.cutmix,
                 cutmix_minmax=config.cutmix_minmax,

@@ -17,8 +17,8 @@ what it does (each stage's artefacts are the normal commands' outputs, reusable 
   6. evaluates both on the held-out val images, the token model through the tokenizer (seit eval --images)
   7. writes OUT/report/report.md (+ report.json, reconstructions.png, curves.png, confusion-*.png)
 
-A rerun continues where a previous run stopped. --quick takes about 3 minutes on 2 CPU cores, the default
-about 12-15 minutes.
+A rerun continues where a previous run stopped. --quick (4 of the classes) takes about 3 minutes on 2 CPU
+cores, the default about 10 minutes.
 """
 
 

@@ -39,7 +39,7 @@ class DemoConfig:
     quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
     size: str | None = field(
         None,
-        help="default (~12-15 min on 2 CPU cores), quick (~3 min) or tiny (a smoke run of every stage in "
+        help="default (~10 min on 2 CPU cores), quick (~3 min) or tiny (a smoke run of every stage in "
         "seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
