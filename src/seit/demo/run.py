@@ -457,8 +457,9 @@ def _summary(f: dict[str, Any], paths: _Paths) -> str:
         f"({s['ratio_tokens_to_jpeg']:.3f}x, {s['jpeg_bytes'] / s['token_store_bytes']:.0f}x smaller; "
         f"{s['token_bytes_per_image']:.0f} vs {s['jpeg_bytes_per_image']:.0f} bytes per image)\n"
         f"  accuracy: token ViT {a['tokens_top1']:.1f}% vs pixel ViT {a['pixels_top1']:.1f}% top-1 on "
-        f"{a['held_out_images']} held-out images (chance {a['chance_top1']:.1f}%): tokens reach "
-        f"{100 * a['ratio_tokens_to_pixels']:.0f}% of the pixel baseline ({a['gap_points']:+.1f} points for pixels)\n"
+        f"{a['held_out_images']} held-out images (chance {a['chance_top1']:.1f}%): tokens are "
+        f"{abs(a['gap_points']):.1f} points {'below' if a['gap_points'] > 0 else 'above'} pixels "
+        f"({100 * a['ratio_tokens_to_pixels']:.0f}% of the pixel baseline)\n"
         f"  report  : {paths.report / 'report.md'}"
     )
 
