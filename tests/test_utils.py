@@ -33,3 +33,27 @@ def test_weights_roundtrip_and_safe_load_refuses_code(tmp_path):
         safe_torch_load(tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="no such file"):
         safe_torch_load(tmp_path / "missing.pth")
+
+
+def test_process_group_destroys_only_the_group_it_created(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from seit.utils import dist as seit_dist
+
+    def join(device=None, timeout_s=1800):  # what init_distributed does under torchrun (joins once)
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        return seit_dist.DistInfo()
+
+    monkeypatch.setattr(seit_dist, "init_distributed", join)
+    with seit_dist.process_group():
+        assert dist.is_initialized()
+    assert not dist.is_initialized()  # ours: destroyed on the way out
+
+    join()
+    try:
+        with seit_dist.process_group():  # someone else's group (e.g. a caller's): left alone
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

@@ -229,14 +229,20 @@ def load_any_classifier(cfg, device: torch.device):
     return model, codebook.to(device), meta
 
 
-@torch.no_grad()
 def run_eval(cfg) -> EvalResult:
     """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer."""
+    from seit.utils import dist as seit_dist
+
+    with seit_dist.process_group(cfg.device) as info:
+        return _run_eval(cfg, info)
+
+
+@torch.no_grad()
+def _run_eval(cfg, info) -> EvalResult:
     from seit.errors import SeitError
     from seit.utils import dist as seit_dist
     from seit.utils.io import atomic_write_json
 
-    info = seit_dist.init_distributed(cfg.device)
     device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
     model, codebook, meta = load_any_classifier(cfg, device)
     sources = [s for s in (cfg.store, cfg.token_file, cfg.images) if s]

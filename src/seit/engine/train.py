@@ -108,13 +108,17 @@ def _scaled_lr(cfg: TrainConfig, world_size: int) -> float:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a classifier as ``cfg`` says; returns where the artefacts are and the final evaluation."""
+    with seit_dist.process_group(cfg.run.device) as info:
+        return _train(cfg, info)
+
+
+def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     import timm
     from timm.loss import SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    info = seit_dist.init_distributed(cfg.run.device)
     device = torch.device(cfg.run.device) if cfg.run.device else seit_dist.default_device()
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)

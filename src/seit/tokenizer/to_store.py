@@ -90,13 +90,8 @@ def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
     """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job)."""
     _check_options(cfg)
     started = time.perf_counter()
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = dist.init_distributed(cfg.device, timeout_s=DIST_TIMEOUT_S)
-    try:
+    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info:
         return _tokenize(cfg, info, started)
-    finally:
-        if owns_group:
-            dist.cleanup()
 
 
 def _check_options(cfg: TokenizeConfig) -> None:

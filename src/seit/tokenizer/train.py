@@ -193,7 +193,11 @@ class DeadCodes:
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training job as ``cfg`` describes; returns where it stopped."""
     _check_options(cfg)
-    info = seit_dist.init_distributed(cfg.device)
+    with seit_dist.process_group(cfg.device) as info:
+        return _train(cfg, info)
+
+
+def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)

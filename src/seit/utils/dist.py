@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,22 @@ def init_distributed(device: str | None = None, timeout_s: int = 1800) -> DistIn
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+@contextlib.contextmanager
+def process_group(device: str | None = None, timeout_s: int = 1800) -> Iterator[DistInfo]:
+    """``init_distributed`` for one job; destroys the group on the way out if this call created it.
+
+    Leaving a gloo/NCCL group alive until interpreter exit lets its threads race the C++ destructors
+    (seen as a rank dying with "terminate called without an active exception").
+    """
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    info = init_distributed(device, timeout_s)
+    try:
+        yield info
+    finally:
+        if owns_group:
+            cleanup()
 
 
 def current() -> DistInfo:
