@@ -28,6 +28,7 @@ from seit.demo.config import DemoConfig, DemoSize
 from seit.errors import SeitError
 
 STATE = "demo-state.json"
+STATE_VERSION = 2  # bump when a stage records other fields: an older state is then redone, not misread
 
 
 class _Stages:
@@ -73,7 +74,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     size_name, size = cfg.demo_size()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"size": size_name, **dataclasses.asdict(size), "seed": cfg.seed}
+    settings = {"state_version": STATE_VERSION, "size": size_name, **dataclasses.asdict(size), "seed": cfg.seed}
     stages = _Stages(out, settings)
     started = time.perf_counter()
     paths = _Paths(out)
@@ -156,7 +157,6 @@ class _Paths:
 def _make_data(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
     from seit.demo.dataset import make_demo_dataset
 
-    start = time.perf_counter()
     info = make_demo_dataset(
         paths.data,
         train_per_class=size.train_per_class,
@@ -165,16 +165,13 @@ def _make_data(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]
         num_classes=size.classes,
         num_workers=cfg.num_workers,
     )
-    seconds = time.perf_counter() - start
-    images = info.num_train + info.num_val
     return {
         "classes": list(info.classes),
         "train_images": info.num_train,
         "val_images": info.num_val,
         "train_jpeg_bytes": info.train_bytes,
         "val_jpeg_bytes": info.val_bytes,
-        "images_per_s": info.generated / seconds if info.generated else float("nan"),
-        "images": images,
+        "generated": info.generated,
     }
 
 
@@ -204,15 +201,13 @@ def _train_tokenizer(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str
         seed=cfg.seed,
         resume=True,
     )
-    start = time.perf_counter()
     result = train(tcfg)
     if not result.finished:
         raise SeitError("tokenizer training was interrupted; rerun `seit demo` to continue it")
-    seconds = time.perf_counter() - start
     evals = [r for r in _jsonl(paths.tokenizer_dir / "log.jsonl") if r.get("split") == "eval"]
     return {
         "steps": steps,
-        "images_per_s": steps * tcfg.batch_size / seconds,
+        "images": steps * tcfg.batch_size,
         "final_eval": evals[-1] if evals else {},
         "bytes": paths.tokenizer.stat().st_size,
     }
@@ -272,16 +267,14 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, *, tokens:
     t.data.num_workers = 0 if tokens else cfg.num_workers
     t.run.device, t.run.seed, t.run.resume = cfg.device, cfg.seed, "auto"
     t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
-    start = time.perf_counter()
     result = train(t)
     if result.preempted:
         raise SeitError("training was stopped by a signal; rerun `seit demo` to continue it")
-    seconds = time.perf_counter() - start
     return {
         "model": t.model.model,
         "epochs": size.epochs,
         "steps": result.global_step,
-        "samples_per_s": result.global_step * size.batch_size / seconds,
+        "samples": result.global_step * size.batch_size,
         "val_top1": result.final_eval.top1 if result.final_eval else None,
         "parameters": _parameters(Path(t.run.output) / "model.safetensors"),
     }
@@ -361,11 +354,12 @@ def _report(
             "held_out_images": t["count"],
         },
         "throughput": {
-            "dataset_images_per_s": data["images_per_s"],
-            "tokenizer_train_images_per_s": tok["images_per_s"],
+            # NaN where a rerun found the images already drawn
+            "dataset_images_per_s": data["generated"] / data["seconds"] if data["generated"] else math.nan,
+            "tokenizer_train_images_per_s": tok["images"] / tok["seconds"],
             "tokenize_images_per_s": stores["images_per_s"],
-            "token_vit_train_samples_per_s": token["samples_per_s"],
-            "pixel_vit_train_samples_per_s": pixel["samples_per_s"],
+            "token_vit_train_samples_per_s": token["samples"] / token["seconds"],
+            "pixel_vit_train_samples_per_s": pixel["samples"] / pixel["seconds"],
             "eval_tokens_images_per_s": t["images_per_s"],
             "eval_pixels_images_per_s": p["images_per_s"],
         },

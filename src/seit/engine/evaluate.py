@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from seit.utils import dist as seit_dist
 from seit.utils.progress import progress
 
 
@@ -164,9 +165,8 @@ class _TokenEval:
         from torch.utils.data import DataLoader
 
         from seit.store import EvalBatchSampler, collate
-        from seit.utils.dist import current
 
-        info = current()
+        info = seit_dist.current()
         sampler = EvalBatchSampler(len(self.val_set), self.batch_size, rank=info.rank, world_size=info.world_size)
         return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
 
@@ -192,9 +192,8 @@ class _PixelEval:
         from torch.utils.data import DataLoader
 
         from seit.store import EvalBatchSampler
-        from seit.utils.dist import current
 
-        info = current()
+        info = seit_dist.current()
         sampler = EvalBatchSampler(len(self.val_set), self.cfg.batch_size, rank=info.rank, world_size=info.world_size)
         return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.cfg.num_workers)
 
@@ -231,8 +230,6 @@ def load_any_classifier(cfg, device: torch.device):
 
 def run_eval(cfg) -> EvalResult:
     """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer."""
-    from seit.utils import dist as seit_dist
-
     with seit_dist.process_group(cfg.device) as info:
         return _run_eval(cfg, info)
 
@@ -240,7 +237,6 @@ def run_eval(cfg) -> EvalResult:
 @torch.no_grad()
 def _run_eval(cfg, info) -> EvalResult:
     from seit.errors import SeitError
-    from seit.utils import dist as seit_dist
     from seit.utils.io import atomic_write_json
 
     device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
