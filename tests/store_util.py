@@ -7,6 +7,8 @@ import numpy as np
 from seit.store import CODECS, StoreWriter
 
 CODEC_NAMES = sorted(CODECS)
+# Small groups, so that the tiny stores of the tests hold many groups (and groups split across shards).
+CODEC_OPTIONS = {"ctx-ans": {"group": 16}}
 K = 391
 
 
@@ -37,6 +39,7 @@ def write_store(path, n: int = 200, *, grid=(4, 4), codec: str = "raw", shard_by
         class_names=[f"class{c}" for c in range(10)],
         shard_bytes=shard_bytes,
         codec=codec,
+        codec_options=CODEC_OPTIONS.get(codec),
         fit_samples=50,
         **kwargs,
     ) as writer:

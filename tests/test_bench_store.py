@@ -24,7 +24,7 @@ def test_store_benchmark_runs_and_its_figures_add_up(tmp_path, capsys):
     assert ours["codec_params"]["neighbours"] == "pair"
     assert abs(f["ratio_bytes"] - ours["bytes"] / seit["bytes"]) < 1e-12
     assert abs(seit["bits_per_token"] - 8 * seit["bytes"] / (300 * 1024)) < 1e-9
-    assert {a["codec"] for a in f["alternatives"]} == {"raw", "zstd", "ctx"}
+    assert {a["codec"] for a in f["alternatives"]} == {"raw", "zstd", "ctx", "ctx-ans"}
     raw = next(a for a in f["alternatives"] if a["codec"] == "raw")
     assert raw["samples"] == 300 * 1024 * 2  # 391 codes: two bytes per id
     assert f["sensitivity"][0]["correlation"] == 0.5
@@ -38,6 +38,10 @@ def test_store_bytes_counts_every_part():
     parts = store_bytes(codec, blobs, 3)
     assert parts["samples"] == sum(map(len, blobs)) and parts["state"] == len(codec.state())
     assert parts["index"] == 90 and parts["bytes"] == sum(v for k, v in parts.items() if k != "bytes")
+    grouped = codec_class("ctx-ans").fit(samples, (4, 4), 391, group=20)
+    blobs = grouped.encode_many(samples)  # two groups: each header counts once
+    headers = len(blobs[0].header) + len(blobs[20].header)
+    assert store_bytes(grouped, blobs, 3)["samples"] == sum(len(b.body) for b in blobs) + headers
 
 
 def test_store_benchmark_refuses_settings_it_cannot_measure(capsys):

@@ -202,12 +202,12 @@ def test_reader_errors_name_the_file_and_the_fix(tmp_path):
 CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[5])
-from store_util import make_samples
+from store_util import CODEC_OPTIONS, make_samples
 from seit.store import StoreWriter
 path, codec, stop_at, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ids, labels, keys = make_samples(n)
 with StoreWriter(path, grid_shape=(4, 4), codebook_size=391, shard_bytes=300, codec=codec, fit_samples=20,
-                 resume=True) as w:
+                 codec_options=CODEC_OPTIONS.get(codec), resume=True) as w:
     done = w.done_keys
     print(len(done), flush=True)
     for i in range(n):
@@ -257,14 +257,17 @@ def test_sigkill_then_resume_writes_every_sample_exactly_once(tmp_path, codec, s
 
 def test_resume_checks_settings_and_rejects_already_written_keys(tmp_path):
     ids, labels, keys = make_samples(60)
-    w = StoreWriter(tmp_path / "s", grid_shape=(4, 4), codebook_size=K, shard_bytes=200, fit_samples=10)
+    small_groups = {"codec_options": {"group": 16}}  # the default codec writes whole groups of samples
+    w = StoreWriter(tmp_path / "s", grid_shape=(4, 4), codebook_size=K, shard_bytes=200, fit_samples=10, **small_groups)
     w.append_batch(ids[:40], labels[:40], keys[:40])
     w.abort()
     with pytest.raises(StoreError, match="unfinished write of part 0"):
         StoreWriter(tmp_path / "s", grid_shape=(4, 4), codebook_size=K)
     with pytest.raises(StoreError, match="codebook_size=391, this writer 500"):
         StoreWriter(tmp_path / "s", grid_shape=(4, 4), codebook_size=500, resume=True)
-    w = StoreWriter(tmp_path / "s", grid_shape=(4, 4), codebook_size=K, shard_bytes=200, fit_samples=10, resume=True)
+    w = StoreWriter(
+        tmp_path / "s", grid_shape=(4, 4), codebook_size=K, shard_bytes=200, fit_samples=10, resume=True, **small_groups
+    )
     assert 0 < len(w.done_keys) < 40 and w.done_keys == set(keys[: len(w.done_keys)])
     with pytest.raises(StoreError, match="already in the store"):
         w.append(ids[0], 0, keys[0])
@@ -413,6 +416,48 @@ def test_shard_layout_is_the_documented_one(tmp_path):
     pos += label_bytes
     assert zstandard.decompress(data[pos : pos + key_bytes]).decode().split("\n") == keys[:n]
     assert pos + key_bytes + TRAILER.size == len(data) == manifest["bytes"]
+
+
+def test_grouped_shards_hold_each_group_header_where_its_samples_are(tmp_path):
+    ids, _, _ = write_store(tmp_path / "s", codec="ctx-ans")  # groups of 16 samples, shards of ~600 bytes
+    manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())
+    headers_of_group: dict[int, bytes] = {}
+    start = 0
+    for entry in manifest["shards"]:
+        data = (tmp_path / "s" / entry["file"]).read_bytes()
+        *_, label_bytes, key_bytes, _, group_bytes = TRAILER.unpack(data[-40:])
+        n, payload = entry["samples"], entry["payload_bytes"]
+        pos = payload + (-payload % 8) + 4 * (n + 1) + label_bytes + key_bytes
+        assert pos + group_bytes + TRAILER.size == len(data)
+        g = int(np.frombuffer(data, "<u4", 1, pos)[0])
+        first = np.frombuffer(data, "<u4", g, pos + 4)
+        ends = np.frombuffer(data, "<u4", g, pos + 4 + 4 * g)
+        body = data[pos + 4 + 8 * g : pos + group_bytes]
+        # a group starts at every 16th sample of the store, and at the start of every shard
+        expected = [j - start for j in range(start, start + n) if j == start or j % 16 == 0]
+        assert first.tolist() == expected and ends[-1] == len(body)
+        for f, a, b in zip(first.tolist(), [0, *ends[:-1].tolist()], ends.tolist()):
+            group = (start + f) // 16
+            assert headers_of_group.setdefault(group, body[a:b]) == body[a:b]  # split groups: same header
+        start += n
+    assert start == 200 and len(headers_of_group) == 13
+    split = [
+        e for e, a in zip(manifest["shards"], np.cumsum([0] + [e["samples"] for e in manifest["shards"]])) if a % 16
+    ]
+    assert split  # some shards begin inside a group, so those groups' headers are in two shards
+    np.testing.assert_array_equal(TokenStore.open(tmp_path / "s").get_batch(range(200))[0], ids)
+
+
+def test_a_damaged_group_table_names_the_shard(tmp_path):
+    write_store(tmp_path / "s", codec="ctx-ans")
+    name = shard_files(tmp_path / "s")[0]
+    path = tmp_path / "s" / name
+    data = bytearray(path.read_bytes())
+    *_, group_bytes = TRAILER.unpack(bytes(data[-40:]))
+    data[-40 - group_bytes] ^= 0x40  # the group count
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=f"{name}: corrupt group table"):
+        TokenStore.open(tmp_path / "s", verify=False).get_batch([0])
 
 
 # ---- code ids, config checks on resume, resumable remap --------------------------------------------------

@@ -34,6 +34,8 @@ ALTERNATIVES = (
     ("zstd", {}),
     ("ctx", {"neighbours": "left"}),
     ("ctx", {}),
+    ("ctx-ans", {"list_size": 32, "pair_size": 32}),
+    ("ctx-ans", {}),
 )
 
 
@@ -44,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_dataclass_args(parser.add_argument_group("token set"), TokenSetConfig)
     b = parser.add_argument_group("benchmark")
-    b.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CODECS), help="codec under test (default: ctx)")
+    b.add_argument(
+        "--codec", default=DEFAULT_CODEC, choices=sorted(CODECS), help=f"codec under test (default: {DEFAULT_CODEC})"
+    )
     b.add_argument(
         "--fit-samples", type=int, default=4096, metavar="N", help="samples the codec is fitted on (default: 4096)"
     )
@@ -128,8 +132,10 @@ def store_bytes(codec, blobs: list[bytes], index_bytes: int) -> dict[str, int]:
     per-sample index), for comparing codecs without writing a store for each; the headline figure is a real store."""
     import json
 
+    from seit.store.codec import encoded_bytes
+
     parts = {
-        "samples": sum(map(len, blobs)),
+        "samples": encoded_bytes(blobs),
         "state": len(codec.state()),
         "params_json": len(json.dumps(codec.params())),
         "index": index_bytes * len(blobs),
@@ -246,7 +252,7 @@ def measure_codec(name, options, ids, codebook_size, fit_n, batches, index_bytes
         "decode": decode_rate(lambda idx: reader.decode_many([blobs[i] for i in idx]), batches, ids),
     }
     model = getattr(codec, "model", None)
-    if model is not None and fit_n < len(ids):  # what the transform hands to zstd, on held-out samples
+    if model is not None and fit_n < len(ids):  # what the transform hands to the entropy coder, held-out samples
         held = ids[fit_n:].reshape(len(ids) - fit_n, codec.rows, codec.cols)
         counts = np.zeros(model.alphabet, dtype=np.int64)
         for i in range(0, len(held), 256):
@@ -289,7 +295,7 @@ def entropies(ids, fit_n, codebook_size, ours) -> dict[str, Any]:
     table = token_entropies(ids[:fit_n], held, codebook_size)
     table["ours"] = {"held_out": ours["bits_per_token"]}
     if "rank_entropy_held_out" in ours:
-        table["ranks (ours, before zstd)"] = {"held_out": ours["rank_entropy_held_out"]}
+        table["ranks (ours, order 0)"] = {"held_out": ours["rank_entropy_held_out"]}
     return table
 
 

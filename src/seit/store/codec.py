@@ -1,16 +1,18 @@
-"""Per-sample codecs for token grids: every sample encodes to its own bytes and decodes on its own.
+"""Codecs for token grids: every sample decodes on its own (random access), given the store's codec state.
 
 A codec is fitted once per store (or per writer part) on a prefix of the samples; its parameters go
 into the manifest (JSON) and its binary state (tables, dictionaries) into a file beside it.
 
 Codecs: ``raw`` (fixed width), ``zstd`` (plain ids, one zstd frame per sample, optionally with a trained
-dictionary) and ``ctx`` (the default: neighbour-rank transform, then zstd with a trained dictionary; see
-``seit.store.neighbour_model`` and docs/store-codec.md). Every zstd frame carries a checksum, so corrupt or
-truncated samples raise :class:`StoreError` instead of decoding to wrong tokens.
+dictionary), ``ctx`` (neighbour-rank transform, then zstd with a trained dictionary) and ``ctx-ans`` (the
+default: the same transform, then pcodec's tANS with one table per group of samples; see
+``seit.store.neighbour_model``, ``seit.store.ans_pages`` and docs/store-codec.md). Every sample carries a
+checksum, so corrupt or truncated samples raise :class:`StoreError` instead of decoding to wrong tokens.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from seit.store.ans_pages import AnsPages, GroupedBlob
 from seit.store.errors import StoreError
 from seit.store.neighbour_model import NeighbourModel
 from seit.store.symbols import SymbolBytes
@@ -34,6 +37,9 @@ def ids_dtype(codebook_size: int) -> np.dtype:
 
 class Codec(ABC):
     name: ClassVar[str]
+    # 0: every sample encodes to its own bytes. > 0: ``encode_many`` codes groups of this many samples that
+    # share a header (a GroupedBlob per sample); writers hand the codec whole groups.
+    group_size: int = 0
 
     def __init__(self, grid_shape: Sequence[int], codebook_size: int) -> None:
         if not 1 <= codebook_size <= MAX_CODEBOOK_SIZE:
@@ -95,6 +101,12 @@ class Codec(ABC):
     @classmethod
     def load(cls, grid_shape: Sequence[int], codebook_size: int, params: dict[str, Any], state: bytes) -> Codec:
         return cls(grid_shape, codebook_size)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise if ``fit`` has no such keyword options (before a writer buffers anything)."""
+        known = {p.name for p in inspect.signature(cls.fit).parameters.values() if p.kind == p.KEYWORD_ONLY}
+        _no_options(cls, {k: v for k, v in options.items() if k not in known})
 
     def __reduce__(self):  # DataLoader workers receive codecs by pickling: rebuild from params and state
         return _load, (self.name, self.grid_shape, self.codebook_size, self.params(), self.state())
@@ -164,48 +176,41 @@ class ZstdCodec(Codec):
         return cls(grid_shape, codebook_size, level=int(params.get("level", 19)), dictionary=state)
 
 
-class NeighbourCodec(Codec):
-    """Neighbour-rank transform (``seit.store.neighbour_model``), then zstd with a trained dictionary.
+class _NeighbourRanks(Codec):
+    """What the ``ctx`` codecs share: the neighbour-rank transform (``seit.store.neighbour_model``), fitted on
+    the first samples of a store. Grids are seen as 2-D (rows = all leading dimensions, cols = the last);
+    1-D sequences use the left neighbour only.
 
-    Options: ``neighbours`` ("pair": left and upper neighbour, the default; "left": left only, cheaper to
-    decode), ``list_size`` (candidate codes kept per neighbour value, default 32), ``pair_size`` (candidates
-    per position in pair mode, default 32), ``level`` and ``dict_size`` as for the zstd codec. Grids are
-    seen as 2-D (rows = all leading dimensions, cols = the last); 1-D sequences use the left neighbour only.
+    Options of ``fit``: ``neighbours`` ("pair": left and upper neighbour, the default; "left": left only,
+    cheaper to decode), ``list_size`` (candidate codes kept per neighbour value), ``pair_size`` (candidates
+    per position in pair mode).
     """
 
-    name = "ctx"
     VERSION = 1
 
-    def __init__(
-        self, grid_shape: Sequence[int], codebook_size: int, model: NeighbourModel, *, level: int, dictionary: bytes
-    ) -> None:
+    def __init__(self, grid_shape: Sequence[int], codebook_size: int, model: NeighbourModel) -> None:
         super().__init__(grid_shape, codebook_size)
         self.rows = int(np.prod(self.grid_shape[:-1]))
         self.cols = self.grid_shape[-1] if self.grid_shape else 1
         self.model = model
-        self.layout = SymbolBytes(model.alphabet)
-        self.frames = ZstdFrames(dictionary, level)
         self._state: bytes | None = None
 
     def _symbols(self, samples: np.ndarray) -> np.ndarray:
-        return self.model.forward(samples.reshape(len(samples), self.rows, self.cols))
+        """Checked samples [B, *grid] -> rank symbols [B, numel], 64 samples at a time (bounds temporaries)."""
+        parts = [
+            self.model.forward(samples[s : s + 64].reshape(-1, self.rows, self.cols))
+            for s in range(0, len(samples), 64)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.numel), dtype=np.int64)
+
+    def _ids(self, symbols: np.ndarray) -> np.ndarray:
+        if symbols.size and symbols.max() >= self.model.alphabet:
+            raise StoreError(f"symbol {symbols.max()} outside the alphabet of {self.model.alphabet} (corrupt sample)")
+        ids = self.model.inverse(symbols, self.rows, self.cols)
+        return ids.astype(self.dtype).reshape(len(symbols), *self.grid_shape)
 
     def encode(self, ids: np.ndarray) -> bytes:
         return self.encode_many(np.asarray(ids)[None])[0]
-
-    def encode_many(self, samples: np.ndarray) -> list[bytes]:
-        samples = self.check_many(samples)
-        out = []
-        for start in range(0, len(samples), 64):  # bounds the transform's temporaries
-            for sym in self._symbols(samples[start : start + 64]):
-                out.append(self.frames.compress(self.layout.pack(sym)))
-        return out
-
-    def decode_many(self, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
-        chunks = self.frames.decompress_many(blobs, self.layout.max_bytes(self.numel))
-        symbols = self.layout.unpack(chunks, self.numel)
-        ids = self.model.inverse(symbols, self.rows, self.cols)
-        return ids.astype(self.dtype).reshape(len(blobs), *self.grid_shape)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -213,16 +218,91 @@ class NeighbourCodec(Codec):
             "neighbours": "pair" if self.model.pair_size else "left",
             "list_size": self.model.list_size,
             "pair_size": self.model.pair_size,
-            "level": self.frames.level,
         }
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {}
 
     def state(self) -> bytes:
         if self._state is None:  # deterministic: same tables, same bytes
-            arrays = self.model.arrays() | {"dictionary": np.frombuffer(self.frames.dictionary, dtype=np.uint8)}
             buf = io.BytesIO()
-            np.savez(buf, **arrays)
+            np.savez(buf, **self.model.arrays(), **self._extra_state())
             self._state = ZstdFrames(level=19).compress(buf.getvalue())
         return self._state
+
+    @classmethod
+    def _fit_model(
+        cls,
+        samples: np.ndarray,
+        grid_shape: Sequence[int],
+        codebook_size: int,
+        neighbours: str,
+        list_size: int,
+        pair_size: int,
+    ) -> tuple[np.ndarray, NeighbourModel]:
+        """(checked samples, model fitted on them)."""
+        if neighbours not in ("pair", "left"):
+            raise StoreError(f"{cls.name} codec: neighbours must be 'pair' or 'left', got {neighbours!r}")
+        plain = RawCodec(grid_shape, codebook_size)
+        samples = plain.check_many(samples)
+        rows = int(np.prod(plain.grid_shape[:-1]))
+        model = NeighbourModel.fit(
+            samples.reshape(len(samples), rows, -1),
+            codebook_size,
+            list_size=list_size,
+            pair_size=pair_size,
+            pair=neighbours == "pair",
+        )
+        return samples, model
+
+    @classmethod
+    def _load_state(
+        cls, codebook_size: int, params: dict[str, Any], state: bytes
+    ) -> tuple[NeighbourModel, dict[str, np.ndarray]]:
+        """(model, every array of the state) from what ``params()`` and ``state()`` saved."""
+        if params.get("version") != cls.VERSION:
+            raise StoreError(
+                f"{cls.name} codec version {params.get('version')!r} is not supported (this seit reads version "
+                f"{cls.VERSION}); upgrade seit or rewrite the store"
+            )
+        try:
+            raw = ZstdFrames().decompress_many([state], _MAX_STATE_BYTES)[0]
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (StoreError, ValueError, OSError) as e:
+            raise StoreError(f"{cls.name} codec state is unreadable ({e}); the store's codec file is damaged") from None
+        model = NeighbourModel.from_arrays(codebook_size, arrays, int(params.get("pair_size", 0)))
+        return model, arrays
+
+
+class NeighbourCodec(_NeighbourRanks):
+    """Neighbour-rank transform, then one zstd frame per sample with a dictionary trained on the fitting samples.
+
+    Options: those of the transform (``neighbours``, ``list_size`` default 32, ``pair_size`` default 32),
+    ``level`` and ``dict_size`` as for the zstd codec.
+    """
+
+    name = "ctx"
+
+    def __init__(
+        self, grid_shape: Sequence[int], codebook_size: int, model: NeighbourModel, *, level: int, dictionary: bytes
+    ) -> None:
+        super().__init__(grid_shape, codebook_size, model)
+        self.layout = SymbolBytes(model.alphabet)
+        self.frames = ZstdFrames(dictionary, level)
+
+    def encode_many(self, samples: np.ndarray) -> list[bytes]:
+        return [self.frames.compress(self.layout.pack(sym)) for sym in self._symbols(self.check_many(samples))]
+
+    def decode_many(self, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
+        chunks = self.frames.decompress_many(blobs, self.layout.max_bytes(self.numel))
+        return self._ids(self.layout.unpack(chunks, self.numel))
+
+    def params(self) -> dict[str, Any]:
+        return super().params() | {"level": self.frames.level}
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {"dictionary": np.frombuffer(self.frames.dictionary, dtype=np.uint8)}
 
     @classmethod
     def fit(
@@ -239,43 +319,77 @@ class NeighbourCodec(Codec):
         **options: Any,
     ) -> Codec:
         _no_options(cls, options)
-        if neighbours not in ("pair", "left"):
-            raise StoreError(f"ctx codec: neighbours must be 'pair' or 'left', got {neighbours!r}")
-        plain = RawCodec(grid_shape, codebook_size)
-        samples = plain.check_many(samples)
-        rows = int(np.prod(plain.grid_shape[:-1]))
-        model = NeighbourModel.fit(
-            samples.reshape(len(samples), rows, -1),
-            codebook_size,
-            list_size=list_size,
-            pair_size=pair_size,
-            pair=neighbours == "pair",
-        )
+        samples, model = cls._fit_model(samples, grid_shape, codebook_size, neighbours, list_size, pair_size)
         codec = cls(grid_shape, codebook_size, model, level=level, dictionary=b"")
-        packed = [
-            codec.layout.pack(s)
-            for start in range(0, len(samples), 64)
-            for s in codec._symbols(samples[start : start + 64])
-        ]
-        dictionary = train_dictionary(packed, dict_size, level)
+        dictionary = train_dictionary([codec.layout.pack(s) for s in codec._symbols(samples)], dict_size, level)
         return cls(grid_shape, codebook_size, model, level=level, dictionary=dictionary)
 
     @classmethod
     def load(cls, grid_shape, codebook_size, params, state) -> Codec:
-        if params.get("version") != cls.VERSION:
-            raise StoreError(
-                f"ctx codec version {params.get('version')!r} is not supported (this seit reads version "
-                f"{cls.VERSION}); upgrade seit or rewrite the store"
-            )
-        try:
-            raw = ZstdFrames().decompress_many([state], _MAX_STATE_BYTES)[0]
-            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except (StoreError, ValueError, OSError) as e:
-            raise StoreError(f"ctx codec state is unreadable ({e}); the store's codec file is damaged") from None
-        model = NeighbourModel.from_arrays(codebook_size, arrays, int(params.get("pair_size", 0)))
+        model, arrays = cls._load_state(codebook_size, params, state)
         dictionary = arrays.get("dictionary", np.zeros(0, dtype=np.uint8)).tobytes()
         return cls(grid_shape, codebook_size, model, level=int(params.get("level", 19)), dictionary=dictionary)
+
+
+class NeighbourAnsCodec(_NeighbourRanks):
+    """Neighbour-rank transform, then pcodec's tANS: one table per group of samples, one page per sample
+    (``seit.store.ans_pages``). The default codec: ~5% fewer bytes than ``ctx`` and faster to decode.
+
+    Options: those of the transform (``neighbours``, ``list_size`` default 48, ``pair_size`` default 48),
+    ``group`` (samples per group, default 4096: a ~200-byte header shared by the group) and ``level``
+    (pcodec's compression level 0..12, default 8).
+    """
+
+    name = "ctx-ans"
+
+    def __init__(
+        self, grid_shape: Sequence[int], codebook_size: int, model: NeighbourModel, *, group: int, level: int
+    ) -> None:
+        super().__init__(grid_shape, codebook_size, model)
+        if group < 1:
+            raise StoreError(f"{self.name} codec: group must be >= 1, got {group}")
+        self.group_size = int(group)
+        self.pages = AnsPages(self.numel, model.alphabet, level)
+
+    def encode_many(self, samples: np.ndarray) -> list[GroupedBlob]:
+        symbols = self._symbols(self.check_many(samples))
+        g = self.group_size
+        return [blob for s in range(0, len(symbols), g) for blob in self.pages.encode_group(symbols[s : s + g])]
+
+    def decode_many(self, blobs: Sequence[GroupedBlob]) -> np.ndarray:
+        return self._ids(self.pages.decode_many(blobs))
+
+    def params(self) -> dict[str, Any]:
+        return super().params() | {"group": self.group_size, "level": self.pages.level}
+
+    @classmethod
+    def fit(
+        cls,
+        samples: np.ndarray,
+        grid_shape: Sequence[int],
+        codebook_size: int,
+        *,
+        neighbours: str = "pair",
+        list_size: int = 48,
+        pair_size: int = 48,
+        group: int = 4096,
+        level: int = 8,
+        **options: Any,
+    ) -> Codec:
+        _no_options(cls, options)
+        _, model = cls._fit_model(samples, grid_shape, codebook_size, neighbours, list_size, pair_size)
+        return cls(grid_shape, codebook_size, model, group=group, level=level)
+
+    @classmethod
+    def load(cls, grid_shape, codebook_size, params, state) -> Codec:
+        model, _ = cls._load_state(codebook_size, params, state)
+        return cls(grid_shape, codebook_size, model, group=int(params.get("group", 4096)), level=int(params["level"]))
+
+
+def encoded_bytes(blobs: Sequence[bytes | GroupedBlob]) -> int:
+    """What encoded samples take in a store: each sample's own bytes, plus every group header once."""
+    headers = {id(b.header): len(b.header) for b in blobs if isinstance(b, GroupedBlob)}
+    return sum(len(b.body) if isinstance(b, GroupedBlob) else len(b) for b in blobs) + sum(headers.values())
 
 
 def _no_options(cls: type[Codec], options: dict[str, Any]) -> None:
@@ -289,8 +403,8 @@ def _load(name: str, grid_shape, codebook_size: int, params: dict[str, Any], sta
     return codec_class(name).load(grid_shape, codebook_size, params, state)
 
 
-CODECS: dict[str, type[Codec]] = {c.name: c for c in (RawCodec, ZstdCodec, NeighbourCodec)}
-DEFAULT_CODEC = NeighbourCodec.name
+CODECS: dict[str, type[Codec]] = {c.name: c for c in (RawCodec, ZstdCodec, NeighbourCodec, NeighbourAnsCodec)}
+DEFAULT_CODEC = NeighbourAnsCodec.name
 
 
 def codec_class(name: str) -> type[Codec]:

@@ -12,7 +12,12 @@ A shard file is the encoded samples back to back, then a compact index, then a f
     offsets   uint32 LE [n+1]    offsets[0] = 0, offsets[n] = P (read in place: O(1) random access)
     labels    L bytes            one zstd frame of int16|int32 LE [n], the class ids (-1: unlabelled)
     keys      K bytes            one zstd frame of the UTF-8 keys joined by "\\n"
-    trailer   40 bytes           magic, n, P, L, K, label item size, 0 (see TRAILER)
+    groups    G bytes            only for grouped codecs (G = 0 otherwise): the headers of the sample groups
+    trailer   40 bytes           magic, n, P, L, K, label item size, G (see TRAILER)
+
+The groups section (little-endian): uint32 g, uint32 first[g] (first sample of each group; first[0] = 0,
+increasing), uint32 end[g] (cumulative end of each header), then the headers back to back. A group's
+samples are first[i] .. first[i + 1] - 1; a group the writer split across shards has its header in both.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAY_KINDS = ("codebook", "synonyms", "code_ids")  # optional side arrays, each a content-addressed .npy
 SHARD_MAGIC = b"SEITSHD1"
-# magic, samples n, payload bytes P, labels bytes L, keys bytes K, label item size (2 or 4), reserved (0)
+# magic, samples n, payload bytes P, labels bytes L, keys bytes K, label item size (2 or 4), groups bytes G
 TRAILER = struct.Struct("<8sQQIIII")
 INDEX_ZSTD_LEVEL = 12
 MAX_PAYLOAD = (1 << 32) - 1  # offsets are uint32
@@ -74,6 +79,7 @@ class ShardLayout:
     labels_bytes: int
     keys_bytes: int
     label_size: int
+    groups_bytes: int = 0
 
     @property
     def offsets_start(self) -> int:
@@ -88,31 +94,72 @@ class ShardLayout:
         return self.labels_start + self.labels_bytes
 
     @property
+    def groups_start(self) -> int:
+        return self.keys_start + self.keys_bytes
+
+    @property
     def total_bytes(self) -> int:
-        return self.keys_start + self.keys_bytes + TRAILER.size
+        return self.groups_start + self.groups_bytes + TRAILER.size
 
     @property
     def label_dtype(self) -> np.dtype:
         return np.dtype("<i2" if self.label_size == 2 else "<i4")
 
 
-def encode_index(offsets: np.ndarray, labels: np.ndarray, keys: list[str]) -> bytes:
-    """Everything after the payload: padding, offsets, labels, keys and trailer."""
+def encode_index(
+    offsets: np.ndarray, labels: np.ndarray, keys: list[str], groups: list[tuple[int, bytes]] = ()
+) -> bytes:
+    """Everything after the payload: padding, offsets, labels, keys, the groups' (first sample, header), trailer."""
     n = len(labels)
     payload = int(offsets[-1])
     zstd = zstandard.ZstdCompressor(level=INDEX_ZSTD_LEVEL)
     size = label_itemsize(labels)
     labels_blob = zstd.compress(np.asarray(labels).astype("<i2" if size == 2 else "<i4").tobytes())
     keys_blob = zstd.compress("\n".join(keys).encode())
-    layout = ShardLayout(n, payload, len(labels_blob), len(keys_blob), size)
+    groups_blob = encode_groups(groups)
+    layout = ShardLayout(n, payload, len(labels_blob), len(keys_blob), size, len(groups_blob))
     parts = [
         b"\0" * (layout.offsets_start - payload),
         np.asarray(offsets, dtype="<u4").tobytes(),
         labels_blob,
         keys_blob,
-        TRAILER.pack(SHARD_MAGIC, n, payload, len(labels_blob), len(keys_blob), size, 0),
+        groups_blob,
+        TRAILER.pack(SHARD_MAGIC, n, payload, len(labels_blob), len(keys_blob), size, len(groups_blob)),
     ]
     return b"".join(parts)
+
+
+def encode_groups(groups: list[tuple[int, bytes]]) -> bytes:
+    if not groups:
+        return b""
+    first = np.array([f for f, _ in groups], dtype="<u4")
+    ends = np.cumsum([len(h) for _, h in groups], dtype=np.int64).astype("<u4")
+    return (
+        np.uint32(len(groups)).astype("<u4").tobytes()
+        + first.tobytes()
+        + ends.tobytes()
+        + b"".join(h for _, h in groups)
+    )
+
+
+def decode_groups(blob: bytes | memoryview, layout: ShardLayout, where: str) -> tuple[np.ndarray, list[bytes]]:
+    """(first sample of each group, headers) of a shard's groups section; a malformed section raises."""
+    blob = bytes(blob)
+    bad = StoreError(f"{where}: corrupt group table (a grouped codec's headers); re-copy the store")
+    if len(blob) < 4:
+        raise bad
+    g = int(np.frombuffer(blob, dtype="<u4", count=1)[0])
+    if g < 1 or len(blob) < 4 + 8 * g:
+        raise bad
+    first = np.frombuffer(blob, dtype="<u4", count=g, offset=4).astype(np.int64)
+    ends = np.frombuffer(blob, dtype="<u4", count=g, offset=4 + 4 * g).astype(np.int64)
+    body = blob[4 + 8 * g :]
+    starts = np.concatenate([[0], ends[:-1]])
+    if first[0] != 0 or np.any(np.diff(first) <= 0) or first[-1] >= max(layout.samples, 1):
+        raise bad
+    if np.any(ends < starts) or ends[-1] != len(body):
+        raise bad
+    return first, [body[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def _unzstd(blob: bytes | memoryview, what: str, where: str) -> bytes:
@@ -144,10 +191,10 @@ def parse_trailer(trailer: bytes, where: str, expect_samples: int, expect_payloa
     """Check a shard's trailer against its manifest entry and the file's real size."""
     if len(trailer) != TRAILER.size:
         raise StoreError(f"{where}: shard is {file_bytes} bytes, too short for its trailer (truncated file?)")
-    magic, n, payload, labels, keys, size, _ = TRAILER.unpack(trailer)
+    magic, n, payload, labels, keys, size, groups = TRAILER.unpack(trailer)
     if magic != SHARD_MAGIC:
         raise StoreError(f"{where}: not a seit shard or truncated/corrupted (bad trailer magic {magic!r})")
-    layout = ShardLayout(n, payload, labels, keys, size)
+    layout = ShardLayout(n, payload, labels, keys, size, groups)
     if size not in (2, 4) or (n, payload) != (expect_samples, expect_payload) or layout.total_bytes != file_bytes:
         raise StoreError(
             f"{where}: trailer says {n} samples / {payload} payload bytes in {layout.total_bytes} bytes, the "

@@ -8,9 +8,18 @@ from typing import Any
 
 import numpy as np
 
+from seit.store.ans_pages import GroupedBlob
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import TRAILER, check_offsets, decode_keys, decode_labels, encode_index, parse_trailer
+from seit.store.format import (
+    TRAILER,
+    check_offsets,
+    decode_groups,
+    decode_keys,
+    decode_labels,
+    encode_index,
+    parse_trailer,
+)
 from seit.utils.io import atomic_open
 
 MAX_FETCH_BYTES = 64 << 20  # bound on the bytes one remote fetch round holds in memory
@@ -31,6 +40,7 @@ class ShardWriter:
         self._offsets = [0]
         self._labels: list[int] = []
         self._keys: list[str] = []
+        self._groups: list[tuple[int, bytes]] = []  # (first sample, header) of grouped codecs' groups
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -39,7 +49,11 @@ class ShardWriter:
     def payload_bytes(self) -> int:
         return self._offsets[-1]
 
-    def add(self, blob: bytes, label: int, key: str) -> None:
+    def add(self, blob: bytes | GroupedBlob, label: int, key: str) -> None:
+        if isinstance(blob, GroupedBlob):  # a group's header is kept once, where its first sample in this shard is
+            if not self._groups or self._groups[-1][1] is not blob.header:
+                self._groups.append((len(self), blob.header))
+            blob = blob.body
         self._file.write(blob)
         self._sha.update(blob)
         self._offsets.append(self._offsets[-1] + len(blob))
@@ -48,7 +62,9 @@ class ShardWriter:
 
     def commit(self) -> dict[str, Any]:
         """Write the index and trailer, fsync, rename; returns the shard's manifest entry."""
-        tail = encode_index(np.asarray(self._offsets, dtype=np.int64), np.asarray(self._labels), self._keys)
+        tail = encode_index(
+            np.asarray(self._offsets, dtype=np.int64), np.asarray(self._labels), self._keys, self._groups
+        )
         self._file.write(tail)
         self._sha.update(tail)
         self._target.__exit__(None, None, None)
@@ -111,9 +127,14 @@ class ShardReader:
         lay, base = self.layout, payload
         self.offsets = np.frombuffer(tail, dtype="<u4", count=lay.samples + 1, offset=lay.offsets_start - base)
         self.labels = decode_labels(tail[lay.labels_start - base : lay.keys_start - base], lay, self.where)
-        self._keys_blob = tail[lay.keys_start - base : len(tail) - TRAILER.size]
+        self._keys_blob = tail[lay.keys_start - base : lay.groups_start - base]
         self._keys: list[str] | None = None
         check_offsets(self.offsets, payload, self.where)
+        self._group_first: np.ndarray | None = None
+        self._group_headers: list[bytes] = []
+        if lay.groups_bytes:
+            groups = tail[lay.groups_start - base : len(tail) - TRAILER.size]
+            self._group_first, self._group_headers = decode_groups(groups, lay, self.where)
         self.verified = not verify
 
     def __len__(self) -> int:
@@ -142,16 +163,23 @@ class ShardReader:
             )
         self.verified = True
 
-    def blobs(self, local: np.ndarray) -> list[bytes | memoryview]:
-        """Encoded bytes of samples ``local`` (indices within this shard), in that order."""
+    def blobs(self, local: np.ndarray) -> list[bytes | memoryview | GroupedBlob]:
+        """Encoded bytes of samples ``local`` (indices within this shard), in that order; with their group's
+        header for grouped codecs."""
         if not self.verified:
             self.check_content()
         starts = self.offsets[local].astype(np.int64)
         ends = self.offsets[local + 1].astype(np.int64)
         if self._payload is not None:
             p = self._payload
-            return [p[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-        return self._fetch(starts, ends)
+            out = [p[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        else:
+            out = self._fetch(starts, ends)
+        if self._group_first is None:
+            return out
+        headers = self._group_headers
+        group = (np.searchsorted(self._group_first, local, side="right") - 1).tolist()
+        return [GroupedBlob(headers[g], body) for g, body in zip(group, out)]
 
     def _fetch(self, starts: np.ndarray, ends: np.ndarray) -> list[bytes | memoryview]:
         """Remote reads: nearby ranges merged into blocks; only the samples' bytes are kept."""

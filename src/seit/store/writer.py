@@ -1,10 +1,11 @@
 """StoreWriter: write a token store crash-safely, resumably, and from many processes at once.
 
 Each writer is one *part* (rank ``r`` of a torchrun job, or part 0 of a single writer). It buffers the first
-``fit_samples`` samples to fit its codec, then streams samples into shards. A shard is written under a
-temporary name and renamed when complete; after each rename the part's record ``part-RRRRR.json`` is
-rewritten atomically, so it always lists exactly the durable shards. ``merge_parts`` turns the finished
-parts' records into ``manifest.json``, written last: a store without it never reads as complete.
+``fit_samples`` samples to fit its codec, then streams samples into shards (a grouped codec's a group at a
+time). A shard is written under a temporary name and renamed when complete; after each rename the part's
+record ``part-RRRRR.json`` is rewritten atomically, so it always lists exactly the durable shards.
+``merge_parts`` turns the finished parts' records into ``manifest.json``, written last: a store without it
+never reads as complete.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class StoreWriter:
     ``codebook`` float [K, D], ``synonyms`` ids [K, k] and ``code_ids`` [K] (the tokenizer id of each
     codebook row) are optional side arrays; every part of a store must pass the same ones.
 
+    ``codec_options``: keyword options of the codec's ``fit`` (e.g. ``{"group": 1024}`` for ``ctx-ans``; see
+    docs/store-codec.md); the fitted codec's parameters are saved in the manifest.
+
     ``resume``: continue an interrupted write of the same part (same settings, arrays and ``config``); skip
     the inputs whose key is in ``done_keys`` and append the rest in their original order. Keys identify
     samples, so they must be unique.
@@ -73,6 +77,7 @@ class StoreWriter:
         code_ids: Any = None,
         shard_bytes: int = 128 << 20,
         codec: str = DEFAULT_CODEC,
+        codec_options: dict[str, Any] | None = None,
         fit_samples: int = 4096,
         part: int | None = None,
         config: dict[str, Any] | None = None,
@@ -95,7 +100,7 @@ class StoreWriter:
             raise StoreError(f"shard_bytes {shard_bytes} outside 1..{MAX_SHARD_BYTES}")
         if fit_samples < 1:
             raise StoreError(f"fit_samples must be >= 1, got {fit_samples}")
-        codec_class(codec)  # unknown names fail now, not after buffering
+        codec_class(codec).check_options(codec_options or {})  # unknown names fail now, not after buffering
         if part is not None and part < 0:
             raise StoreError(f"part must be >= 0, got {part}")
         self.codebook_size = int(codebook_size)
@@ -103,6 +108,7 @@ class StoreWriter:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.shard_bytes = int(shard_bytes)
         self.codec_name = codec
+        self.codec_options = dict(codec_options or {})
         self.fit_samples = int(fit_samples)
         self.part = 0 if part is None else int(part)
         self.single = part is None
@@ -237,15 +243,11 @@ class StoreWriter:
         if self._finished_store:
             raise StoreError(f"{self.path}: the store is already complete; nothing is left to append")
         ids = self._check_batch(ids, labels, keys)
-        labels = np.asarray(labels).tolist()
-        start = 0
-        if self._codec is None:  # still buffering the samples the codec is fitted on
-            start = min(len(ids), self.fit_samples - len(self._buffer))
-            self._buffer.extend(zip(ids[:start], labels[:start], keys[:start]))
-            if len(self._buffer) >= self.fit_samples:
-                self._fit()
-        if start < len(ids):
-            self._write(self._codec.encode_many(ids[start:]), labels[start:], keys[start:])
+        self._buffer.extend(zip(ids, np.asarray(labels).tolist(), keys))
+        if self._codec is None and len(self._buffer) >= self.fit_samples:
+            self._fit()
+        if self._codec is not None:
+            self._encode_buffer(final=False)
         self._bar.update(len(ids))
 
     def _check_batch(self, ids: Any, labels: Any, keys: Sequence[str]) -> np.ndarray:
@@ -278,8 +280,10 @@ class StoreWriter:
         return ids.astype(self.ids_dtype)
 
     def _fit(self) -> None:
-        samples = np.stack([s[0] for s in self._buffer])
-        self._codec = codec_class(self.codec_name).fit(samples, self.grid_shape, self.codebook_size)
+        samples = np.stack([s[0] for s in self._buffer[: self.fit_samples]])
+        self._codec = codec_class(self.codec_name).fit(
+            samples, self.grid_shape, self.codebook_size, **self.codec_options
+        )
         state = self._codec.state()
         name = codec_state_name(self.part)
         atomic_write_bytes(self.path / name, state)
@@ -291,8 +295,16 @@ class StoreWriter:
             "bytes": len(state),
         }
         self._write_record(complete=False)
-        buffered, self._buffer = self._buffer, []
-        self._write(self._codec.encode_many(samples), [b[1] for b in buffered], [b[2] for b in buffered])
+
+    def _encode_buffer(self, final: bool) -> None:
+        """Encode and write the buffered samples: all of them for per-sample codecs; whole groups (and, when
+        ``final``, the last partial one) for grouped codecs. Buffered samples are not durable, like the
+        unfinished shard: a resumed write appends them again."""
+        group = self._codec.group_size or len(self._buffer)
+        while self._buffer and (final or len(self._buffer) >= group):
+            chunk, self._buffer = self._buffer[:group], self._buffer[group:]
+            blobs = self._codec.encode_many(np.stack([c[0] for c in chunk]))
+            self._write(blobs, [c[1] for c in chunk], [c[2] for c in chunk])
 
     def _write(self, blobs: Sequence[bytes], labels: Sequence[int], keys: Sequence[str]) -> None:
         for blob, label, key in zip(blobs, labels, keys):
@@ -341,6 +353,8 @@ class StoreWriter:
             return
         if self._codec is None and self._buffer:
             self._fit()
+        if self._codec is not None:
+            self._encode_buffer(final=True)
         if self._current is not None:
             self._commit()
         self._write_record(complete=True)
