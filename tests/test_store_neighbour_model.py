@@ -28,6 +28,9 @@ def test_neighbour_ranks_are_small_where_neighbours_predict():
     symbols = model.forward(grids)
     assert (symbols == 0).mean() > 0.95
     np.testing.assert_array_equal(model.inverse(symbols, 32, 32), grids)
+    symbols[3, 500] = model.alphabet  # one past the last symbol: an error, never a wrong or clipped id
+    with pytest.raises(StoreError, match="outside the alphabet"):
+        model.inverse(symbols, 32, 32)
 
 
 def test_pair_table_is_a_pure_function_of_the_state():

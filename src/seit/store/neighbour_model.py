@@ -3,8 +3,9 @@
 VQ ids are close to uniform, so an entropy coder gains little on them directly; given the already-decoded
 left and upper neighbours, however, a few codes are far more likely than the rest. The transform maps each id
 to its position in a short candidate list for its context (falling back to the overall frequency order),
-which turns the ids into a skewed stream of small ranks that zstd then codes. It is exactly invertible:
-the decoder rebuilds the same list from the same, already decoded, neighbours.
+which turns the ids into a skewed stream of small ranks that an entropy coder then codes (pcodec in
+``ctx-ans``, zstd in ``ctx``). It is exactly invertible: the decoder rebuilds the same list from the same,
+already decoded, neighbours.
 
 Model (fitted once per store on a prefix of its samples; all tables are small and bounded):
 
@@ -195,7 +196,10 @@ class NeighbourModel:
         width = self.width
         offset = np.minimum(s, width - 1)
         tail = np.flatnonzero(s >= width)  # rare: ids ranked by overall frequency, independent of context
-        tail_ids = self._order0[s.ravel()[tail] - width]
+        tail_rank = s.ravel()[tail] - width
+        if tail_rank.size and tail_rank.max() >= self.codebook_size:
+            raise StoreError(f"symbol {tail_rank.max() + width} outside the alphabet of {self.alphabet} (corrupt)")
+        tail_ids = self._order0[tail_rank]
         tail_cut = np.searchsorted(tail, np.asarray([o for _, _, o in sweep.steps] + [s.size]) * batch)
         out = np.empty(s.shape, dtype=np.int64)
         border = self.codebook_size
