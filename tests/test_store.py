@@ -380,8 +380,9 @@ def test_remap_prunes_the_codebook(tmp_path, codec):
 
 
 # ---- any fsspec URL ------------------------------------------------------------------------------------
-def test_store_reads_from_an_fsspec_url(tmp_path):
-    ids, labels, _ = write_store(tmp_path / "s", codebook=np.eye(K, 4))
+@pytest.mark.parametrize("codec", ["raw", "ctx-ans"])
+def test_store_reads_from_an_fsspec_url(tmp_path, codec):
+    ids, labels, _ = write_store(tmp_path / "s", codec=codec, codebook=np.eye(K, 4))
     fs = fsspec.filesystem("memory")
     fs.put(str(tmp_path / "s"), "/remote-store", recursive=True)
     try:
