@@ -18,6 +18,37 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
     assert len(sha256_file(target)) == 64
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "atomic.json", {"a": 1})
+        with open(tmp_path / "plain.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "atomic.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+
+
+def test_umask_is_read_without_proc_too(monkeypatch):
+    import seit.utils.io as io_module
+
+    old = os.umask(0o027)
+    try:
+        with_proc = io_module._umask()
+
+        def no_proc(*args, **kwargs):
+            raise OSError("no /proc here")
+
+        monkeypatch.setattr(io_module, "open", no_proc, raising=False)
+        without_proc = io_module._umask()
+        after = os.umask(old)
+    finally:
+        os.umask(old)
+    assert with_proc == without_proc == after == 0o027  # the fallback restores the umask it read
+
+
 def test_weights_roundtrip_and_safe_load_refuses_code(tmp_path):
     sd = {"w": torch.arange(6.0).view(2, 3), "b": torch.zeros(2)}
     save_weights(sd, tmp_path / "m.safetensors", metadata={"arch": "x"})
