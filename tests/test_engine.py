@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from seit.cli import main
 from seit.engine.artifact import load_classifier
 from seit.engine.metrics import read_metrics
+from seit.store.format import TRAILER
 from seit.utils.serialization import load_weights
 
 TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
@@ -96,6 +98,25 @@ def test_resume_equals_uninterrupted(stores, uninterrupted, tmp_path, stop_at):
     for name in ("model.safetensors", "model_ema.safetensors"):
         a, b = load_weights(out / name), load_weights(uninterrupted / name)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_streaming_trains_on_the_same_batches_as_random_access(stores, uninterrupted, tmp_path, capsys):
+    common = ("--epochs", "2", "--warmup-epochs", "1", "--ckpt-every", "0", "--streaming")
+    assert main(train_args(stores, tmp_path / "streamed", *common, "--verify-shards")) == 0
+    assert losses(tmp_path / "streamed") == losses(uninterrupted)  # order is a function of (seed, epoch) only
+    # --verify-shards reads every shard whole: a damaged byte the batches never touch is still caught
+    damaged = tmp_path / "damaged"
+    shutil.copytree(stores[0], damaged)
+    shard = sorted(damaged.glob("shard-*.tok"))[0]
+    data = bytearray(shard.read_bytes())
+    _, n, payload, label_bytes, key_bytes, _, _ = TRAILER.unpack(bytes(data[-TRAILER.size :]))
+    data[payload + (-payload % 8) + 4 * (n + 1) + label_bytes + key_bytes // 2] ^= 0xFF  # in the key list
+    shard.write_bytes(bytes(data))
+    assert main(train_args((damaged, stores[1]), tmp_path / "unchecked", *common, "--max-steps", "2")) == 0
+    assert main(train_args((damaged, stores[1]), tmp_path / "checked", *common, "--verify-shards")) == 1
+    assert f"{shard.name}: sha256 mismatch" in capsys.readouterr().err
+    assert main(train_args(stores, tmp_path / "x", "--verify-shards")) == 1
+    assert "--verify-shards is for --streaming" in capsys.readouterr().err
 
 
 def test_resume_refuses_other_settings_and_missing_files(stores, uninterrupted, tmp_path, capsys):

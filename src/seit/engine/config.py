@@ -26,6 +26,11 @@ class DataConfig:
     streaming: bool = field(
         False, help="stream the training store's shards through fsspec (remote stores) instead of random access"
     )
+    verify_shards: bool = field(
+        False,
+        help="with --streaming: read each shard whole and check its sha256 before using it (default: every "
+        "sample's own checksum only; or run `seit store verify` once after copying a store)",
+    )
     shuffle: str = field(
         "global",
         help="epoch order: exact global shuffle, or 'chunk' (runs of consecutive samples permuted: "

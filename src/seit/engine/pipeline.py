@@ -72,7 +72,9 @@ class _Pipeline:
         if self.cfg.data.streaming:
             from seit.store import TokenStream
 
-            stream = TokenStream(self.cfg.data.store, self.cfg.optim.batch_size, **common)
+            stream = TokenStream(
+                self.cfg.data.store, self.cfg.optim.batch_size, verify=self.cfg.data.verify_shards, **common
+            )
             workers = self.cfg.data.num_workers
             return DataLoader(
                 stream,
@@ -196,6 +198,8 @@ def open_token_source(d) -> TokenSource:
 
     if d.streaming and not d.store:
         raise SeitError("--streaming reads a token store (--store URL); SeiT's release files are read whole")
+    if d.verify_shards and not d.streaming:
+        raise SeitError("--verify-shards is for --streaming; random access checks each shard's sha256 anyway")
     if d.store and d.train_token_file:
         raise SeitError("give either --store or --train-token-file (SeiT's release files), not both")
     if d.val_token_file and d.val_store:

@@ -301,7 +301,7 @@ def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
 
 
 # Settings that may differ between the run that wrote a checkpoint and the run resuming it.
-_RESUME_MAY_CHANGE = {"run", "data.num_workers", "data.streaming", "optim.epochs"}
+_RESUME_MAY_CHANGE = {"run", "data.num_workers", "data.streaming", "data.verify_shards", "optim.epochs"}
 
 
 def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
