@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from seit.cli import main
 from seit.engine.artifact import load_classifier
+from seit.engine.config import TrainConfig
 from seit.engine.metrics import read_metrics
+from seit.engine.pipeline import build_pipeline
 from seit.store.format import TRAILER
+from seit.utils.dist import DistInfo
 from seit.utils.serialization import load_weights
 
 TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
@@ -117,6 +121,20 @@ def test_streaming_trains_on_the_same_batches_as_random_access(stores, uninterru
     assert f"{shard.name}: sha256 mismatch" in capsys.readouterr().err
     assert main(train_args(stores, tmp_path / "x", "--verify-shards")) == 1
     assert "--verify-shards is for --streaming" in capsys.readouterr().err
+
+
+def test_token_data_on_cpu_reads_in_process_by_default(stores, tmp_path):
+    cfg = TrainConfig()
+    cfg.data.store, cfg.data.val_store = str(stores[0]), str(stores[1])
+    cpu = torch.device("cpu")
+    assert build_pipeline(cfg, DistInfo(), cpu).num_workers == 0  # decoding ids is cheaper than a worker
+    cfg.data.num_workers = 3
+    assert build_pipeline(cfg, DistInfo(), cpu).num_workers == 3  # an explicit --num-workers always wins
+    pixels = TrainConfig()
+    pixels.data.images = str(tmp_path)
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    assert build_pipeline(pixels, DistInfo(), cpu).num_workers == 2  # images need decoding workers
 
 
 def test_resume_refuses_other_settings_and_missing_files(stores, uninterrupted, tmp_path, capsys):

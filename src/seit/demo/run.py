@@ -262,9 +262,8 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, *, tokens:
     t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, 1e-3, True
     t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
     t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=(0.35, 1.0), hflip_prob=0.5)
-    # token batches are lookups in a memory-mapped store: cheaper in-process than through worker processes
-    # (measured on the quick run: 28 s with none vs 60 s with 2 workers, the same accuracy)
-    t.data.num_workers = 0 if tokens else cfg.num_workers
+    # tokens: seit train's default (no worker processes on CPU); pixels: the demo's image-decoding workers
+    t.data.num_workers = None if tokens else cfg.num_workers
     t.run.device, t.run.seed, t.run.resume = cfg.device, cfg.seed, "auto"
     t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
     result = train(t)

@@ -37,7 +37,11 @@ class DataConfig:
         "for streaming splits too big for RAM); either way a function of (seed, epoch) only",
         choices=("global", "chunk"),
     )
-    num_workers: int = field(2, help="DataLoader worker processes per rank (they only decode ids)")
+    num_workers: int | None = field(
+        None,
+        help="DataLoader worker processes per rank (default: 2; 0 for tokens on CPU, where decoding ids is cheap "
+        "and workers would take cores from the model's threads)",
+    )
 
 
 @dataclass
