@@ -61,7 +61,9 @@ class ImportSeitConfig:
     codebook_size: int | None = field(None, help="number of codes K, when no --codebook is given", metavar="K")
     class_names: str | None = field(None, help="text file with one class name per line, in label order", metavar="FILE")
     codec: str = field(
-        DEFAULT_CODEC, help="per-sample codec of the store (see docs/store-codec.md)", choices=tuple(sorted(CODECS))
+        DEFAULT_CODEC,
+        help="codec of the store (every sample decodes on its own; see docs/store-codec.md)",
+        choices=tuple(sorted(CODECS)),
     )
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
     resume: bool = field(False, help="continue an interrupted import into OUT")
@@ -91,7 +93,7 @@ class PruneConfig:
     synonyms: int | None = field(
         None, help="columns of the rebuilt synonym table (default: as many as the source's, none if it has none)"
     )
-    codec: str | None = field(None, help="per-sample codec of OUT (default: the source's)", metavar="NAME")
+    codec: str | None = field(None, help="codec of OUT (default: the source's)", metavar="NAME")
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
     resume: bool = field(False, help="continue an interrupted prune into OUT")
 

@@ -44,13 +44,14 @@ class _Pipeline:
     def steps_per_epoch(self, position: int) -> int:
         return (self.num_train - position) // (self.cfg.optim.batch_size * self.info.world_size)
 
+    cpu_workers = 2  # default DataLoader workers per rank when training on CPU (2 on GPUs)
+
     @property
     def num_workers(self) -> int:
-        """--num-workers, or 2 per rank; on CPU none for token data (the quick demo's token ViT: 28 s with
-        none, 60 s with 2 workers beside 2 torch threads on 2 cores). Pixels always need decoding workers."""
+        """--num-workers, or the pipeline's default for the device."""
         if self.cfg.data.num_workers is not None:
             return self.cfg.data.num_workers
-        return 0 if self.device.type == "cpu" and isinstance(self, TokenPipeline) else 2
+        return self.cpu_workers if self.device.type == "cpu" else 2
 
     def _loader(self, dataset, sampler, collate_fn=None) -> DataLoader:
         workers = self.num_workers
@@ -108,6 +109,10 @@ class _Pipeline:
 
 class TokenPipeline(_Pipeline):
     """Ids from a token store (or SeiT's release files) -> device-side token augmentation -> token ViT."""
+
+    # Decoding ids is cheaper in-process than in workers beside the model's threads on CPU (the quick demo's
+    # token ViT: 28 s with none, 60 s with 2 workers on 2 cores); pixels keep their decoding workers.
+    cpu_workers = 0
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
         super().__init__(cfg, info, device)

@@ -334,7 +334,7 @@ class NeighbourAnsCodec(_NeighbourRanks):
     (``seit.store.ans_pages``). The default codec: ~5% fewer bytes than ``ctx`` and faster to decode.
 
     Options: those of the transform (``neighbours``, ``list_size`` default 48, ``pair_size`` default 48),
-    ``group`` (samples per group, default 4096: a ~200-byte header shared by the group) and ``level``
+    ``group`` (samples per group, default 4096: a ~160-byte header shared by the group) and ``level``
     (pcodec's compression level 0..12, default 8).
     """
 
@@ -381,7 +381,7 @@ class NeighbourAnsCodec(_NeighbourRanks):
     @classmethod
     def load(cls, grid_shape, codebook_size, params, state) -> Codec:
         model, _ = cls._load_state(codebook_size, params, state)
-        return cls(grid_shape, codebook_size, model, group=int(params.get("group", 4096)), level=int(params["level"]))
+        return cls(grid_shape, codebook_size, model, group=int(params["group"]), level=int(params["level"]))
 
 
 def encoded_bytes(blobs: Sequence[bytes | GroupedBlob]) -> int:

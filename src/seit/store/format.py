@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,7 @@ class ShardLayout:
 
 
 def encode_index(
-    offsets: np.ndarray, labels: np.ndarray, keys: list[str], groups: list[tuple[int, bytes]] = ()
+    offsets: np.ndarray, labels: np.ndarray, keys: list[str], groups: Sequence[tuple[int, bytes]] = ()
 ) -> bytes:
     """Everything after the payload: padding, offsets, labels, keys, the groups' (first sample, header), trailer."""
     n = len(labels)
@@ -129,7 +130,7 @@ def encode_index(
     return b"".join(parts)
 
 
-def encode_groups(groups: list[tuple[int, bytes]]) -> bytes:
+def encode_groups(groups: Sequence[tuple[int, bytes]]) -> bytes:
     if not groups:
         return b""
     first = np.array([f for f, _ in groups], dtype="<u4")

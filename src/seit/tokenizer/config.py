@@ -245,7 +245,7 @@ class TokenizeConfig:
     )
     shard_mb: float = field(128.0, help="target size of a store shard in MB", metavar="MB")
     codec: str | None = field(
-        None, help="per-sample codec of the store (default: the store's default; see `seit store info`)", metavar="NAME"
+        None, help="codec of the store (default: the store's default; see docs/store-codec.md)", metavar="NAME"
     )
     prune: bool = field(
         False, help="keep only the codes the images use (SeiT's 8192 -> 391), renumbered in tokenizer-id order"
