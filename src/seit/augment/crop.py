@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from seit.augment.config import AugmentConfig
+
 CUBIC_A = -0.75  # PyTorch's bicubic kernel coefficient
 RRC_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
 
@@ -68,6 +70,30 @@ def sample_random_boxes(
     left = (u[1] * (width - side + 1)).long().clamp_max(width - side)
     full = torch.full_like(top, side)
     return torch.stack([top, left, full, full], dim=1)
+
+
+def sample_train_crops(
+    config: AugmentConfig,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training crop boxes [B, 4] and horizontal flips (bool [B], None when --hflip-prob is 0) as ``config`` says.
+
+    The one sampler of both training paths (token maps in batches, images one by one in the pixel baseline),
+    so crop area, aspect and flip follow the same distribution by construction, as fractions of the grid or
+    image. ``--crop random`` boxes are ``config.crop_side`` squares.
+    """
+    if config.crop == "rrc":
+        boxes = sample_rrc_boxes(batch, height, width, config.rrc_scale, config.rrc_aspect, generator, device)
+    else:
+        boxes = sample_random_boxes(batch, height, width, config.crop_side(height, width), generator, device)
+    flip = None
+    if config.hflip_prob > 0:
+        flip = torch.rand(batch, generator=generator, device=device) < config.hflip_prob
+    return boxes, flip
 
 
 def center_box(height: int, width: int, side: int) -> tuple[int, int]:

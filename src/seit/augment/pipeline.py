@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from seit.augment.color import color_adapt, emb_noise
 from seit.augment.config import AugmentConfig, AugmentError
-from seit.augment.crop import center_box, resized_crop, sample_random_boxes, sample_rrc_boxes
+from seit.augment.crop import center_box, resized_crop, sample_train_crops
 from seit.augment.eda import replace_synonyms, sample_swaps, swap_patches
 from seit.augment.mix import SoftTargets
 from seit.augment.tables import synonyms_from_codebook
@@ -114,13 +114,7 @@ class TokenAugment:
             swaps = sample_swaps(n_swap, height, width, cfg.swap_scale, gen, self.device)
             ids = ids.index_copy(0, rows, swap_patches(ids[rows], swaps))
 
-        if cfg.crop == "rrc":
-            boxes = sample_rrc_boxes(batch, height, width, cfg.rrc_scale, cfg.rrc_aspect, gen, self.device)
-        else:
-            boxes = sample_random_boxes(batch, height, width, side, gen, self.device)
-        flip = None
-        if cfg.hflip_prob > 0:
-            flip = torch.rand(batch, generator=gen, device=self.device) < cfg.hflip_prob
+        boxes, flip = sample_train_crops(cfg, batch, height, width, gen, self.device)
         x = resized_crop(ids, self.codebook, boxes, side, flip)  # [B, m, m, D]
 
         if n_adapt:  # before the noise, so a partner's statistics are un-noised

@@ -180,7 +180,7 @@ class _PixelEval:
     def __init__(self, cfg, meta, device: torch.device) -> None:
         from seit.engine.pixels import PixelDataset
 
-        self.val_set = PixelDataset(cfg.images, meta.grid_size, train=False)
+        self.val_set = PixelDataset(cfg.images, meta.grid_size)
         self.class_names = meta.class_names or self.val_set.class_names
         if self.val_set.class_names != self.class_names:
             from seit.errors import SeitError

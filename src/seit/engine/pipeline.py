@@ -263,7 +263,12 @@ def _required(value: str | None, flag: str) -> str:
 
 
 class PixelPipeline(_Pipeline):
-    """The baseline: the same ViT on pixels, with DeiT's image augmentation and the same Mixup/CutMix."""
+    """The baseline: the same ViT on pixels, with the token path's crops, flips, Mixup/CutMix and smoothing.
+
+    Token-EDA, Emb-Noise and ColorAdapt act on token ids and code vectors and have no pixel counterpart here
+    (nor does DeiT's RandAugment / Random Erasing): for a like-for-like comparison switch them off on the
+    token run (--synonym-prob 0 --swap-prob 0 --noise-prob 0 --color-adapt-prob 0).
+    """
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
         super().__init__(cfg, info, device)
@@ -271,20 +276,23 @@ class PixelPipeline(_Pipeline):
         from seit.engine.pixels import PixelDataset
 
         d = cfg.data
-        size = cfg.data.image_size
-        self.grid_size = size
-        self.train_set = PixelDataset(
-            d.images,
-            size,
-            train=True,
-            scale=cfg.augment.rrc_scale,
-            ratio=cfg.augment.rrc_aspect,
-            hflip=cfg.augment.hflip_prob,
-        )
-        self.val_set = PixelDataset(d.val_images, size, train=False) if d.val_images else None
+        if cfg.augment.crop_size is not None:
+            raise SeitError(
+                "--crop-size is the token crop's side in tokens; the pixel baseline's input side is --image-size"
+            )
+        self.grid_size = d.image_size
+        self.train_set = PixelDataset(d.images, d.image_size, augment=cfg.augment)
+        self.val_set = PixelDataset(d.val_images, d.image_size) if d.val_images else None
         self.class_names = self.train_set.class_names
         self.num_classes = len(self.class_names)
         self.targets = SoftTargets(cfg.augment, self.num_classes)  # the same Mixup/CutMix as the token path
+        if info.is_main:
+            print(
+                f"[seit] pixel baseline: the token path's crops ({cfg.augment.crop}) and flips (p "
+                f"{cfg.augment.hflip_prob}), Mixup/CutMix and label smoothing; Token-EDA, Emb-Noise and "
+                "ColorAdapt are token-only",
+                flush=True,
+            )
 
     def create_model(self, timm):
         import seit.models  # noqa: F401

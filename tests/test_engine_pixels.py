@@ -1,0 +1,122 @@
+"""The pixel baseline crops and flips as the token path does: one TrainConfig, one distribution.
+
+Both paths get an input whose value is its own coordinate (a ramp image; ids whose code vector is the
+token's (x, y)), so the slope of a model input gives back the crop box it was cut from: width and height
+as fractions of the grid or image, and a negative x slope for a flipped crop. Seeds are fixed; the
+tolerances are many standard errors wide.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seit.augment import AugmentConfig, TokenAugment
+from seit.engine.config import TrainConfig
+from seit.engine.pipeline import PixelPipeline
+from seit.engine.pixels import PixelDataset
+from seit.errors import SeitError
+from seit.utils.dist import DistInfo
+
+GRID = 32  # token grid (SeiT's, cropped to 28)
+IMAGE, PIXELS = 64, 32  # ramp image and pixel model input
+DRAWS = 800
+# only the geometry: no Token-EDA, noise, colour or mixing, which would blur the ramps
+PLAIN = dict(synonym_prob=0.0, swap_prob=0.0, noise_prob=0.0, color_adapt_prob=0.0, cutmix=0.0, smoothing=0.0)
+
+
+def boxes_from_ramps(x: torch.Tensor, y: torch.Tensor, side: int, extent: int, step: float) -> np.ndarray:
+    """[N, side, side] coordinate maps (value = step * coordinate) -> [N, 3]: width, height fractions, flipped."""
+    lo, hi = side // 4, 3 * side // 4  # interior rows/columns: resampling a ramp is exact there
+    slope_x = (x[:, lo:hi, hi] - x[:, lo:hi, lo]).mean(1) / (hi - lo) / step
+    slope_y = (y[:, hi, lo:hi] - y[:, lo, lo:hi]).mean(1) / (hi - lo) / step
+    width, height = slope_x.abs() * side / extent, slope_y * side / extent
+    return torch.stack([width, height, (slope_x < 0).double()], 1).numpy()
+
+
+def token_boxes(augment: AugmentConfig) -> np.ndarray:
+    yy, xx = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
+    codebook = torch.stack([xx.flatten(), yy.flatten()], 1).float()  # code i = (x, y) of token i
+    ids = torch.arange(GRID * GRID).view(1, GRID, GRID).expand(DRAWS, -1, -1)
+    aug = TokenAugment(augment, codebook, num_classes=2, seed=0)
+    x, _ = aug.train(ids, torch.zeros(DRAWS, dtype=torch.long))
+    return boxes_from_ramps(x[:, 0].double(), x[:, 1].double(), x.shape[-1], GRID, 1.0)
+
+
+@pytest.fixture(scope="module")
+def ramp_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ramps")
+    yy, xx = np.meshgrid(np.arange(IMAGE), np.arange(IMAGE), indexing="ij")
+    rgb = np.stack([xx * 4, yy * 4, np.zeros_like(xx)], -1).astype(np.uint8)
+    for name in ("ramp", "ramp-too"):  # two classes, one image each
+        (root / name).mkdir()
+        Image.fromarray(rgb).save(root / name / "ramp.png")
+    return root
+
+
+def pixel_boxes(folder, augment: AugmentConfig) -> np.ndarray:
+    dataset = PixelDataset(str(folder), PIXELS, augment=augment)
+    torch.manual_seed(0)
+    crops = torch.stack([dataset[0][0] for _ in range(DRAWS)]).double()
+    return boxes_from_ramps(crops[:, 0], crops[:, 1], PIXELS, IMAGE, 4.0)
+
+
+def summary(boxes: np.ndarray) -> dict[str, float]:
+    area, log_aspect = boxes[:, 0] * boxes[:, 1], np.log(boxes[:, 0] / boxes[:, 1])
+    stats = {f"area_q{q}": np.quantile(area, q / 100) for q in (10, 50, 90)}
+    stats |= {f"log_aspect_q{q}": np.quantile(log_aspect, q / 100) for q in (10, 50, 90)}
+    return stats | {"flip_rate": boxes[:, 2].mean()}
+
+
+def test_pixel_and_token_crops_follow_one_distribution(ramp_folder):
+    """SeiT's token setting (crops of 35-100% area, flip 0.5): the pixel path must draw the same crops."""
+    augment = AugmentConfig(**PLAIN, rrc_scale=(0.35, 1.0), hflip_prob=0.5)
+    tokens, pixels = summary(token_boxes(augment)), summary(pixel_boxes(ramp_folder, augment))
+    for name, value in tokens.items():
+        assert pixels[name] == pytest.approx(value, abs=0.06), name
+    assert tokens["area_q10"] > 0.35 and pixels["flip_rate"] == pytest.approx(0.5, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    "setting, check",
+    [
+        ({"rrc_scale": (0.5, 1.0)}, lambda b: (b[:, 0] * b[:, 1] > 0.47).all()),
+        ({"rrc_scale": (0.08, 0.2)}, lambda b: (b[:, 0] * b[:, 1] < 0.23).all()),
+        ({"rrc_aspect": (1.0, 1.0)}, lambda b: (np.abs(np.log(b[:, 0] / b[:, 1])) < 0.07).all()),
+        ({"rrc_aspect": (1.5, 2.0)}, lambda b: (b[:, 0] / b[:, 1] > 1.4).mean() > 0.9),
+        ({"hflip_prob": 0.0}, lambda b: (b[:, 2] == 0).all()),
+        ({"hflip_prob": 1.0}, lambda b: (b[:, 2] == 1).all()),
+        ({"crop": "random", "crop_ratio": 0.5}, lambda b: (np.abs(b[:, :2] - 0.5) < 0.03).all()),
+    ],
+    ids=["scale-min", "scale-max", "aspect-square", "aspect-wide", "no-flip", "always-flip", "random-crop"],
+)
+def test_each_crop_setting_reaches_the_pixel_path(ramp_folder, setting, check):
+    augment = AugmentConfig(**PLAIN, **setting)
+    assert check(pixel_boxes(ramp_folder, augment))
+    assert check(token_boxes(augment))  # the same rule holds for the token path
+
+
+def test_pixel_pipeline_applies_the_configured_crops_mixing_and_smoothing(ramp_folder, capsys):
+    cfg = TrainConfig()
+    cfg.data.images, cfg.data.image_size = str(ramp_folder), PIXELS
+    cfg.augment = dataclasses.replace(cfg.augment, hflip_prob=1.0, smoothing=0.2, cutmix=0.0, mixup=0.0)
+    pipe = PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
+    assert pipe.train_set.augment is cfg.augment and "Token-EDA, Emb-Noise and ColorAdapt" in capsys.readouterr().out
+    _, targets = pipe.train_batch(torch.zeros(2, 3, PIXELS, PIXELS, dtype=torch.uint8), torch.tensor([0, 0]))
+    assert targets[0].tolist() == pytest.approx([0.9, 0.1])  # label smoothing 0.2 over two classes
+    cfg.augment = dataclasses.replace(cfg.augment, cutmix=1.0)
+    pipe = PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
+    pipe.reseed(3)
+    images = torch.stack([torch.zeros(3, PIXELS, PIXELS), torch.full((3, PIXELS, PIXELS), 255.0)]).byte()
+    x, targets = pipe.train_batch(images, torch.tensor([0, 1]))
+    assert 0 < targets[0, 1] < 1 and x[0].std() > 0  # CutMix pasted part of the other image and label
+
+
+def test_crop_size_is_refused_for_pixels(ramp_folder):
+    cfg = TrainConfig()
+    cfg.data.images = str(ramp_folder)
+    cfg.augment = dataclasses.replace(cfg.augment, crop_size=24)
+    with pytest.raises(SeitError, match=r"--crop-size is the token crop.s side in tokens.*--image-size"):
+        PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
