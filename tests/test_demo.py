@@ -37,7 +37,6 @@ def test_quick_demo_token_model_learns_far_above_chance(quick):
     assert acc["tokens_top1"] >= acc["chance_top1"] + 12  # measured: 46% (4 classes)
     # the val store holds exactly what on-the-fly tokenization of the val images gives
     assert acc["tokens_top1_on_store"] == acc["tokens_top1"]
-    assert report["total_seconds"] < 15 * 60  # a loose bound: the budget is 3 minutes here
 
 
 def test_quick_demo_sizes_are_the_files_on_disk(quick):

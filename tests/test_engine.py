@@ -153,13 +153,12 @@ def test_sigterm_checkpoints_and_resume_finishes_the_same_run(stores, uninterrup
     proc = subprocess.Popen(
         [sys.executable, "-m", "seit", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+    while proc.poll() is None:  # the run ends by itself (exit 0, failing below) if it is never signalled
         if (out / "metrics.jsonl").exists() and len(losses(out)) >= 2:
             proc.send_signal(signal.SIGTERM)
             break
         time.sleep(0.05)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate()
     assert proc.returncode == 75, err
     stopped = torch.load(out / "last.pt", weights_only=True)["global_step"]
     assert 2 <= stopped < 12 and not (out / "model.safetensors").exists()

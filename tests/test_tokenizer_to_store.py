@@ -114,10 +114,8 @@ def test_sigkill_then_rerun_continues_without_duplicates_or_redoing_durable_work
     cmd = [sys.executable, "-m", "seit", "tokenize", str(tmp_path / "imgs"), "--tokenizer", str(tok_path)]
     cmd += ["--out", str(out), "--shard-mb", "0.0002", "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]
     child = subprocess.Popen(cmd, env=KILL_CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out / "shard-00000-000003.tok").exists():
+    while not (out / "shard-00000-000003.tok").exists():  # the child ends by itself if it never writes one
         assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "no shard appeared"
         time.sleep(0.002)
     child.send_signal(signal.SIGKILL)
     child.wait()
