@@ -281,3 +281,60 @@ def test_the_stem_reads_the_codebook_dimension(stores, tmp_path, capsys):
     assert "reads 4-dim codes" in capsys.readouterr().out
     model, _, meta = load_classifier(out / "model.safetensors")
     assert meta.in_chans == 4 and model.patch_embed.proj.weight.shape[1] == 4
+
+
+def test_best_json_names_the_weights_that_scored_higher_and_eval_of_the_run_uses_them(stores, uninterrupted, tmp_path):
+    best = json.loads((uninterrupted / "best.json").read_text())
+    model, ema = (read_metrics(uninterrupted / "metrics.jsonl", kind)[-1] for kind in ("eval", "eval_ema"))
+    assert model["step"] == ema["step"] == best["step"] == 12
+    assert best["top1"] == {"model": model["top1"], "ema": ema["top1"]} and best["chosen_by"] == "val top-1"
+    assert best["file"] == ("model_ema.safetensors" if ema["top1"] > model["top1"] else "model.safetensors")
+    assert best["ema_horizon_steps"] == pytest.approx(25_000)
+    assert read_metrics(uninterrupted / "metrics.jsonl", "best")[-1]["file"] == best["file"]
+    # `seit eval RUN` evaluates that file
+    args = ["eval", str(uninterrupted), "--store", str(stores[1]), "--num-workers", "0", "--output", str(tmp_path)]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["checkpoint"] == str(uninterrupted / best["file"])
+    assert report["top1"] == pytest.approx(best["top1"][best["weights"]])
+
+
+@pytest.mark.parametrize(
+    "decay, warned, best", [("0.99996", True, "model.safetensors"), ("0.5", False, "model_ema.safetensors")]
+)
+def test_an_ema_horizon_longer_than_the_run_is_announced(stores, tmp_path, capsys, decay, warned, best):
+    """Two steps, stopped mid-epoch (no evaluation there): the EMA is handed on only if its horizon fits the run."""
+    args = train_args(stores, tmp_path, "--max-steps", "2", "--warmup-epochs", "0", "--model-ema-decay", decay)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert ("EMA decay 0.99996 averages over ~25,000 steps, more than this run's 2:" in printed) == warned
+    assert json.loads((tmp_path / "best.json").read_text())["chosen_by"] == "EMA horizon vs steps"
+    assert f"best is {best}" in printed and f"[seit] done: {tmp_path / best}" in printed
+
+
+@pytest.mark.parametrize("model, ema, best", [(40.0, 55.0, "model_ema.safetensors"), (40.0, 40.0, "model.safetensors")])
+def test_the_better_validation_top1_at_the_last_step_wins(tmp_path, model, ema, best):
+    from seit.engine.metrics import MetricsLogger
+    from seit.engine.train import _record_best
+
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log("eval", 5, {"top1": 90.0})  # an earlier evaluation does not count
+    logger.log("eval", 10, {"top1": model})
+    logger.log("eval_ema", 10, {"top1": ema})
+    assert _record_best(TrainConfig(), tmp_path, logger, 10) == (tmp_path / best, max(model, ema))
+    assert json.loads((tmp_path / "best.json").read_text())["file"] == best
+
+
+@pytest.mark.parametrize(
+    "content, error",
+    [
+        (None, "a folder without best.json"),
+        ('{"file": "../elsewhere/model.safetensors"}', "names '../elsewhere/model.safetensors', not model"),
+        ("{not json", "best.json: unreadable"),
+    ],
+)
+def test_eval_of_a_folder_needs_a_sound_best_json(stores, tmp_path, capsys, content, error):
+    if content is not None:
+        (tmp_path / "best.json").write_text(content)
+    assert main(["eval", str(tmp_path), "--store", str(stores[1]), "--num-workers", "0"]) == 1
+    assert error in capsys.readouterr().err

@@ -10,11 +10,12 @@ from seit.engine.config import EvalConfig
 
 EXAMPLES = """\
 examples:
-  seit eval runs/s32/model_ema.safetensors --store data/val.store --output runs/s32/eval
+  # a training run's folder: the classifier its best.json names (model or EMA weights, whichever did better)
+  seit eval runs/s32 --store data/val.store --output runs/s32/eval
   # SeiT's evaluate_on_images: tokenize on the fly, centre-crop the grid, classify
-  seit eval runs/s32/model_ema.safetensors --images photos/val --tokenizer runs/tok/tokenizer.safetensors
-  # the pixel baseline on the same images
-  seit eval runs/pixel/model.safetensors --images photos/val
+  seit eval runs/s32 --images photos/val --tokenizer runs/tok/tokenizer.safetensors
+  # the pixel baseline on the same images; or name a file
+  seit eval runs/pixel/model_ema.safetensors --images photos/val
   # a released SeiT classifier on SeiT's released validation tokens
   seit eval trained-vit.ckpt --token-file imagenet1k-val-token.data.bin.gz --label-file imagenet1k-val-label.txt \\
       --codebook-path codebook.ckpt

@@ -28,7 +28,9 @@ examples:
   seit train --images photos/train --val-images photos/val --model deit_small_pixel_16 --grid-size 224
 
 outputs (in --output): last.pt (resumable checkpoint), model.safetensors and model_ema.safetensors
-(weights + codebook + metadata, for `seit eval`), metrics.jsonl, tb/ (TensorBoard).
+(weights + codebook + metadata, for `seit eval`), best.json (which of the two did better on the
+validation set at the end; `seit eval OUTPUT` uses that one), metrics.jsonl, tb/ (TensorBoard).
+An EMA whose horizon 1/(1 - decay) exceeds the run's steps lags the model: the run says so at start.
 """
 
 
@@ -64,5 +66,5 @@ def _run(args: argparse.Namespace) -> int:
     if result.preempted:
         print(f"[seit] preempted: checkpoint saved to {result.output / 'last.pt'}; rerun with --resume auto")
         return EXIT_PREEMPTED
-    print(f"[seit] done: {result.output / 'model.safetensors'}")
+    print(f"[seit] done: {result.best}")
     return 0

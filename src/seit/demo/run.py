@@ -28,7 +28,7 @@ from seit.demo.config import DemoConfig, DemoSize
 from seit.errors import SeitError
 
 STATE = "demo-state.json"
-STATE_VERSION = 2  # bump when a stage records other fields: an older state is then redone, not misread
+STATE_VERSION = 3  # bump when a stage records other fields: an older state is then redone, not misread
 
 
 class _Stages:
@@ -274,7 +274,7 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, *, tokens:
         "epochs": size.epochs,
         "steps": result.global_step,
         "samples": result.global_step * size.batch_size,
-        "val_top1": result.final_eval.top1 if result.final_eval else None,
+        "val_top1": result.best_top1,  # of the weights best.json names, which the evaluate stage uses
         "parameters": _parameters(Path(t.run.output) / "model.safetensors"),
     }
 
@@ -291,12 +291,13 @@ def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
 
     paths.report.mkdir(parents=True, exist_ok=True)
     results = {}
+    # a run folder stands for its better weights (model or EMA, as its best.json says)
     runs = {
         "tokens": EvalConfig(
-            checkpoint=str(paths.token_model), images=str(paths.data / "val"), tokenizer=str(paths.tokenizer)
+            checkpoint=str(paths.token_run), images=str(paths.data / "val"), tokenizer=str(paths.tokenizer)
         ),
-        "pixels": EvalConfig(checkpoint=str(paths.pixel_model), images=str(paths.data / "val")),
-        "tokens_on_store": EvalConfig(checkpoint=str(paths.token_model), store=str(paths.val_store)),
+        "pixels": EvalConfig(checkpoint=str(paths.pixel_run), images=str(paths.data / "val")),
+        "tokens_on_store": EvalConfig(checkpoint=str(paths.token_run), store=str(paths.val_store)),
     }
     for name, ecfg in runs.items():
         ecfg.num_workers, ecfg.device = cfg.num_workers, cfg.device
@@ -544,6 +545,6 @@ Tokenizer after {f["settings"]["tokenizer_steps"]} steps: PSNR {tok.get("psnr", 
 
     seit store info {paths.train_store}
     seit decode {paths.val_store} --tokenizer {paths.tokenizer} --grid decoded.png
-    seit eval {paths.token_model} --images {paths.data / "val"} --tokenizer {paths.tokenizer}
-    seit eval {paths.pixel_model} --images {paths.data / "val"}
+    seit eval {paths.token_run} --images {paths.data / "val"} --tokenizer {paths.tokenizer}
+    seit eval {paths.pixel_run} --images {paths.data / "val"}
 """

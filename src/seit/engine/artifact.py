@@ -92,3 +92,31 @@ def read_classifier_weights(path: str | Path) -> dict[str, torch.Tensor]:
             return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         return tensors
     return convert_seit_state_dict(read_seit_state_dict(path))
+
+
+MODEL_FILE, EMA_FILE = "model.safetensors", "model_ema.safetensors"
+BEST_FILE = "best.json"  # in a run folder: which of the two classifiers to use, and why
+
+
+def write_best(run: str | Path, weights: str, chosen_by: str, **figures: Any) -> Path:
+    """Record in ``run/best.json`` which weights ("model" or "ema") a run hands on; returns that file."""
+    from seit.utils.io import atomic_write_json
+
+    name = EMA_FILE if weights == "ema" else MODEL_FILE
+    atomic_write_json(Path(run) / BEST_FILE, {"file": name, "weights": weights, "chosen_by": chosen_by, **figures})
+    return Path(run) / name
+
+
+def best_classifier(run: str | Path) -> Path:
+    """The classifier file a training run's ``best.json`` names (only ever one of the run's own two files)."""
+    pointer = Path(run) / BEST_FILE
+    fix = f"give the classifier file instead ({Path(run) / MODEL_FILE} or {EMA_FILE})"
+    try:
+        name = json.loads(pointer.read_text())["file"]
+    except FileNotFoundError:
+        raise SeitError(f"{run}: a folder without {BEST_FILE} (not a finished seit train run); {fix}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SeitError(f"{pointer}: unreadable ({e}); {fix}") from None
+    if name not in (MODEL_FILE, EMA_FILE):
+        raise SeitError(f"{pointer}: names {name!r}, not {MODEL_FILE} or {EMA_FILE}; {fix}")
+    return Path(run) / name

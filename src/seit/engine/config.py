@@ -110,8 +110,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     checkpoint: str = field(
-        help="classifier: model.safetensors / model_ema.safetensors from seit train, or a SeiT checkpoint "
-        "(checkpoint.pth, trained-vit.ckpt; then --codebook-path is needed)",
+        help="classifier: a seit train output folder (the file its best.json names), model.safetensors / "
+        "model_ema.safetensors from seit train, or a SeiT checkpoint (checkpoint.pth, trained-vit.ckpt; then "
+        "--codebook-path is needed)",
         positional=True,
     )
     store: str | None = field(None, help="evaluate on this token store (path or fsspec URL)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,7 +230,14 @@ def load_any_classifier(cfg, device: torch.device):
 
 
 def run_eval(cfg) -> EvalResult:
-    """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer."""
+    """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer.
+
+    A training run's folder stands for the classifier its best.json names (model or EMA weights).
+    """
+    if Path(cfg.checkpoint).is_dir():
+        from seit.engine.artifact import best_classifier
+
+        cfg = dataclasses.replace(cfg, checkpoint=str(best_classifier(cfg.checkpoint)))
     with seit_dist.process_group(cfg.device) as info:
         return _run_eval(cfg, info)
 

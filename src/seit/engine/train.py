@@ -23,10 +23,10 @@ import torch
 import torch.distributed as dist
 
 from seit.config import to_dict
-from seit.engine.artifact import read_classifier_weights, save_classifier
+from seit.engine.artifact import BEST_FILE, EMA_FILE, MODEL_FILE, read_classifier_weights, save_classifier, write_best
 from seit.engine.config import TrainConfig
 from seit.engine.evaluate import EvalResult, evaluate
-from seit.engine.metrics import MetricsLogger
+from seit.engine.metrics import MetricsLogger, read_metrics
 from seit.engine.pipeline import build_pipeline
 from seit.errors import SeitError
 from seit.utils import dist as seit_dist
@@ -48,6 +48,8 @@ class TrainResult:
     preempted: bool
     final_eval: EvalResult | None
     final_eval_ema: EvalResult | None
+    best: Path | None = None  # the classifier file best.json names (None when preempted)
+    best_top1: float | None = None  # its validation top-1 at the last step, when evaluated there
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -197,6 +199,8 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
             f"the training data has {pipe.num_train} samples, fewer than one global batch "
             f"({cfg.optim.batch_size} x {info.world_size} processes): lower --batch-size"
         )
+    if ema is not None and info.is_main:
+        _warn_long_ema_horizon(cfg, pipe.steps_per_epoch(position=0))
     criterion = SoftTargetCrossEntropy()
     batch_global = cfg.optim.batch_size * info.world_size
     with Preemption() as preemption:
@@ -279,13 +283,66 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
             if cfg.run.max_steps is not None and global_step >= cfg.run.max_steps:
                 break
 
+    best = best_top1 = None
     if info.is_main and not preempted:
-        save_classifier(out / "model.safetensors", model, pipe.meta(cfg), pipe.codebook_for_artifact())
+        save_classifier(out / MODEL_FILE, model, pipe.meta(cfg), pipe.codebook_for_artifact())
         if ema is not None:
-            save_classifier(out / "model_ema.safetensors", ema.module, pipe.meta(cfg), pipe.codebook_for_artifact())
+            save_classifier(out / EMA_FILE, ema.module, pipe.meta(cfg), pipe.codebook_for_artifact())
+        best, best_top1 = _record_best(cfg, out, logger, global_step)
     logger.close()
     seit_dist.barrier()
-    return TrainResult(out, global_step, epoch, preempted, final_eval, final_eval_ema)
+    return TrainResult(out, global_step, epoch, preempted, final_eval, final_eval_ema, best, best_top1)
+
+
+def ema_horizon(decay: float) -> float:
+    """Steps an EMA of this decay averages over (1 / (1 - decay))."""
+    return 1.0 / (1.0 - decay) if decay < 1.0 else math.inf
+
+
+def _warn_long_ema_horizon(cfg: TrainConfig, steps_per_epoch: int) -> None:
+    planned = cfg.optim.epochs * steps_per_epoch
+    if cfg.run.max_steps is not None:
+        planned = min(planned, cfg.run.max_steps)
+    horizon = ema_horizon(cfg.optim.model_ema_decay)
+    if horizon > planned:
+        print(
+            f"[seit] EMA decay {cfg.optim.model_ema_decay} averages over ~{horizon:,.0f} steps, more than this run's "
+            f"{planned:,}: the EMA weights will lag the model. Both are evaluated and "
+            f"{Path(cfg.run.output) / BEST_FILE} names the better file (--model-ema-decay "
+            f"{1 - 10 / max(planned, 10):.4g} would average over a tenth of the run)",
+            flush=True,
+        )
+
+
+def _record_best(cfg: TrainConfig, out: Path, logger: MetricsLogger, step: int) -> tuple[Path, float | None]:
+    """Write best.json (and a "best" metrics record): the model or EMA weights, whichever did better.
+
+    Chosen by validation top-1 at the last step (read back from metrics.jsonl, so a rerun of a finished run
+    chooses the same); without that evaluation, by the EMA horizon: the EMA only if it spans fewer steps
+    than the run took.
+    """
+    top1 = {}
+    if logger.path.exists():
+        for weights, kind in (("model", "eval"), ("ema", "eval_ema")):
+            at_end = [r["top1"] for r in read_metrics(logger.path, kind) if r["step"] == step]
+            if at_end:
+                top1[weights] = at_end[-1]
+    horizon = ema_horizon(cfg.optim.model_ema_decay)
+    if not cfg.optim.model_ema:
+        weights, chosen_by = "model", "no EMA"
+    elif len(top1) == 2:
+        weights, chosen_by = ("ema" if top1["ema"] > top1["model"] else "model"), "val top-1"
+    else:
+        weights, chosen_by = ("ema" if horizon <= step else "model"), "EMA horizon vs steps"
+    figures = {"step": step, "top1": top1}
+    if cfg.optim.model_ema:
+        figures["ema_decay"] = cfg.optim.model_ema_decay
+        figures["ema_horizon_steps"] = round(horizon, 1) if math.isfinite(horizon) else None
+    best = write_best(out, weights, chosen_by, **figures)
+    logger.log("best", step, {"file": best.name, "weights": weights, "chosen_by": chosen_by, "top1": top1})
+    scores = ", ".join(f"{'EMA' if k == 'ema' else k} {v:.2f}%" for k, v in top1.items())
+    print(f"[seit] final{' top-1 ' + scores if scores else ''}: best is {best.name} ({chosen_by}; {BEST_FILE})")
+    return best, top1.get(weights)
 
 
 def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
