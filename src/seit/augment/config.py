@@ -27,7 +27,9 @@ class AugmentConfig:
     )
     crop_ratio: float = field(0.875, help="m / grid side when --crop-size is not given (SeiT --eval-crop-ratio)")
     rrc_scale: tuple[float, float] = field(
-        (0.08, 1.0), help="RRC area range as fractions of the grid (SeiT --rrc-ratio sets the minimum)"
+        (0.08, 1.0),
+        help="RRC area range as fractions of the grid (of the image for the pixel baseline; SeiT --rrc-ratio sets "
+        "the minimum)",
     )
     rrc_aspect: tuple[float, float] = field(
         (3 / 4, 4 / 3), help="RRC aspect-ratio (width / height) range, torchvision's default as in SeiT"

@@ -66,5 +66,6 @@ def _run(args: argparse.Namespace) -> int:
     if result.preempted:
         print(f"[seit] preempted: checkpoint saved to {result.output / 'last.pt'}; rerun with --resume auto")
         return EXIT_PREEMPTED
-    print(f"[seit] done: {result.best}")
+    if result.best is not None:  # the main process: the better of model and EMA weights (best.json)
+        print(f"[seit] done: {result.best}")
     return 0
