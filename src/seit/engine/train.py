@@ -48,7 +48,7 @@ class TrainResult:
     preempted: bool
     final_eval: EvalResult | None
     final_eval_ema: EvalResult | None
-    best: Path | None = None  # the classifier file best.json names (None when preempted)
+    best: Path | None = None  # the classifier file best.json names (main process, not preempted)
     best_top1: float | None = None  # its validation top-1 at the last step, when evaluated there
 
 
