@@ -279,7 +279,7 @@ class _NeighbourRanks(Codec):
                 f"{cls.VERSION}); upgrade seit or rewrite the store"
             )
         try:
-            raw = ZstdFrames().decompress_many([state], _MAX_STATE_BYTES)[0]
+            raw = ZstdFrames().decompress_large(state, _MAX_STATE_BYTES)
             arrays = parse_npz(raw, "state")
         except StoreError as e:
             raise StoreError(f"{cls.name} codec state is unreadable ({e}); the store's codec file is damaged") from None

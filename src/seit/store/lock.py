@@ -27,7 +27,7 @@ class WriterLock:
             except BlockingIOError:
                 holder = os.read(fd, 200).decode(errors="replace").split()
                 os.close(fd)
-                pid, host = (holder + ["?", "?"])[:2]
+                pid, host = [*holder, "?", "?"][:2]
                 raise StoreError(
                     f"{directory}: already being written by pid {pid} (host {host}); wait for it to finish, or stop "
                     "it and re-run with --resume (resume=True)"

@@ -335,23 +335,25 @@ class StoreWriter:
     def _write_record(self, complete: bool) -> None:
         atomic_write_json(
             self.path / part_name(self.part),
-            sealed({
-                "format": PART_FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "part": self.part,
-                "complete": complete,
-                "grid_shape": list(self.grid_shape),
-                "codebook_size": self.codebook_size,
-                "ids_dtype": self.ids_dtype.name,
-                "class_names": self.class_names,
-                "codec_name": self.codec_name,
-                "codec": self._codec_entry,
-                "arrays": self._arrays_entries,
-                "config": self.config,
-                "writer": {"shard_bytes": self.shard_bytes, "fit_samples": self.fit_samples},
-                "created": {"time": self._created, "host": platform.node(), "seit_version": __version__},
-                "shards": self._shards,
-            }),
+            sealed(
+                {
+                    "format": PART_FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "part": self.part,
+                    "complete": complete,
+                    "grid_shape": list(self.grid_shape),
+                    "codebook_size": self.codebook_size,
+                    "ids_dtype": self.ids_dtype.name,
+                    "class_names": self.class_names,
+                    "codec_name": self.codec_name,
+                    "codec": self._codec_entry,
+                    "arrays": self._arrays_entries,
+                    "config": self.config,
+                    "writer": {"shard_bytes": self.shard_bytes, "fit_samples": self.fit_samples},
+                    "created": {"time": self._created, "host": platform.node(), "seit_version": __version__},
+                    "shards": self._shards,
+                }
+            ),
         )
 
     # ---- finishing ------------------------------------------------------------------------------------
@@ -403,9 +405,10 @@ def _read_record(path: Path, part: int) -> dict[str, Any]:
     name = part_name(part)
     if not files.exists(name):
         raise StoreError(f"{files.where(name)}: missing: part {part} was never started (or its directory differs)")
-    record = validate_record(load_json(files.read_bytes(name, MAX_MANIFEST_BYTES), files.where(name)), files.where(name))
+    where = files.where(name)
+    record = validate_record(load_json(files.read_bytes(name, MAX_MANIFEST_BYTES), where), where)
     if record["part"] != part:
-        raise StoreError(f"{files.where(name)}: holds part {record['part']} (corrupt writer record)")
+        raise StoreError(f"{where}: holds part {record['part']} (corrupt writer record)")
     return record
 
 
