@@ -143,6 +143,14 @@ def test_a_small_key_frame_cannot_make_verify_allocate_gigabytes(tmp_path):
     raises_store_error_within(32 << 20, lambda: TokenStore.open(tmp_path / "t").keys, "claims")
 
 
+def test_writers_refuse_keys_longer_than_readers_accept(tmp_path):
+    with StoreWriter(tmp_path / "s", grid_shape=(2,), codebook_size=4) as w:
+        with pytest.raises(StoreError, match="at most 4096 bytes"):
+            w.append(np.zeros(2, dtype=int), 0, "x" * 4097)
+        w.append(np.zeros(2, dtype=int), 0, "é" * 2048)
+    assert TokenStore.open(tmp_path / "s").keys == ["é" * 2048]
+
+
 def test_a_codebook_npy_header_with_a_huge_shape_is_refused(tmp_path):
     write_store(tmp_path / "s", 20, codebook=np.ones((K, 4)))
     header = io.BytesIO()
@@ -302,3 +310,14 @@ def test_format_1_stores_still_read_and_their_shards_are_checked_whole(tmp_path)
     with pytest.raises(StoreError, match="sha256 mismatch"):
         next(iter(TokenStream(tmp_path / "s", 4, shuffle=False)))
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_the_documented_python_reader_reads_a_store_and_checks_its_crcs(tmp_path):
+    ids, labels, keys = write_store(tmp_path / "s", 30, shard_bytes=1 << 20)
+    doc = (Path(__file__).parents[1] / "docs" / "store-format.md").read_text()
+    code = doc.split("## Reading it without seit (Python)")[1].split("```python")[1].split("```")[0]
+    scope: dict = {}
+    exec(code.replace("STORE/", f"{tmp_path / 's'}/"), scope)  # the documented snippet
+    np.testing.assert_array_equal(scope["ids0"], ids[0])
+    np.testing.assert_array_equal(scope["labels"], labels)
+    assert scope["keys"] == keys

@@ -31,6 +31,7 @@ from seit.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_KEY_BYTES,
     MAX_MANIFEST_BYTES,
     PART_FORMAT_NAME,
     codec_state_name,
@@ -285,8 +286,10 @@ class StoreWriter:
             if labels.min() < -1 or labels.max() >= high:
                 raise StoreError(f"labels in [{labels.min()}, {labels.max()}], expected -1 (unlabelled) .. {high - 1}")
         for key in keys:
-            if not isinstance(key, str) or "\n" in key:
-                raise StoreError(f"key {key!r}: keys must be strings without newlines")
+            if not isinstance(key, str) or "\n" in key or len(key.encode()) > MAX_KEY_BYTES:
+                raise StoreError(
+                    f"key {key[:80]!r}: keys must be strings without newlines, of at most {MAX_KEY_BYTES} bytes"
+                )
             if key in self._done_keys:
                 raise StoreError(f"key {key!r} is already in the store; a resumed job must skip writer.done_keys")
         return ids.astype(self.ids_dtype)
