@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 from seit.store import StoreError, TokenStore, verify_store
 from seit.store.format import MANIFEST, TRAILER, json_sha256
 from seit.store.stream import TokenStream
+from seit.store.zstd_frames import ZstdFrames
 from store_util import CODEC_NAMES, K, write_store
 
 MAX_PEAK_BYTES = 64 << 20
 SECONDS_PER_EXAMPLE = 20
 FUZZ = settings(
-    max_examples=80,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -131,7 +132,7 @@ def copy_of(path):
 
 
 @given(codec=st.sampled_from(CODEC_NAMES), which=st.integers(0, 1 << 16), data=st.data())
-@settings(FUZZ, max_examples=160)
+@settings(FUZZ, max_examples=300)
 def test_damaged_files_give_the_right_data_or_a_store_error(stores, codec, which, data):
     path, truth = stores[codec]
     with copy_of(path) as s:
@@ -203,6 +204,27 @@ def test_forged_shard_trailers_and_index_bytes_raise_only_store_errors(stores, c
         raw = raw[:-4] + zlib.crc32(raw[entry["payload_bytes"] : -4]).to_bytes(4, "little")
         (s / entry["file"]).write_bytes(raw)
         entry.update(bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+        m["checksum"] = json_sha256(m)
+        (s / MANIFEST).write_text(json.dumps(m))
+        check_read(s, truth, exact=False)
+
+
+@given(codec=st.sampled_from(CODEC_NAMES), data=st.data())
+@FUZZ
+def test_forged_codec_states_raise_only_store_errors(stores, codec, data):
+    """The codec state's content damaged (inside its zstd frame for the ctx codecs), its sha256 re-computed."""
+    path, truth = stores[codec]
+    with copy_of(path) as s:
+        m = json.loads((s / MANIFEST).read_text())
+        entry = m["codecs"][0]
+        state = (s / entry["file"]).read_bytes()
+        if codec.startswith("ctx"):
+            inner = ZstdFrames().decompress_large(state, 1 << 28)
+            state = ZstdFrames(level=1).compress(data.draw(damage(inner), label="npz"))
+        else:
+            state = data.draw(damage(state), label="state")
+        (s / entry["file"]).write_bytes(state)
+        entry.update(bytes=len(state), sha256=hashlib.sha256(state).hexdigest())
         m["checksum"] = json_sha256(m)
         (s / MANIFEST).write_text(json.dumps(m))
         check_read(s, truth, exact=False)

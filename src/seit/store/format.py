@@ -409,6 +409,7 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
             "with that version, or delete the directory and start over"
         )
     _check_header(record, where)
+    _require(record["created"], {"time": str, "host": str}, f"{where}: created")
     if record.get("codec") is not None:
         _check_file(record["codec"], {**_FILE_KEYS, "name": str, "params": dict}, f"{where}: codec")
     check_seal(record, where)

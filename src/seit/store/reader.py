@@ -25,7 +25,8 @@ class TokenStore:
     """A token store opened for reading; ``store[i] -> (ids, label)``, ``get_batch(indices)``.
 
     ``verify``: check each shard's sha256 before returning its first sample (local: hashes the memory-mapped
-    file once; remote: downloads the shard once). Structural checks (sizes, index, id range) always run.
+    file once; remote: downloads the shard once). The manifest's checksum, each shard's index CRC, each sample's
+    checksum, sizes and id ranges are always checked.
     """
 
     def __init__(self, files: StoreFiles, manifest: dict[str, Any], *, verify: bool = True) -> None:
