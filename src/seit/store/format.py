@@ -191,10 +191,9 @@ def decode_groups(blob: bytes | memoryview, layout: ShardLayout, where: str) -> 
     return first, [body[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
 
-def unzstd(blob: bytes | memoryview, size: int, what: str, where: str, max_size: int = 0) -> bytes:
-    """One zstd frame that must hold exactly ``size`` bytes (or, with ``size = -1``, at most ``max_size``);
-    the size the frame declares is checked before zstd allocates it."""
-    bound = size if size >= 0 else max_size
+def unzstd(blob: bytes | memoryview, bound: int, what: str, where: str, exact: bool = True) -> bytes:
+    """One zstd frame that must hold exactly (or, with ``exact=False``, at most) ``bound`` bytes; the size the
+    frame declares is checked before zstd allocates it."""
     try:
         data = bytes(blob)
         declared = zstandard.frame_content_size(data)
@@ -203,8 +202,8 @@ def unzstd(blob: bytes | memoryview, size: int, what: str, where: str, max_size:
         raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(bound, 1))
     except zstandard.ZstdError as e:
         raise StoreError(f"{where}: corrupt {what} ({e}); re-copy the store") from None
-    if size >= 0 and len(raw) != size:
-        raise StoreError(f"{where}: {what} holds {len(raw)} bytes, the trailer says {size} (corrupt shard)")
+    if exact and len(raw) != bound:
+        raise StoreError(f"{where}: {what} holds {len(raw)} bytes, the trailer says {bound} (corrupt shard)")
     return raw
 
 
@@ -218,7 +217,7 @@ def decode_keys(blob: bytes | memoryview, layout: ShardLayout, where: str) -> li
     if layout.key_text_bytes >= 0:
         raw = unzstd(blob, layout.key_text_bytes, "key list", where)
     else:  # version 1: the size is not recorded; a key is at most MAX_KEY_BYTES
-        raw = unzstd(blob, -1, "key list", where, max_size=samples * (MAX_KEY_BYTES + 1))
+        raw = unzstd(blob, samples * (MAX_KEY_BYTES + 1), "key list", where, exact=False)
     try:
         text = raw.decode()
     except UnicodeDecodeError as e:
@@ -240,9 +239,9 @@ def parse_trailer(
     fields = trailer_struct.unpack(bytes(tail[-trailer_struct.size :]))
     magic = fields[0]
     if magic != (SHARD_MAGIC if version >= 2 else V1_SHARD_MAGIC):
-        other = {SHARD_MAGIC: 2, V1_SHARD_MAGIC: 1}.get(bytes(tail[-trailer_struct.size :][:8]))
-        hint = f" (a format {other} shard in a format {version} store)" if other else ""
-        raise StoreError(f"{where}: not a seit shard or truncated/corrupted (bad trailer magic {magic!r}){hint}")
+        raise StoreError(
+            f"{where}: not a format {version} seit shard, or truncated/corrupted (bad trailer magic {magic!r})"
+        )
     if version >= 2:
         crc = fields[-1]
         if zlib.crc32(tail[:-4]) != crc:
