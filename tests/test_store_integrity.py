@@ -140,6 +140,15 @@ def test_streaming_refuses_a_shard_whose_label_frame_has_a_flipped_bit(tmp_path,
         list(stream)
 
 
+def test_labels_outside_the_class_list_are_refused_at_read_not_only_by_verify(tmp_path):
+    _, labels, _ = write_store(tmp_path / "s", 40, shard_bytes=1 << 20)  # 10 classes
+    forged = labels.astype("<i2").copy()
+    forged[3] = 99
+    forge_shard(tmp_path / "s", 0, labels_blob=zstandard.compress(forged.tobytes()))
+    with pytest.raises(StoreError, match="sample 3 has label 99, outside -1..9"):
+        TokenStore.open(tmp_path / "s", verify=False).get_batch([0])
+
+
 # ---- bounds: nothing is allocated from an unchecked size -------------------------------------------------------
 def test_a_label_frame_claiming_64_gb_is_refused_without_allocating(tmp_path):
     write_store(tmp_path / "s", 40, shard_bytes=1 << 20)
@@ -201,6 +210,13 @@ def test_a_codec_state_claiming_gigabytes_is_refused(tmp_path):
         lambda m: m["codecs"][0].update(bytes=len(state), sha256=hashlib.sha256(state).hexdigest()),
     )
     raises_store_error_within(32 << 20, lambda: TokenStore.open(tmp_path / "s").get_batch([0]), "codec state")
+
+
+def test_files_larger_than_their_kind_can_be_are_not_read(tmp_path, monkeypatch):
+    write_store(tmp_path / "s", 20)
+    monkeypatch.setattr("seit.store.reader.MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(StoreError, match=r"manifest.json: \d+ bytes, more than the 100"):
+        TokenStore.open(tmp_path / "s")
 
 
 def test_a_manifest_grid_of_ten_billion_tokens_is_refused_at_open(tmp_path):
