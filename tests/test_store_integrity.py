@@ -291,6 +291,19 @@ def test_a_second_writer_of_the_same_output_stops_without_touching_the_first(tmp
     set_codebook(tmp_path / "s", np.ones((K, 2)))
 
 
+def test_a_filesystem_without_flock_writes_unguarded_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ids, _, _ = write_store(tmp_path / "s", 20)
+    assert "cannot lock" in caplog.text
+    np.testing.assert_array_equal(TokenStore.open(tmp_path / "s").get_batch(range(20))[0], ids)
+
+
 # ---- format 1 stores (no index CRC) still read, each shard checked by sha256 -----------------------------------
 def write_v1_store(path, n: int = 30):
     """A store as seit wrote it before format 2: raw samples without CRC, 40-byte trailers, no checksum."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import platform
 from pathlib import Path
 
 from seit.store.errors import StoreError
+
+logger = logging.getLogger(__name__)
 
 
 class WriterLock:
@@ -32,6 +35,9 @@ class WriterLock:
                     f"{directory}: already being written by pid {pid} (host {host}); wait for it to finish, or stop "
                     "it and re-run with --resume (resume=True)"
                 ) from None
+            except OSError as e:  # e.g. a network filesystem without flock: write on, unguarded
+                logger.warning("%s: cannot lock (%s); make sure no other writer uses this output", self.path, e)
+                break
             # the holder may have deleted the file between our open and flock: then lock the new one
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
