@@ -26,7 +26,7 @@ def test_store_benchmark_runs_and_its_figures_add_up(tmp_path, capsys):
     assert abs(seit["bits_per_token"] - 8 * seit["bytes"] / (300 * 1024)) < 1e-9
     assert {a["codec"] for a in f["alternatives"]} == {"raw", "zstd", "ctx", "ctx-ans"}
     raw = next(a for a in f["alternatives"] if a["codec"] == "raw")
-    assert raw["samples"] == 300 * 1024 * 2  # 391 codes: two bytes per id
+    assert raw["samples"] == 300 * (1024 * 2 + 4)  # 391 codes: two bytes per id, and a CRC-32 per sample
     assert f["sensitivity"][0]["correlation"] == 0.5
     assert f["entropy_bits_per_token"]["H(X)"]["held_out"] > f["entropy_bits_per_token"]["H(X|left)"]["held_out"]
 

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import fsspec
@@ -27,6 +28,10 @@ from store_util import CODEC_NAMES, K, make_samples, write_store
 
 def shard_files(path):
     return [s["file"] for s in json.loads((Path(path) / MANIFEST).read_text())["shards"]]
+
+
+def entry_payload(path, s: int) -> int:
+    return json.loads((Path(path) / MANIFEST).read_text())["shards"][s]["payload_bytes"]
 
 
 # ---- round trips -------------------------------------------------------------------------------------
@@ -135,8 +140,10 @@ def test_ids_outside_the_codebook_name_the_sample(tmp_path):
     n0 = manifest["shards"][0]["samples"]
     path = tmp_path / "s" / name
     data = bytearray(path.read_bytes())
-    # the raw codec (write_store's default) stores ids as uint16 (K > 256): make sample 1's first id 65535
-    data[32:34] = b"\xff\xff"
+    # the raw codec (write_store's default) stores a CRC-32, then ids as uint16 (K > 256): make sample 1's
+    # first id 65535, with a matching CRC (a forged sample, not a damaged one)
+    data[40:42] = b"\xff\xff"
+    data[36:40] = zlib.crc32(data[40:72]).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=rf"{name}: sample 1 \(store index {n0 + 1}, key '{keys[n0 + 1]}'\).*outside"):
         TokenStore.open(tmp_path / "s", verify=False).get_batch([n0, n0 + 1])
@@ -346,7 +353,8 @@ def test_codebook_and_synonyms_are_stored_and_replaceable(tmp_path):
     with pytest.raises(StoreError, match="NaN"):
         set_codebook(tmp_path / "s", np.full((K, 2), np.nan))
     verify_store(tmp_path / "s", show_progress=False)
-    (tmp_path / "s" / entry["file"]).write_bytes(b"garbage")
+    book_path = tmp_path / "s" / entry["file"]
+    book_path.write_bytes(book_path.read_bytes()[:-1] + b"?")
     with pytest.raises(StoreError, match="sha256 mismatch"):
         _ = TokenStore.open(tmp_path / "s").codebook
 
@@ -405,17 +413,21 @@ def test_store_reads_from_an_fsspec_url(tmp_path, codec):
 def test_shard_layout_is_the_documented_one(tmp_path):
     _, labels, keys = write_store(tmp_path / "s")
     data = (tmp_path / "s" / shard_files(tmp_path / "s")[0]).read_bytes()
-    magic, n, payload, label_bytes, key_bytes, size, _ = TRAILER.unpack(data[-40:])
+    magic, n, payload, label_bytes, key_bytes, size, _, key_text, crc = TRAILER.unpack(data[-48:])
     manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())["shards"][0]
-    assert (magic, n, payload, size) == (b"SEITSHD1", manifest["samples"], manifest["payload_bytes"], 2)
+    assert (magic, n, payload, size) == (b"SEITSHD2", manifest["samples"], manifest["payload_bytes"], 2)
+    assert crc == zlib.crc32(data[payload:-4])  # the index and the trailer before the CRC
     start = payload + (-payload % 8)
     offsets = np.frombuffer(data, "<u4", n + 1, start)
-    assert offsets[0] == 0 and offsets[-1] == payload and np.all(np.diff(offsets) == 32)  # raw: 16 ids x 2 bytes
+    assert offsets[0] == 0 and offsets[-1] == payload and np.all(np.diff(offsets) == 36)  # raw: CRC + 16 ids x 2
+    sample = data[offsets[1] : offsets[2]]
+    assert int.from_bytes(sample[:4], "little") == zlib.crc32(sample[4:])
     pos = start + 4 * (n + 1)
     stored_labels = np.frombuffer(zstandard.decompress(data[pos : pos + label_bytes]), "<i2")
     np.testing.assert_array_equal(stored_labels, labels[:n])
     pos += label_bytes
-    assert zstandard.decompress(data[pos : pos + key_bytes]).decode().split("\n") == keys[:n]
+    key_list = zstandard.decompress(data[pos : pos + key_bytes])
+    assert len(key_list) == key_text and key_list.decode().split("\n") == keys[:n]
     assert pos + key_bytes + TRAILER.size == len(data) == manifest["bytes"]
 
 
@@ -426,7 +438,7 @@ def test_grouped_shards_hold_each_group_header_where_its_samples_are(tmp_path):
     start = 0
     for entry in manifest["shards"]:
         data = (tmp_path / "s" / entry["file"]).read_bytes()
-        *_, label_bytes, key_bytes, _, group_bytes = TRAILER.unpack(data[-40:])
+        *_, label_bytes, key_bytes, _, group_bytes, _, _ = TRAILER.unpack(data[-TRAILER.size :])
         n, payload = entry["samples"], entry["payload_bytes"]
         pos = payload + (-payload % 8) + 4 * (n + 1) + label_bytes + key_bytes
         assert pos + group_bytes + TRAILER.size == len(data)
@@ -454,8 +466,9 @@ def test_a_damaged_group_table_names_the_shard(tmp_path):
     name = shard_files(tmp_path / "s")[0]
     path = tmp_path / "s" / name
     data = bytearray(path.read_bytes())
-    *_, group_bytes = TRAILER.unpack(bytes(data[-40:]))
-    data[-40 - group_bytes] ^= 0x40  # the group count
+    *_, group_bytes, _, _ = TRAILER.unpack(bytes(data[-TRAILER.size :]))
+    data[-TRAILER.size - group_bytes] ^= 0x40  # the group count, with the index CRC to match (a forged table)
+    data[-4:] = zlib.crc32(data[entry_payload(tmp_path / "s", 0) : -4]).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=f"{name}: corrupt group table"):
         TokenStore.open(tmp_path / "s", verify=False).get_batch([0])

@@ -13,8 +13,10 @@ from PIL import Image
 
 import seit
 from seit.cli import main
+from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, load_image
 from seit.store import StoreError, StoreWriter, TokenStore, verify_store
+from seit.store.lock import WriterLock
 from seit.tokenizer import TokenizeConfig, load_tokenizer, tokenize
 from seit.tokenizer.config import TokenizerError
 from seit.tokenizer.render import decode_to_images, store_ids_to_tokenizer
@@ -101,6 +103,18 @@ def test_bad_files_are_reported_and_every_good_image_is_stored(tmp_path, tok, to
         tokenize(config(root, tok_path, out, resize="crop"))
     with pytest.raises(TokenizerError, match="holds the finished store of an earlier run"):
         tokenize(config(root, tok_path, out, resume=False))
+
+
+def test_a_second_tokenize_into_the_same_output_stops_and_the_first_is_untouched(tmp_path, tok_path, tree):
+    root, _, _ = tree
+    out = tmp_path / "s"
+    out.mkdir()
+    first = WriterLock(out, 0)  # what a running `seit tokenize --out s` holds
+    with pytest.raises(SeitError, match=rf"{out}: already being written by pid {os.getpid()}"):
+        tokenize(config(root, tok_path, out))
+    assert os.listdir(out) == [".writer-00000.lock"]
+    first.release()
+    assert len(TokenStore.open(tokenize(config(root, tok_path, out)).store)) > 0
 
 
 KILL_CHILD_ENV = {**os.environ, "PYTHONPATH": SRC, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}

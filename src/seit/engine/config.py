@@ -29,7 +29,7 @@ class DataConfig:
     verify_shards: bool = field(
         False,
         help="with --streaming: read each shard whole and check its sha256 before using it (default: every "
-        "sample's own checksum only; or run `seit store verify` once after copying a store)",
+        "shard's index CRC and every sample's own checksum; or run `seit store verify` once after copying a store)",
     )
     shuffle: str = field(
         "global",

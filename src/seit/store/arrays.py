@@ -16,7 +16,8 @@ import numpy as np
 from seit.store.codec import ids_dtype
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import ARRAY_KINDS, array_name
+from seit.store.format import ARRAY_KINDS, MAX_SIDE_FILE_BYTES, array_name
+from seit.store.npy import parse_npy
 from seit.utils.io import atomic_write_bytes
 
 KINDS = ARRAY_KINDS
@@ -82,15 +83,16 @@ def write_array(directory: Path, kind: str, array: np.ndarray) -> dict[str, Any]
 
 
 def read_checked(files: StoreFiles, entry: dict[str, Any]) -> bytes:
-    """A small file of the store, checked against its manifest sha256."""
-    data = files.read_bytes(entry["file"])
+    """A small file of the store, checked against its manifest size and sha256 before it is used."""
+    where = files.where(entry["file"])
+    size = files.size(entry["file"])
+    if size != entry["bytes"]:
+        raise StoreError(f"{where}: {size} bytes, the manifest says {entry['bytes']} (corrupt file); re-copy the store")
+    data = files.read_bytes(entry["file"], MAX_SIDE_FILE_BYTES)
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise StoreError(f"{files.where(entry['file'])}: sha256 mismatch (corrupt file); re-copy the store")
+        raise StoreError(f"{where}: sha256 mismatch (corrupt file); re-copy the store")
     return data
 
 
 def read_array(files: StoreFiles, entry: dict[str, Any]) -> np.ndarray:
-    arr = np.load(io.BytesIO(read_checked(files, entry)), allow_pickle=False)
-    if list(arr.shape) != entry["shape"]:
-        raise StoreError(f"{files.where(entry['file'])}: shape {list(arr.shape)}, the manifest says {entry['shape']}")
-    return arr
+    return parse_npy(read_checked(files, entry), files.where(entry["file"]), entry["shape"], entry.get("dtype"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ import numpy as np
 from seit.store.ans_pages import AnsPages, GroupedBlob
 from seit.store.errors import StoreError
 from seit.store.neighbour_model import NeighbourModel
+from seit.store.npy import parse_npz
 from seit.store.symbols import SymbolBytes
 from seit.store.zstd_frames import ZstdFrames, train_dictionary
 
@@ -113,27 +115,40 @@ class Codec(ABC):
 
 
 class RawCodec(Codec):
-    """Fixed width: one byte per id for codebooks up to 256 codes, else two (little-endian)."""
+    """Fixed width: one byte per id for codebooks up to 256 codes, else two (little-endian), after the
+    CRC-32 of those bytes (4 bytes, little-endian; stores written before format 2 have none: ``crc32`` False)."""
 
     name = "raw"
 
-    def __init__(self, grid_shape: Sequence[int], codebook_size: int) -> None:
+    def __init__(self, grid_shape: Sequence[int], codebook_size: int, *, crc32: bool = True) -> None:
         super().__init__(grid_shape, codebook_size)
         self.wire = np.dtype(np.uint8 if codebook_size <= 256 else "<u2")
+        self.crc32 = crc32
 
     def encode(self, ids: np.ndarray) -> bytes:
-        return self.check(ids).astype(self.wire).tobytes()
+        data = self.check(ids).astype(self.wire).tobytes()
+        return zlib.crc32(data).to_bytes(4, "little") + data if self.crc32 else data
 
     def decode_many(self, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
-        size = self.numel * self.wire.itemsize
+        head = 4 if self.crc32 else 0
+        size = head + self.numel * self.wire.itemsize
         for i, b in enumerate(blobs):
             if len(b) != size:
                 raise StoreError(f"sample {i} of the batch has {len(b)} bytes, raw codec expects {size}")
-        flat = np.frombuffer(b"".join(blobs), dtype=self.wire)
+            if head and zlib.crc32(b[head:]) != int.from_bytes(b[:head], "little"):
+                raise StoreError(f"sample {i} of the batch is corrupt (checksum mismatch)")
+        flat = np.frombuffer(b"".join(bytes(b[head:]) for b in blobs), dtype=self.wire)
         out = flat.astype(self.dtype).reshape(len(blobs), *self.grid_shape)
         if out.size and out.max() >= self.codebook_size:
             raise StoreError(f"raw sample holds id {out.max()}, outside the codebook of size {self.codebook_size}")
         return out
+
+    def params(self) -> dict[str, Any]:
+        return {"crc32": self.crc32}
+
+    @classmethod
+    def load(cls, grid_shape, codebook_size, params, state) -> Codec:
+        return cls(grid_shape, codebook_size, crc32=params.get("crc32") is True)
 
 
 class ZstdCodec(Codec):
@@ -264,10 +279,9 @@ class _NeighbourRanks(Codec):
                 f"{cls.VERSION}); upgrade seit or rewrite the store"
             )
         try:
-            raw = ZstdFrames().decompress_many([state], _MAX_STATE_BYTES)[0]
-            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except (StoreError, ValueError, OSError) as e:
+            raw = ZstdFrames().decompress_large(state, _MAX_STATE_BYTES)
+            arrays = parse_npz(raw, "state")
+        except StoreError as e:
             raise StoreError(f"{cls.name} codec state is unreadable ({e}); the store's codec file is damaged") from None
         model = NeighbourModel.from_arrays(codebook_size, arrays, int(params.get("pair_size", 0)))
         return model, arrays

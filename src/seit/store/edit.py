@@ -12,7 +12,8 @@ import numpy as np
 from seit.store.arrays import check_array, write_array
 from seit.store.errors import StoreError
 from seit.store.files import is_url, local_path
-from seit.store.format import MANIFEST
+from seit.store.format import MANIFEST, sealed
+from seit.store.lock import WriterLock
 from seit.store.reader import TokenStore
 from seit.store.writer import StoreWriter
 from seit.utils.io import atomic_write_json
@@ -23,13 +24,17 @@ def _set_array(path: str | os.PathLike, kind: str, array: Any) -> dict[str, Any]
         raise StoreError(f"{path}: stores are edited in a local or mounted directory, then copied")
     root = local_path(path)
     with TokenStore.open(root, verify=False) as store:
-        manifest = store.manifest
-        entry = None if array is None else write_array(root, kind, check_array(kind, array, store.codebook_size))
-    old = manifest.get(kind)
-    manifest[kind] = entry
-    atomic_write_json(root / MANIFEST, manifest)  # the new file exists before the manifest names it
-    if old and (entry is None or old["file"] != entry["file"]):
-        (root / old["file"]).unlink(missing_ok=True)
+        lock = WriterLock(root, 0)
+        try:
+            manifest = store.manifest
+            entry = None if array is None else write_array(root, kind, check_array(kind, array, store.codebook_size))
+            old = manifest.get(kind)
+            manifest[kind] = entry
+            atomic_write_json(root / MANIFEST, sealed(manifest))  # the new file exists before the manifest names it
+            if old and (entry is None or old["file"] != entry["file"]):
+                (root / old["file"]).unlink(missing_ok=True)
+        finally:
+            lock.release()
     return entry
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seit.store.errors import StoreError
+from seit.store.format import check_file_name
 
 # Reads of nearby byte ranges are merged when the gap between them is below this (bytes): a local read
 # costs little per request, a request to object storage costs about as much as a few MB of transfer.
@@ -23,6 +24,17 @@ def is_url(path: str | os.PathLike) -> bool:
 
 def local_path(path: str | os.PathLike) -> Path:
     return Path(os.fspath(path).removeprefix("file://"))
+
+
+def inside(root: str | os.PathLike, name: str, where: str) -> Path:
+    """``root/name`` for a file name read from a store's own files: a plain name (see ``check_file_name``) that
+    must not resolve outside ``root``, through symlinks either; anything else raises naming ``where``."""
+    check_file_name(name, where)
+    path = Path(root) / name
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, top]) != top or real == top:
+        raise StoreError(f"{where}: {name!r} resolves outside the store ({real}); a store's files must be in it")
+    return path
 
 
 class StoreFiles:
@@ -53,7 +65,9 @@ class StoreFiles:
         return f"{self.url.rstrip('/')}/{name}"
 
     def _path(self, name: str) -> str:
-        return f"{self.root}/{name}" if not self.is_local else os.path.join(self.root, name)
+        if self.is_local:
+            return os.fspath(inside(self.root, name, self.where(name)))
+        return f"{self.root}/{check_file_name(name, self.where(name))}"
 
     def exists(self, name: str) -> bool:
         return os.path.exists(self._path(name)) if self.is_local else self.fs.exists(self._path(name))
@@ -77,7 +91,11 @@ class StoreFiles:
             "(copy it again, or re-create it)"
         )
 
-    def read_bytes(self, name: str) -> bytes:
+    def read_bytes(self, name: str, limit: int) -> bytes:
+        """A whole file of at most ``limit`` bytes (checked before it is read)."""
+        size = self.size(name)
+        if size > limit:
+            raise StoreError(f"{self.where(name)}: {size} bytes, more than the {limit} such a file can hold (corrupt?)")
         try:
             if self.is_local:
                 return Path(self._path(name)).read_bytes()

@@ -6,7 +6,6 @@ for, and its payload is never decompressed as a whole. Only ids travel: batches 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from seit.store.arrays import read_array, read_checked
 from seit.store.codec import Codec, codec_class, ids_dtype
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import MANIFEST, validate_manifest
+from seit.store.format import MANIFEST, MAX_MANIFEST_BYTES, load_json, validate_manifest
 from seit.store.shard import ShardReader
 from seit.utils.progress import progress
 
@@ -26,7 +25,8 @@ class TokenStore:
     """A token store opened for reading; ``store[i] -> (ids, label)``, ``get_batch(indices)``.
 
     ``verify``: check each shard's sha256 before returning its first sample (local: hashes the memory-mapped
-    file once; remote: downloads the shard once). Structural checks (sizes, index, id range) always run.
+    file once; remote: downloads the shard once). The manifest's checksum, each shard's index CRC, each sample's
+    checksum, sizes and id ranges are always checked.
     """
 
     def __init__(self, files: StoreFiles, manifest: dict[str, Any], *, verify: bool = True) -> None:
@@ -36,11 +36,7 @@ class TokenStore:
         self.grid_shape: tuple[int, ...] = tuple(manifest["grid_shape"])
         self.codebook_size: int = manifest["codebook_size"]
         self.ids_dtype = ids_dtype(self.codebook_size)
-        if manifest["ids_dtype"] != self.ids_dtype.name:
-            raise StoreError(
-                f"{files.where(MANIFEST)}: ids_dtype {manifest['ids_dtype']!r} does not match codebook size "
-                f"{self.codebook_size} ({self.ids_dtype.name}); the manifest is corrupt"
-            )
+        self.format_version: int = manifest["format_version"]
         self.class_names: list[str] | None = manifest.get("class_names")
         shards = manifest["shards"]
         self._starts = np.concatenate([[0], np.cumsum([s["samples"] for s in shards], dtype=np.int64)])
@@ -68,10 +64,7 @@ class TokenStore:
                 "`seit store import-seit`"
             )
         where = files.where(MANIFEST)
-        try:
-            manifest = json.loads(files.read_bytes(MANIFEST))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{where}: not valid JSON ({e}); the manifest is corrupt, re-copy the store") from None
+        manifest = load_json(files.read_bytes(MANIFEST, MAX_MANIFEST_BYTES), where)
         return cls(files, validate_manifest(manifest, where), verify=verify)
 
     # ---- metadata -------------------------------------------------------------------------------------
@@ -135,8 +128,13 @@ class TokenStore:
     # ---- access ---------------------------------------------------------------------------------------
     def _shard(self, s: int) -> ShardReader:
         if s not in self._shards:
-            self._shards[s] = ShardReader(self.files, self.manifest["shards"][s], verify=self.verify)
+            self._shards[s] = self._open_shard(s, self.verify)
         return self._shards[s]
+
+    def _open_shard(self, s: int, verify: bool) -> ShardReader:
+        classes = None if self.class_names is None else len(self.class_names)
+        entry = self.manifest["shards"][s]
+        return ShardReader(self.files, entry, verify=verify, version=self.format_version, num_classes=classes)
 
     def shard_range(self, s: int) -> range:
         """The store indices of shard ``s``'s samples."""
@@ -144,17 +142,11 @@ class TokenStore:
 
     def check_shard(self, s: int) -> None:
         """Re-read shard ``s`` and check its sha256, index, keys and labels (decoding is the caller's)."""
-        reader = ShardReader(self.files, self.manifest["shards"][s], verify=True)
-        reader.check_content()
+        reader = self._open_shard(s, verify=True)
+        if not reader.verified:  # format 1 shards are checked on opening
+            reader.check_content()
         self._shards[s] = reader
         reader.sample_keys()
-        high = len(self.class_names) if self.class_names is not None else 1 << 31
-        bad = np.flatnonzero((reader.labels < -1) | (reader.labels >= high))
-        if bad.size:
-            j = int(bad[0])
-            raise StoreError(
-                f"{reader.where}: sample {j} has label {int(reader.labels[j])}, outside -1..{high - 1} (corrupt shard)"
-            )
 
     def codec_for(self, c: int) -> Codec:
         """Codec ``c`` of the manifest, loaded and checked."""

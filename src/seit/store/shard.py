@@ -12,7 +12,7 @@ from seit.store.ans_pages import GroupedBlob
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
 from seit.store.format import (
-    TRAILER,
+    FORMAT_VERSION,
     check_offsets,
     decode_groups,
     decode_keys,
@@ -99,12 +99,21 @@ def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int) -> list[tuple[i
 class ShardReader:
     """Random access to one shard: memory-mapped when local, byte ranges through fsspec otherwise.
 
-    Construction reads only the index (checking size and trailer against the manifest). With ``verify``,
-    the whole file's sha256 is checked before the first sample is returned (remote shards are then
-    served from that downloaded copy).
+    Construction reads only the index, checks its CRC, then its sizes against the manifest entry and the
+    labels against ``num_classes``. With ``verify``, the whole file's sha256 is checked before the first
+    sample is returned (remote shards are then served from that downloaded copy). Format 1 shards have no
+    index CRC, so they are always checked by sha256, before their index is read.
     """
 
-    def __init__(self, files: StoreFiles, entry: dict[str, Any], *, verify: bool = True) -> None:
+    def __init__(
+        self,
+        files: StoreFiles,
+        entry: dict[str, Any],
+        *,
+        verify: bool = True,
+        version: int = FORMAT_VERSION,
+        num_classes: int | None = None,
+    ) -> None:
         self.files = files
         self.entry = entry
         self.name = entry["file"]
@@ -116,33 +125,47 @@ class ShardReader:
                 "file); re-copy the store or re-create it"
             )
         payload = entry["payload_bytes"]
+        if payload > size:
+            raise StoreError(f"{self.where}: manifest says {payload} payload bytes in a {size}-byte shard (corrupt)")
         self._payload: memoryview | None = None
+        self.verified = False
+        if version < 2:
+            self.check_content()
         if files.is_local:
             whole = memoryview(files.map(self.name))
             self._payload = whole[:payload]
             tail = whole[payload:]
-        else:
+        elif self._payload is None:
             tail = memoryview(files.read_ranges(self.name, [payload], [size])[0])
-        self.layout = parse_trailer(bytes(tail[-TRAILER.size :]), self.where, entry["samples"], payload, size)
+        else:
+            tail = memoryview(self._data)[payload:]
+        self.layout = parse_trailer(tail, self.where, entry["samples"], payload, size, version)
         lay, base = self.layout, payload
         self.offsets = np.frombuffer(tail, dtype="<u4", count=lay.samples + 1, offset=lay.offsets_start - base)
+        check_offsets(self.offsets, payload, self.where)
         self.labels = decode_labels(tail[lay.labels_start - base : lay.keys_start - base], lay, self.where)
+        high = num_classes if num_classes is not None else 1 << 31
+        bad = np.flatnonzero((self.labels < -1) | (self.labels >= high))
+        if bad.size:
+            j = int(bad[0])
+            raise StoreError(
+                f"{self.where}: sample {j} has label {int(self.labels[j])}, outside -1..{high - 1} (corrupt shard)"
+            )
         self._keys_blob = tail[lay.keys_start - base : lay.groups_start - base]
         self._keys: list[str] | None = None
-        check_offsets(self.offsets, payload, self.where)
         self._group_first: np.ndarray | None = None
         self._group_headers: list[bytes] = []
         if lay.groups_bytes:
-            groups = tail[lay.groups_start - base : len(tail) - TRAILER.size]
+            groups = tail[lay.groups_start - base : len(tail) - lay.trailer.size]
             self._group_first, self._group_headers = decode_groups(groups, lay, self.where)
-        self.verified = not verify
+        self.verified = self.verified or not verify
 
     def __len__(self) -> int:
         return self.layout.samples
 
     def sample_keys(self) -> list[str]:
         if self._keys is None:
-            self._keys = decode_keys(self._keys_blob, len(self), self.where)
+            self._keys = decode_keys(self._keys_blob, self.layout, self.where)
         return self._keys
 
     def check_content(self) -> None:
@@ -153,9 +176,9 @@ class ShardReader:
             for i in range(0, len(whole), 16 << 20):
                 sha.update(whole[i : i + (16 << 20)])
         else:
-            data = self.files.read_bytes(self.name)
-            sha.update(data)
-            self._payload = memoryview(data)[: self.layout.payload_bytes]
+            self._data = self.files.read_bytes(self.name, self.entry["bytes"])
+            sha.update(self._data)
+            self._payload = memoryview(self._data)[: self.entry["payload_bytes"]]
         if sha.hexdigest() != self.entry["sha256"]:
             raise StoreError(
                 f"{self.where}: sha256 mismatch, the shard is corrupt; "

@@ -30,8 +30,9 @@ class TokenStream(FollowsGlobalBatches, torch.utils.data.IterableDataset):
 
     Use ``DataLoader(stream, batch_size=None, num_workers=...)``. Call ``set_epoch`` (or
     ``load_state_dict``) before creating each epoch's iterator. ``verify``: download and check each shard's
-    sha256 before using it (costs whole-shard reads; by default only structure and ids are checked while
-    streaming, run ``seit store verify`` once after copying a store).
+    sha256 before using it (costs whole-shard reads; by default each shard's index CRC and every sample's
+    own checksum are checked while streaming, so damage raises instead of giving wrong data; run
+    ``seit store verify`` once after copying a store to find damage anywhere).
     """
 
     def __init__(

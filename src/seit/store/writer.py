@@ -31,11 +31,18 @@ from seit.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_KEY_BYTES,
+    MAX_MANIFEST_BYTES,
     PART_FORMAT_NAME,
     codec_state_name,
+    load_json,
     part_name,
+    sealed,
     shard_name,
+    validate_manifest,
+    validate_record,
 )
+from seit.store.lock import WriterLock
 from seit.store.shard import ShardReader, ShardWriter
 from seit.utils.io import atomic_write_bytes, atomic_write_json
 from seit.utils.progress import progress
@@ -131,13 +138,18 @@ class StoreWriter:
         self._finished_store = False
         self._closed = False
         self._created = _now()
-        self._start(resume)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = WriterLock(self.path, self.part)
+        try:
+            self._start(resume)
+        except BaseException:
+            self._lock.release()
+            raise
         disable = None if show_progress else True
         self._bar = progress(total=total, desc=f"write {self.path.name}", unit="sample", disable=disable)
 
     # ---- opening: fresh start or resume ---------------------------------------------------------------
     def _start(self, resume: bool) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / MANIFEST).exists():
             if not resume:
                 raise StoreError(
@@ -187,12 +199,7 @@ class StoreWriter:
             )
 
     def _resume(self, record_path: Path) -> None:
-        try:
-            record = json.loads(record_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(
-                f"{record_path}: corrupt writer record ({e}); delete the directory and start over"
-            ) from None
+        record = _read_record(self.path, self.part)
         self._check_settings(record, record.get("config") or {}, record_path)
         if record["codec_name"] != self.codec_name:
             raise StoreError(
@@ -208,13 +215,19 @@ class StoreWriter:
         files = StoreFiles(self.path)
         if record["codec"] is not None:
             entry = record["codec"]
-            self._codec = codec_class(entry["name"]).load(
-                self.grid_shape, self.codebook_size, entry["params"], read_checked(files, entry)
-            )
+            try:
+                self._codec = codec_class(entry["name"]).load(
+                    self.grid_shape, self.codebook_size, entry["params"], read_checked(files, entry)
+                )
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(f"{files.where(entry['file'])}: cannot load codec {entry['name']!r}: {e}") from e
             self._codec_entry = entry
         keys: list[str] = []
+        classes = None if self.class_names is None else len(self.class_names)
         for entry in record["shards"]:
-            keys.extend(ShardReader(files, entry, verify=False).sample_keys())
+            keys.extend(ShardReader(files, entry, verify=False, num_classes=classes).sample_keys())
         self._shards = record["shards"]
         self._done_keys = frozenset(keys)
         self._remove_strays(keep={s["file"] for s in self._shards})
@@ -273,8 +286,10 @@ class StoreWriter:
             if labels.min() < -1 or labels.max() >= high:
                 raise StoreError(f"labels in [{labels.min()}, {labels.max()}], expected -1 (unlabelled) .. {high - 1}")
         for key in keys:
-            if not isinstance(key, str) or "\n" in key:
-                raise StoreError(f"key {key!r}: keys must be strings without newlines")
+            if not isinstance(key, str) or "\n" in key or len(key.encode()) > MAX_KEY_BYTES:
+                raise StoreError(
+                    f"key {key[:80]!r}: keys must be strings without newlines, of at most {MAX_KEY_BYTES} bytes"
+                )
             if key in self._done_keys:
                 raise StoreError(f"key {key!r} is already in the store; a resumed job must skip writer.done_keys")
         return ids.astype(self.ids_dtype)
@@ -323,23 +338,25 @@ class StoreWriter:
     def _write_record(self, complete: bool) -> None:
         atomic_write_json(
             self.path / part_name(self.part),
-            {
-                "format": PART_FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "part": self.part,
-                "complete": complete,
-                "grid_shape": list(self.grid_shape),
-                "codebook_size": self.codebook_size,
-                "ids_dtype": self.ids_dtype.name,
-                "class_names": self.class_names,
-                "codec_name": self.codec_name,
-                "codec": self._codec_entry,
-                "arrays": self._arrays_entries,
-                "config": self.config,
-                "writer": {"shard_bytes": self.shard_bytes, "fit_samples": self.fit_samples},
-                "created": {"time": self._created, "host": platform.node(), "seit_version": __version__},
-                "shards": self._shards,
-            },
+            sealed(
+                {
+                    "format": PART_FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "part": self.part,
+                    "complete": complete,
+                    "grid_shape": list(self.grid_shape),
+                    "codebook_size": self.codebook_size,
+                    "ids_dtype": self.ids_dtype.name,
+                    "class_names": self.class_names,
+                    "codec_name": self.codec_name,
+                    "codec": self._codec_entry,
+                    "arrays": self._arrays_entries,
+                    "config": self.config,
+                    "writer": {"shard_bytes": self.shard_bytes, "fit_samples": self.fit_samples},
+                    "created": {"time": self._created, "host": platform.node(), "seit_version": __version__},
+                    "shards": self._shards,
+                }
+            ),
         )
 
     # ---- finishing ------------------------------------------------------------------------------------
@@ -349,17 +366,20 @@ class StoreWriter:
             return
         self._closed = True
         self._bar.close()
-        if self._finished_store:
-            return
-        if self._codec is None and self._buffer:
-            self._fit()
-        if self._codec is not None:
-            self._encode_buffer(final=True)
-        if self._current is not None:
-            self._commit()
-        self._write_record(complete=True)
-        if self.single:
-            merge_parts(self.path, 1)
+        try:
+            if self._finished_store:
+                return
+            if self._codec is None and self._buffer:
+                self._fit()
+            if self._codec is not None:
+                self._encode_buffer(final=True)
+            if self._current is not None:
+                self._commit()
+            self._write_record(complete=True)
+            if self.single:
+                merge_parts(self.path, 1)
+        finally:
+            self._lock.release()
 
     def abort(self) -> None:
         """Stop without finishing: the unfinished shard is dropped, durable shards stay for a resume."""
@@ -370,6 +390,7 @@ class StoreWriter:
         if self._current is not None:
             self._current.discard()
             self._current = None
+        self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -382,15 +403,15 @@ class StoreWriter:
 
 
 def _read_record(path: Path, part: int) -> dict[str, Any]:
-    record_path = path / part_name(part)
-    try:
-        record = json.loads(record_path.read_text())
-    except FileNotFoundError:
-        raise StoreError(f"{record_path}: missing: part {part} was never started (or its directory differs)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(f"{record_path}: corrupt writer record ({e})") from None
-    if record.get("format") != PART_FORMAT_NAME:
-        raise StoreError(f"{record_path}: not a seit writer record")
+    """Writer record of part ``part``, checked like a manifest (its file names stay inside the store)."""
+    files = StoreFiles(path)
+    name = part_name(part)
+    if not files.exists(name):
+        raise StoreError(f"{files.where(name)}: missing: part {part} was never started (or its directory differs)")
+    where = files.where(name)
+    record = validate_record(load_json(files.read_bytes(name, MAX_MANIFEST_BYTES), where), where)
+    if record["part"] != part:
+        raise StoreError(f"{where}: holds part {record['part']} (corrupt writer record)")
     return record
 
 
@@ -402,7 +423,9 @@ def merge_parts(path: str | os.PathLike, num_parts: int) -> dict[str, Any]:
     path = local_path(path)
     records_present = sorted(p.name for p in path.glob("part-*.json"))
     if (path / MANIFEST).exists() and not records_present:
-        return json.loads((path / MANIFEST).read_text())
+        files = StoreFiles(path)
+        where = files.where(MANIFEST)
+        return validate_manifest(load_json(files.read_bytes(MANIFEST, MAX_MANIFEST_BYTES), where), where)
     extra = [n for n in records_present if int(n[5:10]) >= num_parts]
     if extra:
         raise StoreError(
@@ -463,6 +486,7 @@ def merge_parts(path: str | os.PathLike, num_parts: int) -> dict[str, Any]:
             "config": first["config"],
         },
     }
+    manifest = sealed(manifest)
     atomic_write_json(path / MANIFEST, manifest)
     for r in range(num_parts):
         (path / part_name(r)).unlink()

@@ -9,6 +9,7 @@ checked before zstd sees it, so a flipped bit cannot ask for a huge window eithe
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import zstandard
@@ -38,15 +39,36 @@ class ZstdFrames:
     def compress(self, data: bytes) -> bytes:
         return self._compressor.compress(data)
 
+    def decompress_large(self, blob: bytes, max_size: int) -> bytes:
+        """One frame of up to ``max_size`` bytes, decoded in steps, so memory follows what it really holds."""
+        if not self._header_ok(blob, max_size):
+            raise StoreError("frame is corrupt or truncated (not a seit zstd frame header)")
+        out = io.BytesIO()
+        try:
+            step = self._decompressor.decompressobj()
+            for i in range(0, len(blob), 256):  # 256 input bytes expand to at most ~8 MB
+                out.write(step.decompress(blob[i : i + 256]))
+                if out.tell() > max_size:
+                    raise zstandard.ZstdError(f"content exceeds {max_size} bytes")
+            if not step.eof:
+                raise zstandard.ZstdError("truncated frame")
+        except zstandard.ZstdError as e:
+            raise StoreError(f"frame is corrupt or truncated ({e})") from None
+        return out.getvalue()
+
+    @staticmethod
+    def _header_ok(b: bytes | memoryview, max_size: int) -> bool:
+        # Window descriptor: exponent e in the top 5 bits, window ~ 2**(10 + e); no frame needs more than max_size.
+        largest_descriptor = (max((max_size - 1).bit_length() - 10, 0) + 1) << 3 | 7
+        return len(b) >= 3 and b[0] == _DESCRIPTOR and b[1] <= largest_descriptor
+
     def decompress_many(self, blobs: Sequence[bytes | memoryview], max_size: int) -> list[bytes]:
         """Each frame's content; a frame that fails its checksum or decodes past ``max_size`` bytes raises."""
         decompress = self._decompressor.decompress
-        # Window descriptor: exponent e in the top 5 bits, window ~ 2**(10 + e); no frame needs more than max_size.
-        largest_descriptor = (max((max_size - 1).bit_length() - 10, 0) + 1) << 3 | 7
         out = []
         try:
             for b in blobs:
-                if len(b) < 3 or b[0] != _DESCRIPTOR or b[1] > largest_descriptor:
+                if not self._header_ok(b, max_size):
                     raise zstandard.ZstdError("not a seit zstd frame header")
                 out.append(decompress(b, max_output_size=max_size))
         except zstandard.ZstdError as e:
