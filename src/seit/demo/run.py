@@ -1,14 +1,19 @@
-"""`seit demo`: the whole method end to end on the built-in dataset, with a storage / accuracy report.
+"""`seit demo`: the whole method end to end on the built-in dataset, as a storage / accuracy trade-off.
 
 Stages (each writes the artefacts the normal commands write, so every one can be reused or inspected):
 
-  data        the built-in JPEG dataset                     OUT/data/{train,val}/<class>/*.jpg
-  tokenizer   a small ViT-VQGAN trained on the train images  OUT/tokenizer/tokenizer.safetensors
-  tokenize    train (pruned, synonyms) and val token stores  OUT/stores/{train,val}
-  token-vit   a token ViT trained on the train store         OUT/token-vit/model.safetensors
-  pixel-vit   the same ViT on the train JPEGs, same budget   OUT/pixel-vit/model.safetensors
-  evaluate    both on the held-out val *images*              (the token model through the tokenizer)
-  report      OUT/report/{report.md, report.json, reconstructions.png, curves.png, confusion-*.png}
+  data                   the built-in JPEG dataset                     OUT/data/{train,val}/<class>/*.jpg
+  tokenizer              a small ViT-VQGAN trained on the train images  OUT/tokenizer/tokenizer.safetensors
+  tokenize               train (pruned, synonyms) and val token stores  OUT/stores/{train,val}
+  squeeze                the train JPEGs re-encoded to about the token  OUT/squeezed/{jpeg-low,downsampled}
+                         store's bytes: low-quality JPEG; downsampled
+  token-vit              a token ViT trained on the train store         OUT/token-vit/
+  pixel-vit              the same ViT on the train JPEGs, same budget   OUT/pixel-vit/
+  pixel-vit-jpeg-low     ... on the low-quality JPEGs                   OUT/pixel-vit-jpeg-low/
+  pixel-vit-downsampled  ... on the downsampled images                  OUT/pixel-vit-downsampled/
+  evaluate               every ViT on the full-quality held-out images  (the token one through the tokenizer)
+  report                 OUT/report/{report.md, report.json, tradeoff.png, reconstructions.png, curves.png,
+                         confusion-*.png}
 
 A rerun skips the stages whose results are recorded in OUT/demo-state.json; delete a stage's folder to redo
 it and every stage after it (or all of OUT to start over).
@@ -25,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from seit.demo.config import DemoConfig, DemoSize
+from seit.demo.squeeze import MANIFEST
 from seit.errors import SeitError
 
 STATE = "demo-state.json"
-STATE_VERSION = 3  # bump when a stage records other fields: an older state is then redone, not misread
+STATE_VERSION = 4  # bump when a stage records other fields: an older state is then redone, not misread
 
 
 class _Stages:
@@ -90,23 +96,38 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         paths.val_store / "manifest.json",
         folder=paths.out / "stores",
     )
-    token = stages.run(
-        "token-vit",
-        lambda: _train_classifier(paths, size, cfg, tokens=True),
-        paths.token_model,
-        folder=paths.token_run,
+    squeezed = stages.run(
+        "squeeze",
+        lambda: _squeeze(paths, size, data, cfg),
+        *(paths.row_train(row) / MANIFEST for row in SQUEEZED_ROWS),
+        folder=paths.squeezed,
     )
-    pixel = stages.run(
-        "pixel-vit",
-        lambda: _train_classifier(paths, size, cfg, tokens=False),
-        paths.pixel_model,
-        folder=paths.pixel_run,
-    )
+    trained = {
+        row: stages.run(
+            paths.row_run(row).name,
+            lambda row=row: _train_classifier(paths, size, cfg, row),
+            paths.row_model(row),
+            folder=paths.row_run(row),
+        )
+        for row in ROWS
+    }
     evals = stages.run("evaluate", lambda: _evaluate(paths, cfg))
     figures = _report(
-        paths, size_name, size, data, tok, stores, token, pixel, evals, total=time.perf_counter() - started
+        paths, size_name, size, data, tok, stores, squeezed, trained, evals, total=time.perf_counter() - started
     )
     return figures
+
+
+# The rows of the trade-off, as in SeiT's main table: every row trains the same ViT with the same recipe and
+# budget and is evaluated on the same full-quality held-out images; only the stored training data differs.
+ROWS = ("tokens", "jpeg", "jpeg-low", "downsampled")
+SQUEEZED_ROWS = ("jpeg-low", "downsampled")
+ROW_TITLES = {
+    "tokens": "tokens (token store)",
+    "jpeg": "pixels, JPEG as stored",
+    "jpeg-low": "pixels, low-quality JPEG",
+    "downsampled": "pixels, downsampled",
+}
 
 
 @dataclass(frozen=True)
@@ -134,20 +155,20 @@ class _Paths:
         return self.out / "stores" / "val"
 
     @property
-    def token_run(self) -> Path:
-        return self.out / "token-vit"
+    def squeezed(self) -> Path:
+        return self.out / "squeezed"
 
-    @property
-    def pixel_run(self) -> Path:
-        return self.out / "pixel-vit"
+    def row_train(self, row: str) -> Path:
+        """The training data of a row: a token store or an image folder."""
+        if row == "tokens":
+            return self.train_store
+        return self.data / "train" if row == "jpeg" else self.squeezed / row
 
-    @property
-    def token_model(self) -> Path:
-        return self.token_run / "model.safetensors"
+    def row_run(self, row: str) -> Path:
+        return self.out / ("token-vit" if row == "tokens" else "pixel-vit" if row == "jpeg" else f"pixel-vit-{row}")
 
-    @property
-    def pixel_model(self) -> Path:
-        return self.pixel_run / "model.safetensors"
+    def row_model(self, row: str) -> Path:
+        return self.row_run(row) / "model.safetensors"
 
     @property
     def report(self) -> Path:
@@ -239,27 +260,62 @@ def _tokenize(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
     }
 
 
-def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, *, tokens: bool) -> dict[str, Any]:
+def _squeeze(paths: _Paths, size: DemoSize, data: dict[str, Any], cfg: DemoConfig) -> dict[str, Any]:
+    """The train images re-encoded to about the token store's bytes per image: low-quality JPEG, downsampled."""
+    from seit.demo.squeeze import downsample_settings, jpeg_settings, match_budget, squeeze_folder
+    from seit.images import list_images
+    from seit.tokenizer.render import spread_indices
+
+    train = paths.data / "train"
+    budget = _folder_bytes(paths.train_store) / data["train_images"]
+    samples = list_images(train).samples
+    probe = [Path(samples[i].path) for i in spread_indices(len(samples), min(len(samples), 200))]
+    choices = {
+        "jpeg-low": match_budget(probe, budget, jpeg_settings()),
+        "downsampled": match_budget(probe, budget, downsample_settings(max_side=size.image_size)),
+    }
+    result: dict[str, Any] = {"budget_bytes_per_image": budget}
+    for row, (squeeze, probe_bytes) in choices.items():
+        total = squeeze_folder(train, paths.row_train(row), squeeze, num_workers=cfg.num_workers)
+        result[row] = {
+            "setting": dataclasses.asdict(squeeze),
+            "describe": squeeze.describe(),
+            "bytes": total,
+            "bytes_per_image": total / data["train_images"],
+            "probe_bytes_per_image": probe_bytes,
+        }
+        print(
+            f"[demo] {row}: {squeeze.describe()}, {total / data['train_images']:.0f} bytes per image "
+            f"(tokens: {budget:.0f})",
+            flush=True,
+        )
+    return result
+
+
+def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) -> dict[str, Any]:
+    """Train one row's ViT: the same architecture, recipe and budget for every row."""
     from seit.engine.config import TrainConfig
     from seit.engine.train import train
 
     t = TrainConfig()
+    tokens = row == "tokens"
     if tokens:
         t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
-        t.model.model, t.run.output = "deit_tiny_token_32", str(paths.token_run)
+        t.model.model = "deit_tiny_token_32"
     else:
-        t.data.images, t.data.val_images = str(paths.data / "train"), str(paths.data / "val")
+        t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
         t.data.image_size = size.image_size * 7 // 8  # 112 px -> 7x7 patches of 16, as 16x16 ids -> 14 -> 7x7
-        t.model.model, t.run.output = "deit_tiny_pixel_16", str(paths.pixel_run)
-    # a short CPU budget: a small ViT, a higher unscaled learning rate, no CutMix, EMA or drop-path; flips
-    # and milder crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images
+        t.model.model = "deit_tiny_pixel_16"
+    t.run.output = str(paths.row_run(row))
+    # a short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
+    # crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images
     t.model.embed_dim, t.model.depth, t.model.num_heads, t.model.drop_path = (
         size.embed_dim,
         size.depth,
         size.num_heads,
         0.0,
     )
-    t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, 1e-3, True
+    t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
     t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
     t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=(0.35, 1.0), hflip_prob=0.5)
     # tokens: seit train's default (no worker processes on CPU); pixels: the demo's image-decoding workers
@@ -276,6 +332,19 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, *, tokens:
         "samples": result.global_step * size.batch_size,
         "val_top1": result.best_top1,  # of the weights best.json names, which the evaluate stage uses
         "parameters": _parameters(Path(t.run.output) / "model.safetensors"),
+        # what the run's settings were, so the report (and a test) can show every row had the same
+        "recipe": _recipe(t),
+    }
+
+
+def _recipe(t) -> dict[str, Any]:
+    """The settings every row must share: model size, optimisation, augmentation, seed."""
+    model = {k: v for k, v in dataclasses.asdict(t.model).items() if k not in ("model", "finetune")}
+    return {
+        "model": model,
+        "optim": dataclasses.asdict(t.optim),
+        "augment": dataclasses.asdict(t.augment),
+        "seed": t.run.seed,
     }
 
 
@@ -286,36 +355,34 @@ def _parameters(path: Path) -> int:
 
 
 def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
+    """Every row's ViT on the same full-quality held-out images (the token one tokenizes them on the fly)."""
     from seit.engine.config import EvalConfig
     from seit.engine.evaluate import run_eval, save_confusion_png
 
     paths.report.mkdir(parents=True, exist_ok=True)
-    results = {}
+    val = str(paths.data / "val")
     # a run folder stands for its better weights (model or EMA, as its best.json says)
-    runs = {
-        "tokens": EvalConfig(
-            checkpoint=str(paths.token_run), images=str(paths.data / "val"), tokenizer=str(paths.tokenizer)
-        ),
-        "pixels": EvalConfig(checkpoint=str(paths.pixel_run), images=str(paths.data / "val")),
-        "tokens_on_store": EvalConfig(checkpoint=str(paths.token_run), store=str(paths.val_store)),
-    }
+    runs = {row: EvalConfig(checkpoint=str(paths.row_run(row)), images=val) for row in ROWS}
+    runs["tokens"].tokenizer = str(paths.tokenizer)
+    runs["tokens_on_store"] = EvalConfig(checkpoint=str(paths.row_run("tokens")), store=str(paths.val_store))
+    results = {}
     for name, ecfg in runs.items():
         ecfg.num_workers, ecfg.device = cfg.num_workers, cfg.device
         start = time.perf_counter()
         result = run_eval(ecfg)
         seconds = time.perf_counter() - start
         results[name] = {**result.to_json(), "images_per_s": result.count / seconds}
-        if name != "tokens_on_store":
+        if name in ROWS:
             save_confusion_png(
                 result,
                 paths.report / f"confusion-{name}.png",
-                title=f"{name}: top-1 {result.top1:.1f}% on {result.count} held-out images",
+                title=f"{ROW_TITLES[name]}: top-1 {result.top1:.1f}% on {result.count} held-out images",
             )
     return results
 
 
 def _report(
-    paths: _Paths, size_name: str, size: DemoSize, data, tok, stores, token, pixel, evals, total: float
+    paths: _Paths, size_name: str, size: DemoSize, data, tok, stores, squeezed, trained, evals, total: float
 ) -> dict[str, Any]:
     from seit.utils.io import atomic_write_bytes, atomic_write_json
 
@@ -325,12 +392,41 @@ def _report(
     store_bytes = {"train": _folder_bytes(paths.train_store), "val": _folder_bytes(paths.val_store)}
     tokens_total = sum(store_bytes.values())
     images = data["train_images"] + data["val_images"]
+    train_images = data["train_images"]
     chance = 100.0 / len(data["classes"])
-    t, p = evals["tokens"], evals["pixels"]
+    train_bytes = {
+        "tokens": store_bytes["train"],
+        "jpeg": data["train_jpeg_bytes"],
+        **{row: squeezed[row]["bytes"] for row in SQUEEZED_ROWS},
+    }
+    stored_as = {
+        "tokens": f"{stores['codes_kept']}-code ids, {size.image_size // 8}x{size.image_size // 8} per image, "
+        "every file of the store",
+        "jpeg": f"the dataset's JPEG files (quality {_dataset_quality(paths)})",
+        **{row: squeezed[row]["describe"] for row in SQUEEZED_ROWS},
+    }
+    rows = [
+        {
+            "row": row,
+            "title": ROW_TITLES[row],
+            "stored_as": stored_as[row],
+            "train_bytes": train_bytes[row],
+            "bytes_per_image": train_bytes[row] / train_images,
+            "top1": evals[row]["top1"],
+            "top5": evals[row]["top5"],
+            "train_samples_per_s": trained[row]["samples"] / trained[row]["seconds"],
+        }
+        for row in ROWS
+    ]
+    t, p = evals["tokens"], evals["jpeg"]
     figures = {
         "size": size_name,
         "settings": dataclasses.asdict(size),
         "total_seconds": total,
+        "tradeoff": rows,
+        "tradeoff_verdict": _verdict(rows, chance),
+        "same_recipe": all(trained[row]["recipe"] == trained["tokens"]["recipe"] for row in ROWS),
+        "recipe": trained["tokens"]["recipe"],
         "storage": {
             "jpeg_bytes": jpeg,
             "token_store_bytes": tokens_total,
@@ -339,6 +435,7 @@ def _report(
             "jpeg_bytes_per_image": jpeg / images,
             "token_bytes_per_image": tokens_total / images,
             "tokenizer_bytes": tok["bytes"],
+            "squeeze_budget_bytes_per_image": squeezed["budget_bytes_per_image"],
         },
         "accuracy": {
             "chance_top1": chance,
@@ -346,11 +443,11 @@ def _report(
             "tokens_top5": t["top5"],
             "pixels_top1": p["top1"],
             "pixels_top5": p["top5"],
+            "pixels_at_least_twice_chance": p["top1"] >= 2 * chance,
             "ratio_tokens_to_pixels": t["top1"] / p["top1"] if p["top1"] else math.inf,
             "gap_points": p["top1"] - t["top1"],
             "tokens_top1_on_store": evals["tokens_on_store"]["top1"],
-            "per_class_tokens": t["per_class_top1"],
-            "per_class_pixels": p["per_class_top1"],
+            "per_class": {row: evals[row]["per_class_top1"] for row in ROWS},
             "held_out_images": t["count"],
         },
         "throughput": {
@@ -358,33 +455,101 @@ def _report(
             "dataset_images_per_s": data["generated"] / data["seconds"] if data["generated"] else math.nan,
             "tokenizer_train_images_per_s": tok["images"] / tok["seconds"],
             "tokenize_images_per_s": stores["images_per_s"],
-            "token_vit_train_samples_per_s": token["samples"] / token["seconds"],
-            "pixel_vit_train_samples_per_s": pixel["samples"] / pixel["seconds"],
+            **{f"{row}_vit_train_samples_per_s": r["train_samples_per_s"] for row, r in zip(ROWS, rows)},
             "eval_tokens_images_per_s": t["images_per_s"],
             "eval_pixels_images_per_s": p["images_per_s"],
         },
         "stages_seconds": {
-            name: s["seconds"]
-            for name, s in (
-                ("data", data),
-                ("tokenizer", tok),
-                ("tokenize", stores),
-                ("token-vit", token),
-                ("pixel-vit", pixel),
-                ("evaluate", evals),
-            )
+            "data": data["seconds"],
+            "tokenizer": tok["seconds"],
+            "tokenize": stores["seconds"],
+            "squeeze": squeezed["seconds"],
+            **{paths.row_run(row).name: trained[row]["seconds"] for row in ROWS},
+            "evaluate": evals["seconds"],
         },
         "tokenizer": tok["final_eval"],
         "tokenize": stores,
-        "token_vit": token,
-        "pixel_vit": pixel,
+        "squeeze": squeezed,
+        "runs": trained,
     }
     _reconstructions(paths, report / "reconstructions.png")
     _curves(paths, report / "curves.png")
+    _tradeoff_png(rows, chance, report / "tradeoff.png")
     atomic_write_json(report / "report.json", figures)
     atomic_write_bytes(report / "report.md", _markdown(figures, paths).encode())
     print("\n" + _summary(figures, paths), flush=True)
     return figures
+
+
+def _dataset_quality(paths: _Paths) -> Any:
+    manifest = paths.data / "demo-dataset.json"
+    return json.loads(manifest.read_text()).get("jpeg_quality", "?") if manifest.exists() else "?"
+
+
+def _verdict(rows: list[dict[str, Any]], chance: float) -> str:
+    """In words: which input wins at about equal bytes, and by how much; where full-quality pixels stand."""
+    by = {r["row"]: r for r in rows}
+    tokens = by["tokens"]
+    squeezed = [by[row] for row in SQUEEZED_ROWS]
+    best = max(squeezed, key=lambda r: r["top1"])
+    gap = tokens["top1"] - best["top1"]
+    words = (
+        f"At about the token store's bytes ({tokens['bytes_per_image']:.0f} per image), tokens reach "
+        f"{tokens['top1']:.1f}% top-1 and the best squeezed pixels ({best['stored_as']}, "
+        f"{best['bytes_per_image']:.0f} bytes per image) {best['top1']:.1f}%: tokens are "
+        f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} them."
+    )
+    over = [r for r in squeezed if r["bytes_per_image"] > 1.05 * tokens["bytes_per_image"]]
+    if over:
+        words += " " + " ".join(
+            f"({r['title']} could not get below {r['bytes_per_image']:.0f} bytes per image, "
+            f"{r['bytes_per_image'] / tokens['bytes_per_image']:.1f}x the tokens'.)"
+            for r in over
+        )
+    jpeg = by["jpeg"]
+    words += (
+        f" The JPEGs as stored take {jpeg['bytes_per_image'] / tokens['bytes_per_image']:.0f}x the tokens' bytes "
+        f"and reach {jpeg['top1']:.1f}% ({'at least' if jpeg['top1'] >= 2 * chance else 'less than'} twice "
+        f"chance: {2 * chance:.0f}%)."
+    )
+    return words
+
+
+def _tradeoff_png(rows: list[dict[str, Any]], chance: float, png: Path) -> None:
+    """Top-1 against bytes per training image (log scale), one marker per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from seit.utils.io import atomic_open
+
+    markers = {"tokens": ("*", "tab:red"), "jpeg": ("o", "tab:blue"), "jpeg-low": ("s", "tab:cyan")}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        marker, colour = markers.get(r["row"], ("^", "tab:green"))
+        ax.scatter(
+            r["bytes_per_image"],
+            r["top1"],
+            marker=marker,
+            s=160 if marker == "*" else 70,
+            color=colour,
+            label=f"{r['title']}: {r['top1']:.1f}%",
+            zorder=3,
+        )
+    ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0f}%)")
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="bytes per training image (log scale)",
+        ylabel="top-1 on held-out images (%)",
+        title="storage / accuracy trade-off: same ViT, recipe and budget per row",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_open(png, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -425,19 +590,20 @@ def _curves(paths: _Paths, png: Path) -> None:
     from seit.utils.io import atomic_open
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, run in (("tokens", paths.token_run), ("pixels", paths.pixel_run)):
-        records = _jsonl(run / "metrics.jsonl")
+    for row in ROWS:
+        records = _jsonl(paths.row_run(row) / "metrics.jsonl")
         train = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval"]
-        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=f"{name} ViT", alpha=0.8)
-        axes[1].plot([r["epoch"] for r in evals], [r["top1"] for r in evals], marker="o", ms=3, label=f"{name} ViT")
+        label = ROW_TITLES[row]
+        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=label, alpha=0.8)
+        axes[1].plot([r["epoch"] for r in evals], [r["top1"] for r in evals], marker="o", ms=3, label=label)
     tok = [r for r in _jsonl(paths.tokenizer_dir / "log.jsonl") if r.get("split") == "train"]
     axes[2].plot([r["step"] for r in tok], [r["psnr"] for r in tok], color="tab:green")
     axes[0].set(title="training loss", xlabel="step", ylabel="soft-target cross-entropy")
     axes[1].set(title="held-out top-1 (val split)", xlabel="epoch", ylabel="%")
     axes[2].set(title="tokenizer reconstruction", xlabel="step", ylabel="PSNR (dB, train batches)")
     for ax in axes[:2]:
-        ax.legend()
+        ax.legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -447,73 +613,66 @@ def _curves(paths: _Paths, png: Path) -> None:
 
 
 def _summary(f: dict[str, Any], paths: _Paths) -> str:
-    s, a = f["storage"], f["accuracy"]
+    a = f["accuracy"]
+    width = max(len(r["title"]) for r in f["tradeoff"])
+    rows = "\n".join(
+        f"    {r['title']:<{width}}  {r['bytes_per_image']:>7.0f} B/image  top-1 {r['top1']:5.1f}%  ({r['stored_as']})"
+        for r in f["tradeoff"]
+    )
     return (
-        f"seit demo ({f['size']}, {f['total_seconds'] / 60:.1f} min)\n"
-        f"  storage : {s['jpeg_bytes'] / 1e6:.2f} MB of JPEG -> {s['token_store_bytes'] / 1e6:.3f} MB of token stores "
-        f"({s['ratio_tokens_to_jpeg']:.3f}x, {s['jpeg_bytes'] / s['token_store_bytes']:.0f}x smaller; "
-        f"{s['token_bytes_per_image']:.0f} vs {s['jpeg_bytes_per_image']:.0f} bytes per image)\n"
-        f"  accuracy: token ViT {a['tokens_top1']:.1f}% vs pixel ViT {a['pixels_top1']:.1f}% top-1 on "
-        f"{a['held_out_images']} held-out images (chance {a['chance_top1']:.1f}%): tokens are "
-        f"{abs(a['gap_points']):.1f} points {'below' if a['gap_points'] > 0 else 'above'} pixels "
-        f"({100 * a['ratio_tokens_to_pixels']:.0f}% of the pixel baseline)\n"
-        f"  report  : {paths.report / 'report.md'}"
+        f"seit demo ({f['size']}, {f['total_seconds'] / 60:.1f} min): the same ViT, recipe and budget on each "
+        f"input, top-1 on {a['held_out_images']} held-out images (chance {a['chance_top1']:.1f}%)\n"
+        f"{rows}\n"
+        f"  {f['tradeoff_verdict']}\n"
+        f"  report: {paths.report / 'report.md'} (plot: {paths.report / 'tradeoff.png'})"
     )
 
 
 def _markdown(f: dict[str, Any], paths: _Paths) -> str:
     s, a, t = f["storage"], f["accuracy"], f["throughput"]
+    table = "\n".join(
+        f"| {r['title']} | {r['stored_as']} | {r['train_bytes']:,} | {r['bytes_per_image']:.0f} | "
+        f"{r['top1']:.1f} | {r['top5']:.1f} |"
+        for r in f["tradeoff"]
+    )
     per_class = "\n".join(
-        f"| {name} | {a['per_class_tokens'][name]:.1f} | {a['per_class_pixels'][name]:.1f} |"
-        for name in a["per_class_tokens"]
+        f"| {name} | " + " | ".join(f"{a['per_class'][row][name]:.1f}" for row in ROWS) + " |"
+        for name in a["per_class"]["tokens"]
     )
     stage_rows = "\n".join(f"| {k} | {v:.1f} |" for k, v in f["stages_seconds"].items())
-    tok = f["tokenizer"]
-    verdict = (
-        f"The token ViT reaches {a['tokens_top1']:.1f}% top-1, {a['tokens_top1'] - a['chance_top1']:.1f} points above "
-        f"chance and {100 * a['ratio_tokens_to_pixels']:.0f}% of the pixel ViT's {a['pixels_top1']:.1f}% "
-        f"({abs(a['gap_points']):.1f} points {'below' if a['gap_points'] > 0 else 'above'} it), while its training "
-        f"data takes {s['ratio_tokens_to_jpeg']:.3f}x the bytes of the JPEGs."
+    rate_rows = "\n".join(
+        f"| {ROW_TITLES[row]} ViT training | {t[f'{row}_vit_train_samples_per_s']:.0f} samples/s |" for row in ROWS
     )
-    if a["pixels_top1"] < a["chance_top1"] + 5:
-        verdict += (
-            " The pixel ViT barely leaves chance on this CPU budget: a plain patch-16 ViT learns shapes from raw "
-            "pixels slowly, while the token ViT starts from the tokenizer's learned codes and a convolutional stem. "
-            "With ImageNet-scale budgets pixels lead (SeiT: ViT-B 81.8% on pixels vs 74.0% on tokens)."
-        )
+    tok = f["tokenizer"]
+    settings = f["settings"]
+    steps = f["runs"]["tokens"]["steps"] // max(settings["epochs"], 1)
+    twice = "reaches" if a["pixels_at_least_twice_chance"] else "does not reach"
+    recipe = "the same" if f["same_recipe"] else "NOT the same (a bug: the comparison is void)"
     return f"""# seit demo report ({f["size"]})
 
-{verdict}
+{f["tradeoff_verdict"]}
 
-Both ViTs have the same transformer ({f["settings"]["embed_dim"]} wide, {f["settings"]["depth"]} blocks,
-{f["settings"]["num_heads"]} heads, 49 patch tokens), the same recipe and the same budget
-({f["settings"]["epochs"]} epochs of {f["token_vit"]["steps"] // max(f["settings"]["epochs"], 1)} steps of
-{f["settings"]["batch_size"]}); only the input differs: 16x16 token ids (-> Stem-Adaptor) versus 112 px
-pixels (-> 16 px patches). Both are evaluated on the same held-out JPEGs; the token model tokenizes them
-on the fly.
+Every row trains the same ViT ({settings["embed_dim"]} wide, {settings["depth"]} blocks, {settings["num_heads"]}
+heads, 49 patch tokens) with {recipe} recipe and budget ({settings["epochs"]} epochs of {steps} steps of
+{settings["batch_size"]}, AdamW at {settings["lr"]:g}, the same crops, flips and label smoothing); only the
+stored training data differs. Every row is evaluated on the same full-quality held-out JPEGs; the token model
+tokenizes them on the fly. The squeezed pixel rows were re-encoded to the most bytes per image that stays
+within the token store's ({s["squeeze_budget_bytes_per_image"]:.0f} bytes per training image), or the fewest
+their codec can reach. The full-quality pixel ViT {twice} twice chance ({2 * a["chance_top1"]:.0f}%).
 
-## Storage
+## Storage and accuracy (bytes of the training split; top-1/top-5 on {a["held_out_images"]} held-out images)
 
-| | bytes | per image |
-|---|---:|---:|
-| JPEG images (train + val) | {s["jpeg_bytes"]:,} | {s["jpeg_bytes_per_image"]:.0f} |
-| token stores (train + val, every file) | {s["token_store_bytes"]:,} | {s["token_bytes_per_image"]:.0f} |
-| **ratio tokens / JPEG** | **{s["ratio_tokens_to_jpeg"]:.4f}** | |
+| input | stored as | bytes | bytes per image | top-1 | top-5 |
+|---|---|---:|---:|---:|---:|
+{table}
 
-The tokenizer itself ({s["tokenizer_bytes"]:,} bytes) is needed once, not per image.
+`tradeoff.png` plots top-1 against bytes per image. The tokenizer itself ({s["tokenizer_bytes"]:,} bytes) is
+needed once, not per image. With the val split, the token stores take {s["token_store_bytes"]:,} bytes
+against {s["jpeg_bytes"]:,} of JPEG (**{s["ratio_tokens_to_jpeg"]:.4f}x**). The token ViT on the val token
+store (instead of the images): {a["tokens_top1_on_store"]:.1f}% top-1.
 
-## Accuracy on {a["held_out_images"]} held-out images (chance {a["chance_top1"]:.1f}%)
-
-| | top-1 | top-5 |
-|---|---:|---:|
-| token ViT (images tokenized on the fly) | {a["tokens_top1"]:.1f} | {a["tokens_top5"]:.1f} |
-| pixel ViT | {a["pixels_top1"]:.1f} | {a["pixels_top5"]:.1f} |
-| **ratio tokens / pixels** | **{a["ratio_tokens_to_pixels"]:.3f}** | |
-
-The token ViT on the val token store (instead of the images): {a["tokens_top1_on_store"]:.1f}% top-1.
-
-| class | tokens top-1 | pixels top-1 |
-|---|---:|---:|
+| class | {" | ".join(ROW_TITLES[row] for row in ROWS)} |
+|---|{"---:|" * len(ROWS)}
 {per_class}
 
 ## Throughput (this machine)
@@ -523,8 +682,7 @@ The token ViT on the val token store (instead of the images): {a["tokens_top1_on
 | dataset generation | {t["dataset_images_per_s"]:.0f} images/s |
 | tokenizer training | {t["tokenizer_train_images_per_s"]:.1f} images/s |
 | tokenizing | {t["tokenize_images_per_s"]:.0f} images/s |
-| token ViT training | {t["token_vit_train_samples_per_s"]:.0f} samples/s |
-| pixel ViT training | {t["pixel_vit_train_samples_per_s"]:.0f} samples/s |
+{rate_rows}
 | evaluation, tokens (tokenize + classify) | {t["eval_tokens_images_per_s"]:.0f} images/s |
 | evaluation, pixels | {t["eval_pixels_images_per_s"]:.0f} images/s |
 
@@ -532,19 +690,21 @@ The token ViT on the val token store (instead of the images): {a["tokens_top1_on
 |---|---:|
 {stage_rows}
 
-Tokenizer after {f["settings"]["tokenizer_steps"]} steps: PSNR {tok.get("psnr", float("nan")):.1f} dB, SSIM
+Tokenizer after {settings["tokenizer_steps"]} steps: PSNR {tok.get("psnr", float("nan")):.1f} dB, SSIM
 {tok.get("ssim", float("nan")):.3f}, {100 * tok.get("usage", float("nan")):.0f}% of the codes in use.
 
 ## Pictures
 
+- `tradeoff.png`: top-1 against bytes per training image, one marker per row
 - `reconstructions.png`: held-out images (top) and what their tokens decode back to (bottom)
-- `curves.png`: training loss and held-out top-1 of both ViTs, tokenizer PSNR
-- `confusion-tokens.png`, `confusion-pixels.png`
+- `curves.png`: training loss and held-out top-1 of every row's ViT, tokenizer PSNR
+- `confusion-<row>.png`: a confusion matrix per row
 
 ## Reuse the artefacts
 
     seit store info {paths.train_store}
     seit decode {paths.val_store} --tokenizer {paths.tokenizer} --grid decoded.png
-    seit eval {paths.token_run} --images {paths.data / "val"} --tokenizer {paths.tokenizer}
-    seit eval {paths.pixel_run} --images {paths.data / "val"}
+    seit eval {paths.row_run("tokens")} --images {paths.data / "val"} --tokenizer {paths.tokenizer}
+    seit eval {paths.row_run("jpeg")} --images {paths.data / "val"}
+    seit train --images {paths.row_train("downsampled")} --val-images {paths.data / "val"} --model deit_tiny_pixel_16
 """
