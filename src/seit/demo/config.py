@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seit.config import field
+from seit.config import Checked, field, non_negative
 from seit.errors import SeitError
 
 
@@ -34,7 +34,7 @@ SIZES = {
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Checked):
     out: str = field("seit-demo", help="output folder (every stage's artefacts and the report)")
     quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
     size: str | None = field(
@@ -43,9 +43,9 @@ class DemoConfig:
         "seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
-    seed: int = field(0, help="seed of the dataset and of every training run")
+    seed: int = field(0, help="seed of the dataset and of every training run", check=non_negative)
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
-    num_workers: int = field(2, help="worker processes for image decoding")
+    num_workers: int = field(2, help="worker processes for image decoding", check=non_negative)
 
     def demo_size(self) -> tuple[str, DemoSize]:
         if self.quick and self.size not in (None, "quick"):
