@@ -94,9 +94,9 @@ def _steps_per_second(model, batch_fn, steps: int, torch, device, amp: str) -> f
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from seit.utils.dist import default_device
+    from seit.utils.dist import resolve_device
 
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     token_model, token_batch = _token_side(args, torch, device)
     pixel_model, pixel_batch = _pixel_side(args, torch, device)
     rates: dict[str, list[float]] = {"token": [], "pixel": []}

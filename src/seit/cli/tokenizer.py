@@ -80,11 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from seit.errors import EXIT_PREEMPTED
     from seit.tokenizer.train import train
 
     result = train(from_args(TrainConfig, args))
     if not result.finished:
-        return 143  # stopped by a signal after saving: the conventional SIGTERM exit status
+        return EXIT_PREEMPTED  # stopped by a signal after saving checkpoint.pt: rerun with --resume
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)
     return 0

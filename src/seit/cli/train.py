@@ -58,7 +58,8 @@ def _run(args: argparse.Namespace) -> int:
         for name in timm.list_models("deit_*_token_*") + timm.list_models("deit_*_pixel_*"):
             print(name)
         return 0
-    from seit.engine.train import EXIT_PREEMPTED, train
+    from seit.engine.train import train
+    from seit.errors import EXIT_PREEMPTED
 
     result = train(from_args(TrainConfig, args))
     if result.preempted:

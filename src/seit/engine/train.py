@@ -33,8 +33,6 @@ from seit.utils import dist as seit_dist
 from seit.utils.progress import progress
 from seit.utils.serialization import atomic_torch_save, safe_torch_load
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after saving a checkpoint; rerun with --resume auto
-
 
 class TrainingError(SeitError):
     """Training cannot continue (diverged, mismatched checkpoint, ...); the message says what to change."""
@@ -119,7 +117,7 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    device = torch.device(cfg.run.device) if cfg.run.device else seit_dist.default_device()
+    device = seit_dist.resolve_device(cfg.run.device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
     out = Path(cfg.run.output)

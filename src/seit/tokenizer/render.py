@@ -19,7 +19,7 @@ from seit.store import TokenStore
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import DecodeConfig, TokenizerError
 from seit.tokenizer.model import Tokenizer
-from seit.utils.dist import default_device
+from seit.utils.dist import resolve_device
 from seit.utils.io import atomic_write_bytes
 
 
@@ -149,7 +149,7 @@ def decode_samples(cfg: DecodeConfig) -> DecodeResult:
             raise TokenizerError(f"{cfg.store}: sample index {int(bad[0])} out of range (the store holds {n} samples)")
         if not indices.size:
             raise TokenizerError(f"{cfg.store}: the store holds no samples to decode")
-        device = torch.device(cfg.device) if cfg.device else default_device()
+        device = resolve_device(cfg.device)
         tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
         ids = store_ids_to_tokenizer(store, tokenizer, store.get_batch(indices)[0])
         keys = [store.key(int(i)) for i in indices]

@@ -115,7 +115,7 @@ def _check_options(cfg: TokenizeConfig) -> None:
 def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> TokenizeResult:
     out = Path(cfg.out)
     listing = list_images(cfg.images, root=cfg.root)
-    device = torch.device(cfg.device) if cfg.device else dist.default_device()
+    device = dist.resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
     codebook = tokenizer.classifier_codebook().float().numpy()
     job = _job_config(cfg, tokenizer, device)

@@ -198,7 +198,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
-    device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
+    device = seit_dist.resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
