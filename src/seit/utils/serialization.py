@@ -8,6 +8,7 @@ plain values, read back with ``weights_only=True``. Foreign pickles (SeiT's rele
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,32 @@ class CheckpointError(SeitError):
     """A checkpoint file that cannot be read as asked; the message names the file and the fix."""
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; a pickle needing code gets an error with the fix."""
+# What to do about a pickle that needs code, where the command has the flag for it (the tokenizer commands).
+LEGACY_PICKLE_HINT = (
+    "If this is SeiT's released pickled tokenizer module and you trust its source, load it with "
+    "--allow-legacy-pickle (seit.interop.legacy), which admits only an allow-list of known classes."
+)
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, code_hint: str = "") -> Any:
+    """``torch.load`` with ``weights_only=True``; a damaged file or a pickle needing code is a one-line error.
+
+    ``code_hint`` is what the caller's command offers for a pickle needing code (e.g. :data:`LEGACY_PICKLE_HINT`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError or RuntimeError depending on the content
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"{path}: cannot be loaded safely (weights_only=True): {msg}. If this is SeiT's released "
-            "pickled tokenizer module and you trust its source, load it with --allow-legacy-pickle "
-            "(seit.interop.legacy), which admits only an allow-list of known classes."
-        ) from e
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the content
+        text = str(e)
+        if "Weights only load failed" in text:
+            needs = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({needs.group(1)})" if needs else ""
+            message = f"{path}: holds pickled objects other than tensors and plain values{what}, which seit does not "
+            raise CheckpointError(f"{message}load (weights_only=True). {code_hint}".rstrip()) from e
+        reason = text.splitlines()[0].split(". ")[0] if text else f"{type(e).__name__}: the file ends early"
+        raise CheckpointError(f"{path}: damaged or not a torch.save file ({reason})") from e
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
