@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = from_args(SynonymsConfig, args)
     from seit.tokenizer.codes import add_synonyms
 
-    cfg = from_args(SynonymsConfig, args)
     table = add_synonyms(cfg.store, cfg.k, json_path=cfg.json)
     print(
         f"synonyms [{table.shape[0]}, {table.shape[1]}] stored in {cfg.store}"

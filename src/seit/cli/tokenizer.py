@@ -80,10 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    cfg = from_args(TrainConfig, args)
     from seit.errors import EXIT_PREEMPTED
     from seit.tokenizer.train import train
 
-    result = train(from_args(TrainConfig, args))
+    result = train(cfg)
     if not result.finished:
         return EXIT_PREEMPTED  # stopped by a signal after saving checkpoint.pt: rerun with --resume
     if result.tokenizer_path is not None:
@@ -92,9 +93,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    cfg = from_args(EvalConfig, args)
     from seit.tokenizer.evaluate import evaluate_images
 
-    report = evaluate_images(from_args(EvalConfig, args))
+    report = evaluate_images(cfg)
     print(json.dumps(report.to_json(), indent=1))
     return 0
 

@@ -115,7 +115,7 @@ class RunConfig(Checked):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     data: DataConfig = field(DataConfig, help="data")
     model: ModelConfig = field(ModelConfig, help="model")
     optim: OptimConfig = field(OptimConfig, help="optimisation (SeiT's DeiT recipe)")
