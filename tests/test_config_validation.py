@@ -372,3 +372,63 @@ def test_exit_statuses_are_documented_in_help_and_readme(capsys):
     for code in (EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PREEMPTED, EXIT_INTERRUPTED):
         assert re.search(rf"^  {code} ", help_text, re.M), code
         assert f"| {code} |" in section, code
+
+
+# --- messages that used to mislead: what is non-finite, damaged checkpoints, pickles
+
+
+def test_non_finite_codebook_is_refused_before_training(tmp_path, class_token_store):
+    from seit.engine.pipeline import build_pipeline
+    from seit.utils.dist import DistInfo
+
+    store = class_token_store(tmp_path / "train", 8)
+    book = torch.randn(16, 4)
+    book[3, 1] = float("nan")
+    torch.save(book, tmp_path / "codebook.ckpt")
+    cfg = engine.TrainConfig(data=engine.DataConfig(store=str(store), codebook_path=str(tmp_path / "codebook.ckpt")))
+    with pytest.raises(SeitError, match=r"codebook\.ckpt: the codebook holds NaN or infinite values"):
+        build_pipeline(cfg, DistInfo(), torch.device("cpu"))
+
+
+def test_non_finite_loss_says_what_is_non_finite_and_names_only_existing_checkpoints(tmp_path):
+    from seit.engine.train import _non_finite_loss
+
+    model = torch.nn.Linear(2, 2)
+    last = tmp_path / "last.pt"
+    bad_inputs = torch.tensor([[1.0, float("nan")]])
+    message = _non_finite_loss(float("nan"), "at epoch 0, step 0", bad_inputs, model, last)
+    assert "inputs hold NaN or infinite values" in message and "--lr" not in message and "last.pt" not in message
+    message = _non_finite_loss(float("inf"), "at epoch 3, step 70", torch.ones(1, 2), model, last)
+    assert "training diverged" in message and "--lr" in message and "last.pt" not in message
+    last.write_bytes(b"")
+    message = _non_finite_loss(float("inf"), "at epoch 3, step 70", torch.ones(1, 2), model, last)
+    assert f"--finetune {last}" in message
+
+
+def test_damaged_checkpoint_says_damaged_not_legacy_pickle(tmp_path):
+    from seit.utils.serialization import LEGACY_PICKLE_HINT, CheckpointError, safe_torch_load
+
+    torch.save({"model": {"w": torch.zeros(64)}, "epoch": 1}, tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"last\.pt: damaged or not a torch\.save file") as e:
+        safe_torch_load(tmp_path / "last.pt", code_hint=LEGACY_PICKLE_HINT)
+    assert "--allow-legacy-pickle" not in str(e.value)
+    torch.save({"args": argparse.Namespace(lr=1)}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match=r"code\.pt: holds pickled objects .*\(argparse\.Namespace\)") as e:
+        safe_torch_load(tmp_path / "code.pt")
+    assert "--allow-legacy-pickle" not in str(e.value)  # only the tokenizer readers, which have the flag, offer it
+
+
+def test_resume_from_a_truncated_last_pt_is_one_line_with_the_way_out(tmp_path, class_token_store, capsys):
+    store = class_token_store(tmp_path / "train", 32)
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"model": {"w": torch.zeros(64)}, "kind": "seit.train"}, out / "last.pt")
+    (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:100])
+    tiny = ["--model", "deit_tiny_token_4", "--embed-dim", "32", "--depth", "1", "--num-heads", "2"]
+    args = ["train", "--store", str(store), "--output", str(out), "--resume", "auto", "--num-workers", "0", *tiny]
+    assert main([*args, "--no-tensorboard", "--device", "cpu"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--allow-legacy-pickle" not in err
+    assert f"{out / 'last.pt'}: damaged" in err and "--resume PATH" in err and "start over" in err

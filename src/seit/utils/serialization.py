@@ -42,12 +42,15 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the content
         text = str(e)
-        if "Weights only load failed" in text:
-            needs = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" ({needs.group(1)})" if needs else ""
-            message = f"{path}: holds pickled objects other than tensors and plain values{what}, which seit does not "
-            raise CheckpointError(f"{message}load (weights_only=True). {code_hint}".rstrip()) from e
-        reason = text.splitlines()[0].split(". ")[0] if text else f"{type(e).__name__}: the file ends early"
+        needs = re.search(r"GLOBAL ([\w.]+)", text)  # a class or function the pickle would import and call
+        if needs:
+            message = f"{path}: holds pickled objects other than tensors and plain values ({needs.group(1)}), "
+            raise CheckpointError(f"{message}which seit does not load (weights_only=True). {code_hint}".rstrip()) from e
+        unsupported = re.search(r"Unsupported [^\n]*", text)  # e.g. bytes that are no pickle at all
+        if unsupported:
+            reason = unsupported.group(0)
+        else:
+            reason = text.splitlines()[0].split(". ")[0] if text else f"{type(e).__name__}: it ends early"
         raise CheckpointError(f"{path}: damaged or not a torch.save file ({reason})") from e
 
 
