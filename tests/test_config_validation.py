@@ -109,6 +109,21 @@ def test_defaults_pass():
         tok(cls)
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "train", "--steps", "0"], "argument --steps: must be >= 1, got 0"),
+        (["bench", "pipeline", "--batch-size", "-1"], "argument --batch-size: must be >= 1, got -1"),
+        (["bench", "store", "--sensitivity", "0.5", "nan"], r"argument --sensitivity: must be in [0, 1], got nan"),
+        (["bench", "tokenize", "--num-workers", "-1"], "argument --num-workers: must be >= 0, got -1"),
+    ],
+)
+def test_benchmark_flags_outside_dataclasses_are_checked_too(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == EXIT_USAGE and message in capsys.readouterr().err
+
+
 def test_predicates_refuse_nan_inf_and_bools():
     for check in (at_least(0), positive, probability, between(0, 1, include_hi=False)):
         for bad in (NAN, INF, -INF, True, "1", None):

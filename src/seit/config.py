@@ -64,6 +64,20 @@ non_negative = at_least(0)
 probability = between(0, 1)
 
 
+def arg_type(convert: Callable[[str], Any], check: Check) -> Callable[[str], Any]:
+    """An argparse ``type`` for a flag outside a config dataclass: ``convert``, then ``check`` (exit 2 naming it)."""
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        problem = check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid int value" names the type
+    return parse
+
+
 def flag_name(name: str) -> str:
     """The flag a field is set with on the command line: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
