@@ -50,14 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--baseline-samples",
-        type=arg_type(int, at_least(1)),
+        type=arg_type(int, at_least(2)),
         default=64,
         help="baseline samples per round (default: 64)",
     )
-    p.add_argument("--grid", type=arg_type(int, at_least(1)), default=32, help="token grid side H = W (default: 32)")
+    p.add_argument("--grid", type=arg_type(int, at_least(2)), default=32, help="token grid side H = W (default: 32)")
     p.add_argument(
         "--codes",
-        type=arg_type(int, at_least(1)),
+        type=arg_type(int, at_least(2)),
         default=391,
         help="codebook size K (default: 391, SeiT's pruned codebook)",
     )
@@ -199,8 +199,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.batch_size < 2 or args.batch_size % 2:
         raise SeitError(f"--batch-size must be even and >= 2 (CutMix pairs samples), got {args.batch_size}")
-    if min(args.rounds, args.seit_batches) < 1 or args.baseline_samples < 2 or args.grid < 2 or args.codes < 2:
-        raise SeitError("--rounds and --seit-batches must be >= 1; --baseline-samples, --grid and --codes >= 2")
 
     cached = args.allocator == "caching" and keep_freed_memory()
     threads = torch.get_num_threads()

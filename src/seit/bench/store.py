@@ -110,8 +110,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from seit.interop.seit_release import MAX_ID
 
     cfg = from_args(TokenSetConfig, args)
-    if args.fit_samples < 1 or args.batch_size < 1 or args.batches < 1:
-        raise SeitError("--fit-samples, --batch-size and --batches must be positive")
     if cfg.codebook_size > MAX_ID + 1:
         raise SeitError(f"the SeiT release layout holds ids up to {MAX_ID}: use --codebook-size {MAX_ID + 1} or less")
     start = time.perf_counter()

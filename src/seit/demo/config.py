@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seit.config import Checked, field, non_negative
-from seit.errors import SeitError
+from seit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,6 @@ class DemoConfig(Checked):
 
     def demo_size(self) -> tuple[str, DemoSize]:
         if self.quick and self.size not in (None, "quick"):
-            raise SeitError(f"--quick and --size {self.size} contradict each other; give one of them")
+            raise ConfigError(f"--quick and --size {self.size} contradict each other; give one of them")
         name = self.size or ("quick" if self.quick else "default")
         return name, SIZES[name]

@@ -139,8 +139,6 @@ def decode_samples(cfg: DecodeConfig) -> DecodeResult:
     """``seit decode``: decode stored samples with the tokenizer; PNG files and/or one grid PNG."""
     if cfg.out is None and cfg.grid is None:
         raise TokenizerError("nothing to write: give --out DIR (one PNG per sample) and/or --grid PNG")
-    if cfg.batch_size < 1 or cfg.count < 1:
-        raise TokenizerError(f"--batch-size and --count must be >= 1, got {cfg.batch_size} and {cfg.count}")
     with TokenStore.open(cfg.store) as store:
         n = len(store)
         indices = np.asarray(cfg.indices if cfg.indices else spread_indices(n, cfg.count), dtype=np.int64)
