@@ -319,6 +319,38 @@ def test_disk_full_names_the_file(tmp_path, monkeypatch, capsys):
     )
 
 
+def test_disk_full_inside_torch_save_names_the_checkpoint(tmp_path, monkeypatch):
+    from seit.utils.serialization import atomic_torch_save
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:  # a file on a full disk: the first writes fit, then ENOSPC
+        def __init__(self, f):
+            self.f, self.room = f, 4096
+
+        def write(self, data):
+            self.room -= len(data)
+            if self.room < 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    target = tmp_path / "last.pt"
+    with pytest.raises(OSError) as e:  # torch itself raises RuntimeError("unexpected pos ...") here
+        atomic_torch_save({"w": torch.zeros(10_000)}, target)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder_is_one_line(tmp_path):
     folder = tmp_path / "ro"

@@ -56,7 +56,13 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's zip writer turns a failed write (a full disk) into "unexpected pos": raise the OSError
+            if isinstance(e.__context__, OSError) and e.__context__.errno is not None:
+                raise e.__context__ from None
+            raise
 
 
 def save_weights(
