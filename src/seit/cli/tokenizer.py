@@ -17,8 +17,9 @@ examples:
   seit tokenizer train data/train --out runs/tok --resume      # continue after a crash or preemption
 
 Presets: {presets}.
-The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT), OUT/log.jsonl, OUT/samples/*.png
-and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info` and `seit tokenize`.
+The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT, which then exit with status 75),
+OUT/log.jsonl, OUT/samples/*.png and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info`
+and `seit tokenize`.
 """
 
 
