@@ -11,6 +11,7 @@ import torch
 import seit.models  # noqa: F401  (registers the token ViTs)
 from seit.augment import AugmentConfig, AugmentError, TokenAugment
 from seit.config import add_dataclass_args, from_args
+from seit.errors import ConfigError
 
 OFF = dict(synonym_prob=0.0, swap_prob=0.0, noise_prob=0.0, color_adapt_prob=0.0, cutmix=0.0, smoothing=0.0)
 
@@ -54,7 +55,7 @@ def test_defaults_are_seits_and_map_to_flags():
     ],
 )
 def test_bad_settings_name_the_flag(bad, flag):
-    with pytest.raises(AugmentError, match=flag):
+    with pytest.raises(ConfigError, match=flag):
         AugmentConfig(**bad)
     with pytest.raises(AugmentError, match="--crop-size"):
         AugmentConfig(crop_size=40).crop_side(32, 32)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from seit.bench.tokens import TokenSetConfig, generate_tokens
+from seit.errors import ConfigError
 
 
 def mutual_information(a, b, k):
@@ -70,7 +71,9 @@ def test_any_2d_grid(grid):
 
 
 def test_bad_configs_are_refused():
-    with pytest.raises(ValueError, match="grid"):
-        generate_tokens(TokenSetConfig(samples=2, grid=(4, 4, 4)))
-    with pytest.raises(ValueError, match="correlation"):
-        generate_tokens(TokenSetConfig(samples=2, correlation=1.5))
+    with pytest.raises(ConfigError, match="--grid takes two sizes"):
+        TokenSetConfig(samples=2, grid=(4, 4, 4))
+    with pytest.raises(ConfigError, match=r"--correlation must be in \[0, 1\], got 1.5"):
+        TokenSetConfig(samples=2, correlation=1.5)
+    with pytest.raises(ConfigError, match="--codebook-size must be in"):
+        TokenSetConfig(samples=2, codebook_size=1)

@@ -12,6 +12,7 @@ from torchvision.models.vgg import cfgs, make_layers
 
 import seit
 import seit.tokenizer.train as train_module
+from seit.errors import ConfigError
 from seit.images import list_images
 from seit.interop.enhancing import config_from_yaml
 from seit.tokenizer.checkpoint import load_tokenizer
@@ -119,8 +120,8 @@ def test_perceptual_loss_from_user_supplied_vgg_weights(data, tmp_path, one_thre
 def test_bf16_autocast_path_and_option_checks(data, tmp_path, one_thread):
     result = train(_config(data, tmp_path / "bf16", steps=2, batch_size=4, log_every=1, precision="bf16"))
     assert result.finished and all(math.isfinite(v) for v in result.last.values())
-    with pytest.raises(TrainError, match="--eval-every must be at least 1"):
-        train(_config(data, tmp_path / "bad", eval_every=0))
+    with pytest.raises(ConfigError, match="--eval-every must be >= 1, got 0"):
+        _config(data, tmp_path / "bad", eval_every=0)
 
 
 def test_a_signal_saves_a_checkpoint_and_stops(data, tmp_path, one_thread, monkeypatch):

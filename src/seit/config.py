@@ -9,6 +9,9 @@ Field metadata understood here:
   aliases  extra flag spellings (e.g. the reference code's own flags)
   choices  allowed values
   positional  the field is a positional argument
+  check    a predicate from this module (``at_least(1)``, ``probability``, ...) that every value must pass;
+           :class:`Checked` configs run them in ``__post_init__``, so the CLI and the Python API fail the same
+           way: one line naming the flag, e.g. ``--batch-size must be >= 1, got 0``
 """
 
 from __future__ import annotations
@@ -16,11 +19,91 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+from seit.errors import ConfigError
+
 T = TypeVar("T")
+
+# A field check: None if the value is fine, else what it must be ("must be >= 1").
+Check = Callable[[Any], "str | None"]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(lo: float) -> Check:
+    """value >= lo (and finite: NaN and inf fail every numeric check)."""
+    return lambda v: None if _number(v) and v >= lo else f"must be >= {lo}"
+
+
+def greater_than(lo: float) -> Check:
+    return lambda v: None if _number(v) and v > lo else f"must be > {lo}"
+
+
+def between(lo: float, hi: float, *, include_hi: bool = True) -> Check:
+    """lo <= value <= hi (or < hi)."""
+    right = "]" if include_hi else ")"
+    return lambda v: (
+        None if _number(v) and lo <= v and (v <= hi if include_hi else v < hi) else f"must be in [{lo}, {hi}{right}"
+    )
+
+
+def each(check: Check) -> Check:
+    """Apply ``check`` to every element of a list/tuple value."""
+    return lambda v: next((f"values {p}" for p in map(check, v) if p), None)
+
+
+positive = greater_than(0)
+non_negative = at_least(0)
+probability = between(0, 1)
+
+
+def arg_type(convert: Callable[[str], Any], check: Check) -> Callable[[str], Any]:
+    """An argparse ``type`` for a flag outside a config dataclass: ``convert``, then ``check`` (exit 2 naming it)."""
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        problem = check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid int value" names the type
+    return parse
+
+
+def flag_name(name: str) -> str:
+    """The flag a field is set with on the command line: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_fields(cfg: Any) -> None:
+    """Run every field's ``check`` (unset optional values pass); raise ConfigError naming the first bad flag."""
+    for f in dataclasses.fields(cfg):
+        check, value = f.metadata.get("check"), getattr(cfg, f.name)
+        if check is None or value is None:
+            continue
+        problem = check(value)
+        if problem:
+            name = f.name.upper() if f.metadata.get("positional") else flag_name(f.name)
+            shown = repr(value) if isinstance(value, str) else str(list(value) if isinstance(value, tuple) else value)
+            raise ConfigError(f"{name} {problem}, got {shown}")
+
+
+class Checked:
+    """Dataclass mixin: construction checks every field (``check=`` metadata).
+
+    A config with checks across fields overrides ``__post_init__`` and calls ``super().__post_init__()`` first.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
@@ -42,10 +125,6 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             return args[0], True
     return tp, False
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
@@ -79,7 +158,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                 kwargs["default"] = default
             parser.add_argument(f.name, type=elem, nargs=nargs, metavar=f.name.upper(), **kwargs)
             continue
-        names = [_flag(f.name), *meta.get("aliases", ())]
+        names = [flag_name(f.name), *meta.get("aliases", ())]
         if tp is bool:
             kwargs["help"] = help_text + (" (default: on)" if default else "")
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)

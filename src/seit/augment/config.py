@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seit.config import field
-from seit.errors import SeitError
+from seit.config import Checked, at_least, between, field, flag_name, non_negative, probability
+from seit.errors import ConfigError, SeitError
 
 
 class AugmentError(SeitError):
@@ -13,7 +13,7 @@ class AugmentError(SeitError):
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Checked):
     """SeiT's defaults (main.py / main_seit.py); every probability is per sample unless it says per token."""
 
     crop: str = field(
@@ -23,9 +23,13 @@ class AugmentConfig:
         choices=("rrc", "random"),
     )
     crop_size: int | None = field(
-        None, help="side m of the crop fed to the model; default round(crop_ratio * grid side), 28 for 32x32 grids"
+        None,
+        help="side m of the crop fed to the model; default round(crop_ratio * grid side), 28 for 32x32 grids",
+        check=at_least(1),
     )
-    crop_ratio: float = field(0.875, help="m / grid side when --crop-size is not given (SeiT --eval-crop-ratio)")
+    crop_ratio: float = field(
+        0.875, help="m / grid side when --crop-size is not given (SeiT --eval-crop-ratio)", check=probability
+    )
     rrc_scale: tuple[float, float] = field(
         (0.08, 1.0),
         help="RRC area range as fractions of the grid (of the image for the pixel baseline; SeiT --rrc-ratio sets "
@@ -34,83 +38,86 @@ class AugmentConfig:
     rrc_aspect: tuple[float, float] = field(
         (3 / 4, 4 / 3), help="RRC aspect-ratio (width / height) range, torchvision's default as in SeiT"
     )
-    hflip_prob: float = field(0.0, help="horizontal flip probability (SeiT does not flip token maps)")
+    hflip_prob: float = field(
+        0.0, help="horizontal flip probability (SeiT does not flip token maps)", check=probability
+    )
     synonym_prob: float = field(
-        0.25, help="Token-EDA: probability a sample gets synonym replacement", aliases=("--eda-rc-prob",)
+        0.25,
+        help="Token-EDA: probability a sample gets synonym replacement",
+        aliases=("--eda-rc-prob",),
+        check=probability,
     )
     synonym_token_prob: float = field(
-        0.25, help="per-token replacement probability inside such a sample", aliases=("--replace-token-prob",)
+        0.25,
+        help="per-token replacement probability inside such a sample",
+        aliases=("--replace-token-prob",),
+        check=probability,
     )
     synonym_topk: int = field(
         5,
         help="replacement is drawn uniformly from the first k synonyms (SeiT's table starts with the code itself)",
         aliases=("--token-synonym-thres",),
+        check=at_least(1),
     )
     swap_prob: float = field(
-        0.25, help="Token-EDA: probability a sample gets a patch swap instead", aliases=("--eda-sc-prob",)
+        0.25,
+        help="Token-EDA: probability a sample gets a patch swap instead",
+        aliases=("--eda-sc-prob",),
+        check=probability,
     )
     swap_scale: float = field(
-        0.25, help="patch-swap side is int(U(0, scale) * grid side)", aliases=("--swap-token-scale",)
+        0.25,
+        help="patch-swap side is int(U(0, scale) * grid side)",
+        aliases=("--swap-token-scale",),
+        check=between(0, 1, include_hi=False),
     )
     noise_prob: float = field(
         0.25,
         help="Emb-Noise probability per sample (SeiT++ noises half the batch in half of the batches; the SeiT "
         "paper used 0.5 and no ColorAdapt)",
+        check=probability,
     )
-    noise_scale: float = field(1.0, help="std of the per-channel noise offset", aliases=("--token-noise-scale",))
-    noise_std: float = field(1.0, help="std of the per-element noise", aliases=("--token-noise-std",))
+    noise_scale: float = field(
+        1.0, help="std of the per-channel noise offset", aliases=("--token-noise-scale",), check=non_negative
+    )
+    noise_std: float = field(
+        1.0, help="std of the per-element noise", aliases=("--token-noise-std",), check=non_negative
+    )
     color_adapt_prob: float = field(
         0.125,
         help="ColorAdapt probability per sample: its channel mean/std are replaced by the mirrored sample's "
         "(SeiT++: half the batch in a quarter of the batches)",
+        check=probability,
     )
-    mixup: float = field(0.0, help="Mixup alpha (on if > 0)")
-    cutmix: float = field(1.0, help="CutMix alpha (on if > 0)")
+    mixup: float = field(0.0, help="Mixup alpha (on if > 0)", check=non_negative)
+    cutmix: float = field(1.0, help="CutMix alpha (on if > 0)", check=non_negative)
     cutmix_minmax: tuple[float, float] | None = field(None, help="CutMix box size range; overrides --cutmix")
-    mixup_prob: float = field(1.0, help="probability of mixing a batch")
-    mixup_switch_prob: float = field(0.5, help="probability of CutMix instead of Mixup when both are on")
+    mixup_prob: float = field(1.0, help="probability of mixing a batch", check=probability)
+    mixup_switch_prob: float = field(
+        0.5, help="probability of CutMix instead of Mixup when both are on", check=probability
+    )
     mixup_mode: str = field("batch", help="mix params per 'batch', 'pair' or 'elem'", choices=("batch", "pair", "elem"))
-    smoothing: float = field(0.1, help="label smoothing folded into the soft targets")
+    smoothing: float = field(0.1, help="label smoothing folded into the soft targets", check=probability)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("rrc_scale", "rrc_aspect", "cutmix_minmax"):
             value = getattr(self, name)
             if value is not None and len(value) != 2:
-                raise AugmentError(f"--{_flag(name)} takes two numbers (min max), got {list(value)}")
-        for name in (
-            "crop_ratio",
-            "hflip_prob",
-            "synonym_prob",
-            "synonym_token_prob",
-            "swap_prob",
-            "noise_prob",
-            "color_adapt_prob",
-            "mixup_prob",
-            "mixup_switch_prob",
-            "smoothing",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise AugmentError(f"--{_flag(name)} must be in [0, 1], got {value}")
+                raise ConfigError(f"{flag_name(name)} takes two numbers (min max), got {list(value)}")
+        if self.crop_ratio == 0:
+            raise ConfigError("--crop-ratio must be > 0, got 0")
         if self.synonym_prob + self.swap_prob > 1.0:
-            raise AugmentError("--synonym-prob + --swap-prob must be <= 1 (a sample gets one Token-EDA op at most)")
+            raise ConfigError("--synonym-prob + --swap-prob must be <= 1 (a sample gets one Token-EDA op at most)")
         if self.noise_prob + self.color_adapt_prob > 1.0:
-            raise AugmentError("--noise-prob + --color-adapt-prob must be <= 1 (a sample gets one of them at most)")
-        if not 0.0 <= self.swap_scale < 1.0:
-            raise AugmentError(f"--swap-scale must be in [0, 1), got {self.swap_scale}")
-        if self.synonym_topk < 1:
-            raise AugmentError(f"--synonym-topk must be >= 1, got {self.synonym_topk}")
-        if self.crop_size is not None and self.crop_size < 1:
-            raise AugmentError(f"--crop-size must be >= 1, got {self.crop_size}")
+            raise ConfigError("--noise-prob + --color-adapt-prob must be <= 1 (a sample gets one of them at most)")
         lo, hi = self.rrc_scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise AugmentError(f"--rrc-scale must satisfy 0 < min <= max <= 1, got {self.rrc_scale}")
-        if not 0.0 < self.rrc_aspect[0] <= self.rrc_aspect[1]:
-            raise AugmentError(f"--rrc-aspect must satisfy 0 < min <= max, got {self.rrc_aspect}")
-        if self.noise_scale < 0 or self.noise_std < 0 or self.mixup < 0 or self.cutmix < 0:
-            raise AugmentError("--noise-scale, --noise-std, --mixup and --cutmix must be >= 0")
+            raise ConfigError(f"--rrc-scale must satisfy 0 < min <= max <= 1, got {list(self.rrc_scale)}")
+        if not 0.0 < self.rrc_aspect[0] <= self.rrc_aspect[1] < float("inf"):
+            raise ConfigError(f"--rrc-aspect must satisfy 0 < min <= max, got {list(self.rrc_aspect)}")
         if self.cutmix_minmax is not None and not 0.0 < self.cutmix_minmax[0] < self.cutmix_minmax[1] <= 1.0:
-            raise AugmentError(f"--cutmix-minmax must satisfy 0 < min < max <= 1, got {self.cutmix_minmax}")
+            raise ConfigError(f"--cutmix-minmax must satisfy 0 < min < max <= 1, got {list(self.cutmix_minmax)}")
 
     @property
     def mixing(self) -> bool:
@@ -125,7 +132,3 @@ class AugmentConfig:
                 f"{min(height, width)}"
             )
         return side
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")

@@ -102,7 +102,8 @@ class TokenAugment:
         if labels.shape != (batch,) or lab_lo < 0 or lab_hi >= self.num_classes:
             raise AugmentError(
                 f"labels must be [B] class ids in [0, {self.num_classes}), got shape {tuple(labels.shape)} "
-                f"with range {lab_lo}..{lab_hi}; check the dataset's label file and --num-classes"
+                f"with range {lab_lo}..{lab_hi}: the training data has labels outside its own classes (check the label "
+                "file, or a store with `seit store verify`)"
             )
 
         if n_syn:

@@ -9,6 +9,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from seit.config import arg_type, at_least, non_negative
+
 if TYPE_CHECKING:  # torch and numpy load inside the functions, so `seit --help` stays fast
     import numpy as np
     import torch
@@ -31,17 +33,42 @@ also bytes per sample sent to the device.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch for both pipelines (default: 256)")
     p.add_argument(
-        "--rounds", type=int, default=5, help="alternating measurement rounds; medians reported (default: 5)"
+        "--batch-size",
+        type=arg_type(int, at_least(1)),
+        default=256,
+        help="samples per batch for both pipelines (default: 256)",
     )
-    p.add_argument("--seit-batches", type=int, default=4, help="seit batches per round (default: 4)")
-    p.add_argument("--baseline-samples", type=int, default=64, help="baseline samples per round (default: 64)")
-    p.add_argument("--grid", type=int, default=32, help="token grid side H = W (default: 32)")
-    p.add_argument("--codes", type=int, default=391, help="codebook size K (default: 391, SeiT's pruned codebook)")
-    p.add_argument("--dim", type=int, default=32, help="code dimension D (default: 32)")
-    p.add_argument("--classes", type=int, default=1000, help="number of classes (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic ids and both pipelines (default: 0)")
+    p.add_argument(
+        "--rounds",
+        type=arg_type(int, at_least(1)),
+        default=5,
+        help="alternating measurement rounds; medians reported (default: 5)",
+    )
+    p.add_argument(
+        "--seit-batches", type=arg_type(int, at_least(1)), default=4, help="seit batches per round (default: 4)"
+    )
+    p.add_argument(
+        "--baseline-samples",
+        type=arg_type(int, at_least(2)),
+        default=64,
+        help="baseline samples per round (default: 64)",
+    )
+    p.add_argument("--grid", type=arg_type(int, at_least(2)), default=32, help="token grid side H = W (default: 32)")
+    p.add_argument(
+        "--codes",
+        type=arg_type(int, at_least(2)),
+        default=391,
+        help="codebook size K (default: 391, SeiT's pruned codebook)",
+    )
+    p.add_argument("--dim", type=arg_type(int, at_least(1)), default=32, help="code dimension D (default: 32)")
+    p.add_argument("--classes", type=arg_type(int, at_least(1)), default=1000, help="number of classes (default: 1000)")
+    p.add_argument(
+        "--seed",
+        type=arg_type(int, non_negative),
+        default=0,
+        help="seed of the synthetic ids and both pipelines (default: 0)",
+    )
     p.add_argument(
         "--allocator",
         choices=("caching", "system"),
@@ -172,8 +199,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.batch_size < 2 or args.batch_size % 2:
         raise SeitError(f"--batch-size must be even and >= 2 (CutMix pairs samples), got {args.batch_size}")
-    if min(args.rounds, args.seit_batches) < 1 or args.baseline_samples < 2 or args.grid < 2 or args.codes < 2:
-        raise SeitError("--rounds and --seit-batches must be >= 1; --baseline-samples, --grid and --codes >= 2")
 
     cached = args.allocator == "caching" and keep_freed_memory()
     threads = torch.get_num_threads()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from seit.config import arg_type, at_least, non_negative, probability
+
 DESCRIPTION = """\
 token store codec vs. SeiT's release layout: bytes, bits/token, entropies, decode speed
 
@@ -50,12 +52,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--codec", default=DEFAULT_CODEC, choices=sorted(CODECS), help=f"codec under test (default: {DEFAULT_CODEC})"
     )
     b.add_argument(
-        "--fit-samples", type=int, default=4096, metavar="N", help="samples the codec is fitted on (default: 4096)"
+        "--fit-samples",
+        type=arg_type(int, at_least(1)),
+        default=4096,
+        metavar="N",
+        help="samples the codec is fitted on (default: 4096)",
     )
-    b.add_argument("--batch-size", type=int, default=256, metavar="N", help="indices per decoded batch (default: 256)")
-    b.add_argument("--batches", type=int, default=60, metavar="N", help="random batches timed per codec (default: 60)")
     b.add_argument(
-        "--index-bytes", type=int, default=4, metavar="N", help="per-sample index cost of our store (default: 4)"
+        "--batch-size",
+        type=arg_type(int, at_least(1)),
+        default=256,
+        metavar="N",
+        help="indices per decoded batch (default: 256)",
+    )
+    b.add_argument(
+        "--batches",
+        type=arg_type(int, at_least(1)),
+        default=60,
+        metavar="N",
+        help="random batches timed per codec (default: 60)",
+    )
+    b.add_argument(
+        "--index-bytes",
+        type=arg_type(int, non_negative),
+        default=4,
+        metavar="N",
+        help="per-sample index cost of our store (default: 4)",
     )
     b.add_argument("--out", metavar="DIR", help="keep the SeiT files and our encoded samples here (default: temp dir)")
     b.add_argument(
@@ -64,7 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="also measure the alternative codecs (default: on)",
     )
-    b.add_argument("--sensitivity", type=float, nargs="+", default=[], metavar="CORR", help="also the ratio at these")
+    b.add_argument(
+        "--sensitivity",
+        type=arg_type(float, probability),
+        nargs="+",
+        default=[],
+        metavar="CORR",
+        help="also the ratio at these",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,8 +110,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from seit.interop.seit_release import MAX_ID
 
     cfg = from_args(TokenSetConfig, args)
-    if args.fit_samples < 1 or args.batch_size < 1 or args.batches < 1:
-        raise SeitError("--fit-samples, --batch-size and --batches must be positive")
     if cfg.codebook_size > MAX_ID + 1:
         raise SeitError(f"the SeiT release layout holds ids up to {MAX_ID}: use --codebook-size {MAX_ID + 1} or less")
     start = time.perf_counter()

@@ -21,24 +21,45 @@ from pathlib import Path
 
 import numpy as np
 
+from seit.config import arg_type, at_least, non_negative
+
 DESCRIPTION = __doc__
 
 DEFAULT_PRESETS = ("vitvq-tiny", "vitvq-mini", "vitvq-base")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", type=int, default=96, help="generated JPEGs for the small presets (default: 96)")
-    p.add_argument("--large-images", type=int, default=8, help="images for the 256 px presets (default: 8)")
-    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="tokenizer presets to time")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--num-workers", type=int, default=2, help="decoding worker processes (default: 2)")
-    p.add_argument("--source-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"), help="JPEG size")
     p.add_argument(
-        "--repeats", type=int, default=2, help="timed rounds (each runs every measurement once); the best counts"
+        "--images",
+        type=arg_type(int, at_least(1)),
+        default=96,
+        help="generated JPEGs for the small presets (default: 96)",
+    )
+    p.add_argument(
+        "--large-images", type=arg_type(int, at_least(1)), default=8, help="images for the 256 px presets (default: 8)"
+    )
+    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="tokenizer presets to time")
+    p.add_argument("--batch-size", type=arg_type(int, at_least(1)), default=16, help="images per batch (default: 16)")
+    p.add_argument(
+        "--num-workers", type=arg_type(int, non_negative), default=2, help="decoding worker processes (default: 2)"
+    )
+    p.add_argument(
+        "--source-size",
+        type=arg_type(int, at_least(1)),
+        nargs=2,
+        default=(500, 375),
+        metavar=("W", "H"),
+        help="JPEG size",
+    )
+    p.add_argument(
+        "--repeats",
+        type=arg_type(int, at_least(1)),
+        default=2,
+        help="timed rounds (each runs every measurement once); the best counts",
     )
     p.add_argument(
         "--torch-threads",
-        type=int,
+        type=arg_type(int, at_least(1)),
         default=None,
         help="torch threads of decode/model/encode (default: the cores the workers leave free, which is also "
         "what `store` uses)",

@@ -28,25 +28,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seit.config import field
+from seit.config import Checked, at_least, between, each, field, non_negative, positive, probability
+from seit.errors import ConfigError
 
 
 @dataclass
-class TokenSetConfig:
-    samples: int = field(20000, help="number of token grids")
-    grid: tuple[int, ...] = field((32, 32), help="grid shape (rows, cols)")
-    codebook_size: int = field(391, help="number of codes (SeiT's pruned ImageNet codebook has 391)")
-    classes: int = field(100, help="number of labels; each has its own preference over code families")
-    correlation: float = field(
-        0.8, help="share of tokens that follow the image's spatial structure (rest: iid VQ noise); 0 = iid"
+class TokenSetConfig(Checked):
+    samples: int = field(20000, help="number of token grids", check=at_least(1))
+    grid: tuple[int, ...] = field((32, 32), help="grid shape (rows, cols)", check=each(at_least(1)))
+    codebook_size: int = field(
+        391, help="number of codes (SeiT's pruned ImageNet codebook has 391)", check=between(2, 1 << 15)
     )
-    zipf: float = field(0.8, help="exponent of the Zipf-like code-usage marginal")
-    groups: int = field(24, help="families of related codes")
-    regions: int = field(6, help="largest number of segments per image (each image draws 1..regions)")
-    palette: float = field(8.0, help="mean number of codes a textured segment uses")
-    flat: float = field(0.1, help="share of segments that are flat (a single code)")
-    jitter: float = field(0.3, help="share of structured tokens that switch to a related code of their family")
-    seed: int = field(0, help="random seed; the token set is a pure function of the config")
+    classes: int = field(
+        100, help="number of labels; each has its own preference over code families", check=at_least(1)
+    )
+    correlation: float = field(
+        0.8,
+        help="share of tokens that follow the image's spatial structure (rest: iid VQ noise); 0 = iid",
+        check=probability,
+    )
+    zipf: float = field(0.8, help="exponent of the Zipf-like code-usage marginal", check=non_negative)
+    groups: int = field(24, help="families of related codes", check=at_least(1))
+    regions: int = field(
+        6, help="largest number of segments per image (each image draws 1..regions)", check=at_least(1)
+    )
+    palette: float = field(8.0, help="mean number of codes a textured segment uses", check=positive)
+    flat: float = field(0.1, help="share of segments that are flat (a single code)", check=probability)
+    jitter: float = field(
+        0.3, help="share of structured tokens that switch to a related code of their family", check=probability
+    )
+    seed: int = field(0, help="random seed; the token set is a pure function of the config", check=non_negative)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.grid) != 2:
+            raise ConfigError(f"--grid takes two sizes (rows cols), got {list(self.grid)}")
 
 
 MAX_PALETTE = 16
@@ -55,12 +71,6 @@ _CHUNK = 1024  # images generated per vectorised step (bounds memory to ~100 MB)
 
 def generate_tokens(cfg: TokenSetConfig) -> tuple[np.ndarray, np.ndarray]:
     """(ids [samples, *grid] int16, labels [samples] int64), identical for identical configs."""
-    if len(cfg.grid) != 2 or min(cfg.grid) < 1:
-        raise ValueError(f"grid must be (rows, cols) with positive sizes, got {cfg.grid}")
-    if not 0.0 <= cfg.correlation <= 1.0:
-        raise ValueError(f"correlation must lie in [0, 1], got {cfg.correlation}")
-    if not 2 <= cfg.codebook_size <= 1 << 15:
-        raise ValueError(f"codebook_size must lie in 2..32768, got {cfg.codebook_size}")
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)
     labels = rng.integers(0, cfg.classes, size=cfg.samples)

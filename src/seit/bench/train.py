@@ -7,6 +7,8 @@ import statistics
 import time
 from typing import Any
 
+from seit.config import arg_type, at_least
+
 DESCRIPTION = """\
 Training steps/s: a token ViT (default deit_tiny_token_32: 32x32 ids -> 28x28 crop -> Stem-Adaptor ->
 196 tokens) versus the same ViT on pixels (deit_tiny_pixel_16: 224x224 -> patch 16 -> 196 tokens).
@@ -22,11 +24,15 @@ threads; the figure is the ratio of their median steps/s (target >= 1.0x).
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-model", default="deit_tiny_token_32", help="token ViT (default: deit_tiny_token_32)")
     p.add_argument("--pixel-model", default="deit_tiny_pixel_16", help="pixel ViT (default: deit_tiny_pixel_16)")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: 32)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per round (default: 3)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians reported (default: 3)")
+    p.add_argument("--batch-size", type=arg_type(int, at_least(1)), default=32, help="samples per step (default: 32)")
+    p.add_argument("--steps", type=arg_type(int, at_least(1)), default=3, help="timed steps per round (default: 3)")
+    p.add_argument(
+        "--rounds", type=arg_type(int, at_least(1)), default=3, help="alternating rounds; medians reported (default: 3)"
+    )
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
-    p.add_argument("--depth", type=int, default=None, help="override both models' depth (quick smoke runs)")
+    p.add_argument(
+        "--depth", type=arg_type(int, at_least(1)), default=None, help="override both models' depth (quick smoke runs)"
+    )
     p.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype (default: none)")
 
 
@@ -94,9 +100,9 @@ def _steps_per_second(model, batch_fn, steps: int, torch, device, amp: str) -> f
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from seit.utils.dist import default_device
+    from seit.utils.dist import resolve_device
 
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     token_model, token_batch = _token_side(args, torch, device)
     pixel_model, pixel_batch = _pixel_side(args, torch, device)
     rates: dict[str, list[float]] = {"token": [], "pixel": []}

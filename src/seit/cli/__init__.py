@@ -6,11 +6,20 @@ Group modules import heavy libraries (torch, timm) inside their handlers, so ``-
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from seit import __version__
-from seit.errors import SeitError
+from seit.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    ConfigError,
+    SeitError,
+)
 
 # Command groups in the order of the data flow; each module defines register(subparsers).
 GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "demo", "bench")
@@ -23,6 +32,27 @@ Data flow: images -> `seit tokenize` (ViT-VQGAN) -> token store -> `seit train` 
 the whole method end to end on a built-in dataset.
 """
 
+EPILOG = f"""\
+exit status:
+  {EXIT_OK:<4} done
+  {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
+  {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
+  {EXIT_PREEMPTED:<4} stopped by SIGTERM after saving a checkpoint (seit train, seit tokenizer train): rerun to resume
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
+"""
+
+# What to do about an environment error, by errno; the message also names the path and the system's reason.
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write somewhere else, then rerun (finished work is kept)",
+    errno.EDQUOT: "the disk quota is exhausted: free space or write somewhere else, then rerun",
+    errno.EACCES: "check its permissions, or choose a path you may use",
+    errno.EPERM: "check its permissions, or choose a path you may use",
+    errno.EROFS: "the file system is read-only: choose a writable output folder",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another output path",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: choose another output path",
+    errno.EISDIR: "a folder is in the way where a file is needed: give a file path",
+}
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of descriptions and examples; wider option column."""
@@ -32,7 +62,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seit", description=DESCRIPTION, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="seit", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"seit {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in GROUPS:
@@ -47,12 +77,28 @@ def main(argv: list[str] | None = None) -> int:
     if run is None:
         # A group name alone (e.g. `seit store`) prints that group's help.
         (getattr(args, "group_parser", None) or parser).print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(run(args) or 0)
+        return int(run(args) or EXIT_OK)
+    except ConfigError as e:
+        print(f"seit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except SeitError as e:
         print(f"seit: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except OSError as e:
+        if e.errno is None:  # not an environment error with a reason (e.g. a library's own OSError): a bug
+            raise
+        print(f"seit: error: {os_error_message(e)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("seit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an environment error: the path, the system's reason and what to do."""
+    where = f"{e.filename}: " if e.filename is not None else ""
+    reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+    hint = _OS_HINTS.get(e.errno)
+    return f"{where}{reason}" + (f"; {hint}" if hint else "")

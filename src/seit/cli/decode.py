@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = from_args(DecodeConfig, args)
     from seit.tokenizer.render import decode_samples
 
-    cfg = from_args(DecodeConfig, args)
     result = decode_samples(cfg)
     if result.files:
         print(f"{len(result.files)} decoded samples written to {cfg.out}")

@@ -44,10 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cfg = from_args(EvalConfig, args)
     from seit.engine.evaluate import run_eval
     from seit.utils.dist import current
 
-    result = run_eval(from_args(EvalConfig, args))
+    result = run_eval(cfg)
     if current().is_main:
         print(json.dumps(result.summary(), indent=1))
     return 0

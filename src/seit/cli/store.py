@@ -8,37 +8,37 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from seit.config import add_dataclass_args, field, from_args
+from seit.config import Checked, add_dataclass_args, at_least, each, field, from_args, non_negative, positive
 from seit.store.codec import CODECS, DEFAULT_CODEC
 
 STORE_HELP = "token store: a directory, or any fsspec URL (file://, s3://, gs://, https://, ...)"
 
 
 @dataclass
-class InfoConfig:
+class InfoConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
     json: bool = field(False, help="print the figures as JSON instead of a table")
 
 
 @dataclass
-class StatsConfig:
+class StatsConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
     json: bool = field(False, help="print the figures (incl. the full code histogram) as JSON")
     png: str | None = field(None, help="also write a PNG of the code usage to this path", metavar="PATH")
     max_samples: int | None = field(
-        None, help="decode a seeded random subset of this many samples (default: all)", metavar="N"
+        None, help="decode a seeded random subset of this many samples (default: all)", metavar="N", check=at_least(1)
     )
-    top: int = field(10, help="list this many most used codes in the table")
+    top: int = field(10, help="list this many most used codes in the table", check=non_negative)
 
 
 @dataclass
-class VerifyConfig:
+class VerifyConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
     json: bool = field(False, help="print the summary as JSON")
 
 
 @dataclass
-class ImportSeitConfig:
+class ImportSeitConfig(Checked):
     out: str = field(help="output store directory (new, or an interrupted import with --resume)", positional=True)
     prefix: str | None = field(
         None,
@@ -57,20 +57,22 @@ class ImportSeitConfig:
         None, help="codebook.ckpt: torch.save of a float tensor [K, D] (weights_only load)", metavar="FILE"
     )
     synonyms: str | None = field(None, help='synonyms.json: {"id": [ids, most similar first]}', metavar="FILE")
-    grid: tuple[int, ...] = field((32, 32), help="token grid shape of every sample")
-    codebook_size: int | None = field(None, help="number of codes K, when no --codebook is given", metavar="K")
+    grid: tuple[int, ...] = field((32, 32), help="token grid shape of every sample", check=each(at_least(1)))
+    codebook_size: int | None = field(
+        None, help="number of codes K, when no --codebook is given", metavar="K", check=at_least(1)
+    )
     class_names: str | None = field(None, help="text file with one class name per line, in label order", metavar="FILE")
     codec: str = field(
         DEFAULT_CODEC,
         help="codec of the store (every sample decodes on its own; see docs/store-codec.md)",
         choices=tuple(sorted(CODECS)),
     )
-    shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
+    shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
     resume: bool = field(False, help="continue an interrupted import into OUT")
 
 
 @dataclass
-class ExportSeitConfig:
+class ExportSeitConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
     out_prefix: str = field(
         help="writes OUT_PREFIX-token.data.bin.gz, OUT_PREFIX-token.index.npy.gz, OUT_PREFIX-label.txt, and "
@@ -81,7 +83,7 @@ class ExportSeitConfig:
 
 
 @dataclass
-class PruneConfig:
+class PruneConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
     out: str = field(help="output store directory (new, or an interrupted prune with --resume)", positional=True)
     codes_from: str | None = field(
@@ -91,10 +93,12 @@ class PruneConfig:
         metavar="TRAIN_STORE",
     )
     synonyms: int | None = field(
-        None, help="columns of the rebuilt synonym table (default: as many as the source's, none if it has none)"
+        None,
+        help="columns of the rebuilt synonym table (default: as many as the source's, none if it has none)",
+        check=at_least(1),
     )
     codec: str | None = field(None, help="codec of OUT (default: the source's)", metavar="NAME")
-    shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB")
+    shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
     resume: bool = field(False, help="continue an interrupted prune into OUT")
 
 

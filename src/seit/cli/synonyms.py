@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from seit.config import add_dataclass_args, field, from_args
+from seit.config import Checked, add_dataclass_args, at_least, field, from_args
 
 DESCRIPTION = """\
 Build each code's k most similar codes (cosine similarity of the store's codebook rows, the code itself
@@ -22,9 +22,9 @@ examples:
 
 
 @dataclass
-class SynonymsConfig:
+class SynonymsConfig(Checked):
     store: str = field(help="token store with a codebook (e.g. from `seit tokenize`)", positional=True)
-    k: int = field(10, help="similar codes per code, the code itself included")
+    k: int = field(10, help="similar codes per code, the code itself included", check=at_least(1))
     json: str | None = field(None, help="also write the table as SeiT's synonyms.json here", metavar="PATH")
 
 
@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = from_args(SynonymsConfig, args)
     from seit.tokenizer.codes import add_synonyms
 
-    cfg = from_args(SynonymsConfig, args)
     table = add_synonyms(cfg.store, cfg.k, json_path=cfg.json)
     print(
         f"synonyms [{table.shape[0]}, {table.shape[1]}] stored in {cfg.store}"

@@ -60,9 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = from_args(TokenizeConfig, args)  # flag values are checked before torch is imported
     from seit.tokenizer import tokenize
 
-    result = tokenize(from_args(TokenizeConfig, args))
+    result = tokenize(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 0
     print(result.summary())

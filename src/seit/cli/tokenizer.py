@@ -17,8 +17,9 @@ examples:
   seit tokenizer train data/train --out runs/tok --resume      # continue after a crash or preemption
 
 Presets: {presets}.
-The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT), OUT/log.jsonl, OUT/samples/*.png
-and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info` and `seit tokenize`.
+The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT, which then exit with status 75),
+OUT/log.jsonl, OUT/samples/*.png and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info`
+and `seit tokenize`.
 """
 
 
@@ -80,20 +81,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    cfg = from_args(TrainConfig, args)
+    from seit.errors import EXIT_PREEMPTED
     from seit.tokenizer.train import train
 
-    result = train(from_args(TrainConfig, args))
+    result = train(cfg)
     if not result.finished:
-        return 143  # stopped by a signal after saving: the conventional SIGTERM exit status
+        return EXIT_PREEMPTED  # stopped by a signal after saving checkpoint.pt: rerun with --resume
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    cfg = from_args(EvalConfig, args)
     from seit.tokenizer.evaluate import evaluate_images
 
-    report = evaluate_images(from_args(EvalConfig, args))
+    report = evaluate_images(cfg)
     print(json.dumps(report.to_json(), indent=1))
     return 0
 

@@ -25,7 +25,7 @@ examples:
   seit train ... --output runs/b32 --resume auto
 
   # the pixel baseline: the same ViT on images
-  seit train --images photos/train --val-images photos/val --model deit_small_pixel_16 --grid-size 224
+  seit train --images photos/train --val-images photos/val --model deit_small_pixel_16 --image-size 224
 
 outputs (in --output): last.pt (resumable checkpoint), model.safetensors and model_ema.safetensors
 (weights + codebook + metadata, for `seit eval`), best.json (which of the two did better on the
@@ -60,9 +60,11 @@ def _run(args: argparse.Namespace) -> int:
         for name in timm.list_models("deit_*_token_*") + timm.list_models("deit_*_pixel_*"):
             print(name)
         return 0
-    from seit.engine.train import EXIT_PREEMPTED, train
+    cfg = from_args(TrainConfig, args)  # flag values are checked before torch is imported
+    from seit.engine.train import train
+    from seit.errors import EXIT_PREEMPTED
 
-    result = train(from_args(TrainConfig, args))
+    result = train(cfg)
     if result.preempted:
         print(f"[seit] preempted: checkpoint saved to {result.output / 'last.pt'}; rerun with --resume auto")
         return EXIT_PREEMPTED

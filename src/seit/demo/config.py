@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seit.config import field
-from seit.errors import SeitError
+from seit.config import Checked, field, non_negative
+from seit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ SIZES = {
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Checked):
     out: str = field("seit-demo", help="output folder (every stage's artefacts and the report)")
     quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
     size: str | None = field(
@@ -44,12 +44,12 @@ class DemoConfig:
         "seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
-    seed: int = field(0, help="seed of the dataset and of every training run")
+    seed: int = field(0, help="seed of the dataset and of every training run", check=non_negative)
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
-    num_workers: int = field(2, help="worker processes for image decoding")
+    num_workers: int = field(2, help="worker processes for image decoding", check=non_negative)
 
     def demo_size(self) -> tuple[str, DemoSize]:
         if self.quick and self.size not in (None, "quick"):
-            raise SeitError(f"--quick and --size {self.size} contradict each other; give one of them")
+            raise ConfigError(f"--quick and --size {self.size} contradict each other; give one of them")
         name = self.size or ("quick" if self.quick else "default")
         return name, SIZES[name]

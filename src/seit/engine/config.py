@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seit.augment.config import AugmentConfig
-from seit.config import field
+from seit.config import Checked, at_least, between, field, non_negative, positive, probability
+from seit.errors import ConfigError
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     store: str | None = field(None, help="training token store (path or fsspec URL)")
     val_store: str | None = field(None, help="validation token store, evaluated after every epoch")
     train_token_file: str | None = field(
@@ -22,7 +23,7 @@ class DataConfig:
     token_synonym_dict: str | None = field(None, help="synonyms.json; default: the store's own synonym table")
     images: str | None = field(None, help="train the pixel baseline on this image folder (class = sub-folder)")
     val_images: str | None = field(None, help="validation image folder for the pixel baseline")
-    image_size: int = field(224, help="pixel baseline: side of the square crop the model sees")
+    image_size: int = field(224, help="pixel baseline: side of the square crop the model sees", check=at_least(1))
     streaming: bool = field(
         False, help="stream the training store's shards through fsspec (remote stores) instead of random access"
     )
@@ -41,21 +42,32 @@ class DataConfig:
         None,
         help="DataLoader worker processes per rank (default: 2; 0 for tokens on CPU, where decoding ids is cheap "
         "and workers would take cores from the model's threads)",
+        check=non_negative,
     )
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     model: str = field("deit_small_token_32", help="timm model name (see `seit train --list-models`)")
-    embed_dim: int | None = field(None, help="override the architecture's width (e.g. a smaller ViT for CPU runs)")
-    depth: int | None = field(None, help="override the architecture's number of blocks")
-    num_heads: int | None = field(None, help="override the architecture's number of attention heads")
-    drop_path: float = field(0.1, help="stochastic depth rate")
+    embed_dim: int | None = field(
+        None, help="override the architecture's width (e.g. a smaller ViT for CPU runs)", check=at_least(1)
+    )
+    depth: int | None = field(None, help="override the architecture's number of blocks", check=at_least(1))
+    num_heads: int | None = field(None, help="override the architecture's number of attention heads", check=at_least(1))
+    drop_path: float = field(0.1, help="stochastic depth rate", check=between(0, 1, include_hi=False))
     finetune: str | None = field(
         None,
         help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
         "a head of another class count is re-initialised",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.embed_dim is not None and self.num_heads is not None and self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"--embed-dim {self.embed_dim} must be divisible by --num-heads {self.num_heads} (each head gets "
+                "embed_dim / num_heads channels)"
+            )
 
     def size_overrides(self) -> dict[str, int]:
         """The architecture overrides that were set, as timm.create_model keyword arguments."""
@@ -64,26 +76,28 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
-    epochs: int = field(300, help="training epochs")
-    batch_size: int = field(64, help="batch size per process (global batch = this x world size)")
+class OptimConfig(Checked):
+    epochs: int = field(300, help="training epochs", check=at_least(1))
+    batch_size: int = field(64, help="batch size per process (global batch = this x world size)", check=at_least(1))
     opt: str = field("adamw", help="timm optimizer name")
-    lr: float = field(7.5e-4, help="base learning rate, scaled by global batch / 512 (SeiT)")
+    lr: float = field(7.5e-4, help="base learning rate, scaled by global batch / 512 (SeiT)", check=positive)
     unscale_lr: bool = field(False, help="use --lr as is, without the batch/512 scaling")
-    weight_decay: float = field(0.1, help="weight decay")
-    warmup_epochs: float = field(5.0, help="linear warm-up epochs")
-    warmup_lr: float = field(1e-6, help="learning rate at the start of warm-up")
-    min_lr: float = field(1e-5, help="final learning rate of the cosine schedule")
-    clip_grad: float | None = field(None, help="clip the gradient norm to this value")
+    weight_decay: float = field(0.1, help="weight decay", check=non_negative)
+    warmup_epochs: float = field(5.0, help="linear warm-up epochs", check=non_negative)
+    warmup_lr: float = field(1e-6, help="learning rate at the start of warm-up", check=non_negative)
+    min_lr: float = field(1e-5, help="final learning rate of the cosine schedule", check=non_negative)
+    clip_grad: float | None = field(None, help="clip the gradient norm to this value", check=positive)
     model_ema: bool = field(True, help="keep an EMA of the weights and evaluate it too")
-    model_ema_decay: float = field(0.99996, help="EMA decay per step")
+    model_ema_decay: float = field(0.99996, help="EMA decay per step", check=probability)
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     output: str = field("runs/train", help="output directory: checkpoints, metrics.jsonl, TensorBoard, final weights")
     resume: str | None = field(None, help="checkpoint to resume from; 'auto' = OUTPUT/last.pt if it exists")
-    seed: int = field(0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)")
+    seed: int = field(
+        0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)", check=non_negative
+    )
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
     amp: str = field(
         "auto",
@@ -91,15 +105,17 @@ class RunConfig:
         choices=("auto", "bf16", "fp16", "none"),
     )
     compile: bool = field(False, help="torch.compile the model")
-    log_every: int = field(20, help="steps between metric lines")
-    ckpt_every: int = field(500, help="steps between mid-epoch checkpoints (0: only at epoch ends)")
-    eval_every: int = field(1, help="epochs between evaluations")
-    max_steps: int | None = field(None, help="stop after this many steps in total (smoke tests, benchmarks)")
+    log_every: int = field(20, help="steps between metric lines", check=at_least(1))
+    ckpt_every: int = field(500, help="steps between mid-epoch checkpoints (0: only at epoch ends)", check=non_negative)
+    eval_every: int = field(1, help="epochs between evaluations", check=at_least(1))
+    max_steps: int | None = field(
+        None, help="stop after this many steps in total (smoke tests, benchmarks)", check=at_least(1)
+    )
     tensorboard: bool = field(True, help="write TensorBoard event files to OUTPUT/tb")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     data: DataConfig = field(DataConfig, help="data")
     model: ModelConfig = field(ModelConfig, help="model")
     optim: OptimConfig = field(OptimConfig, help="optimisation (SeiT's DeiT recipe)")
@@ -108,7 +124,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     checkpoint: str = field(
         help="classifier: a seit train output folder (the file its best.json names), model.safetensors / "
         "model_ema.safetensors from seit train, or a SeiT checkpoint (checkpoint.pth, trained-vit.ckpt; then "
@@ -128,7 +144,7 @@ class EvalConfig:
     )
     codebook_path: str | None = field(None, help="codebook.ckpt for a SeiT checkpoint (ours carry theirs)")
     model: str | None = field(None, help="architecture of a SeiT checkpoint (default: inferred from its shapes)")
-    batch_size: int = field(128, help="batch size per process")
-    num_workers: int = field(2, help="DataLoader worker processes per rank")
+    batch_size: int = field(128, help="batch size per process", check=at_least(1))
+    num_workers: int = field(2, help="DataLoader worker processes per rank", check=non_negative)
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
     output: str | None = field(None, help="write eval.json and confusion.png here (default: print only)")

@@ -247,7 +247,7 @@ def _run_eval(cfg, info) -> EvalResult:
     from seit.errors import SeitError
     from seit.utils.io import atomic_write_json
 
-    device = torch.device(cfg.device) if cfg.device else seit_dist.default_device()
+    device = seit_dist.resolve_device(cfg.device)
     model, codebook, meta = load_any_classifier(cfg, device)
     sources = [s for s in (cfg.store, cfg.token_file, cfg.images) if s]
     if len(sources) != 1:

@@ -126,6 +126,11 @@ class TokenPipeline(_Pipeline):
         if codebook is None:
             raise SeitError(f"{source.name}: the store holds no codebook; pass --codebook-path codebook.ckpt")
         self.codebook = torch.as_tensor(np.asarray(codebook), dtype=torch.float32)
+        if not torch.isfinite(self.codebook).all():
+            raise SeitError(
+                f"{cfg.data.codebook_path or source.name}: the codebook holds NaN or infinite values; pass the "
+                "codebook these tokens were made with (--codebook-path)"
+            )
         if self.codebook.shape[0] != source.codebook_size:
             raise SeitError(
                 f"codebook has {self.codebook.shape[0]} rows but {source.name} holds ids of a codebook of size "

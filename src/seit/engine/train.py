@@ -31,9 +31,7 @@ from seit.engine.pipeline import build_pipeline
 from seit.errors import SeitError
 from seit.utils import dist as seit_dist
 from seit.utils.progress import progress
-from seit.utils.serialization import atomic_torch_save, safe_torch_load
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after saving a checkpoint; rerun with --resume auto
+from seit.utils.serialization import CheckpointError, atomic_torch_save, safe_torch_load
 
 
 class TrainingError(SeitError):
@@ -121,7 +119,10 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    device = torch.device(cfg.run.device) if cfg.run.device else seit_dist.default_device()
+    from seit.models import check_model_args
+
+    check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)
+    device = seit_dist.resolve_device(cfg.run.device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
     out = Path(cfg.run.output)
@@ -154,7 +155,13 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     epoch, position, global_step = 0, 0, 0
     resume_path = _resume_path(cfg, out)
     if resume_path is not None:
-        ckpt = safe_torch_load(resume_path)
+        try:
+            ckpt = safe_torch_load(resume_path)
+        except CheckpointError as e:
+            raise TrainingError(
+                f"{e}; cannot resume from it. Resume from another checkpoint (--resume PATH), or move it away and "
+                "rerun to start over"
+            ) from None
         _check_resumable(ckpt, cfg, resume_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -219,11 +226,8 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
                     logits = train_model(x)
                 loss = criterion(logits.float(), targets)
                 if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss is {loss.item()} at epoch {epoch}, step {global_step} (lr "
-                        f"{optimizer.param_groups[0]['lr']:.3g}): training diverged. The last good checkpoint is "
-                        f"{out / 'last.pt'}; lower --lr, set --clip-grad 1.0, or use --amp bf16 instead of fp16."
-                    )
+                    where = f"at epoch {epoch}, step {global_step} (lr {optimizer.param_groups[0]['lr']:.3g})"
+                    raise TrainingError(_non_finite_loss(loss.item(), where, x, model, out / "last.pt"))
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -343,6 +347,21 @@ def _record_best(cfg: TrainConfig, out: Path, logger: MetricsLogger, step: int) 
     scores = ", ".join(f"{'EMA' if k == 'ema' else k} {v:.2f}%" for k, v in top1.items())
     print(f"[seit] final{' top-1 ' + scores if scores else ''}: best is {best.name} ({chosen_by}; {BEST_FILE})")
     return best, top1.get(weights)
+
+
+def _non_finite_loss(loss: float, where: str, inputs: torch.Tensor, model: torch.nn.Module, last: Path) -> str:
+    """Why the loss is NaN/inf: bad inputs (a damaged codebook or data) or a run that diverged."""
+    if not torch.isfinite(inputs).all():
+        return (
+            f"loss is {loss} {where}: the model's inputs hold NaN or infinite values; the training data (or its "
+            "codebook, --codebook-path) is damaged"
+        )
+    weights = "" if all(torch.isfinite(p).all() for p in model.parameters()) else " (the weights are no longer finite)"
+    keep = f" The weights of the last checkpoint can seed a new run: --finetune {last}." if last.exists() else ""
+    return (
+        f"loss is {loss} {where}: training diverged{weights}. Start again with a lower --lr, --clip-grad 1.0, or "
+        f"--amp bf16 instead of fp16.{keep}"
+    )
 
 
 def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:

@@ -8,7 +8,7 @@ after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=
 from seit.models.checkpoint import load_model, model_config, save_model
 from seit.models.finetune import adapt_state_dict, load_for_finetune, resample_pos_embed, reset_head
 from seit.models.stem import StemAdaptor
-from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS
+from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS, check_model_args
 
 __all__ = [
     "DEIT_SIZES",
@@ -16,6 +16,7 @@ __all__ = [
     "TOKEN_MODELS",
     "StemAdaptor",
     "adapt_state_dict",
+    "check_model_args",
     "load_for_finetune",
     "load_model",
     "model_config",

@@ -13,12 +13,15 @@ model and the two can be compared at equal compute.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
 
+import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from seit.errors import SeitError
+from seit.errors import ConfigError, SeitError
 from seit.models.stem import StemAdaptor
 
 # DeiT widths: name -> (embed_dim, num_heads); every size has depth 12, MLP ratio 4, 64-dim heads.
@@ -73,6 +76,23 @@ def _create(variant: str, pretrained: bool, model_args: dict[str, Any], kwargs: 
             "seit.models.load_model(path)."
         )
     return build_model_with_cfg(VisionTransformer, variant, False, **dict(model_args, **kwargs))
+
+
+def check_model_args(name: str, embed_dim: int | None = None, num_heads: int | None = None) -> None:
+    """Fail early, in one line naming the flag, on a model name timm does not know or a width its heads don't divide."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"--model {name!r} is not a registered model{hint} (`seit train --list-models` lists seit's)")
+    deit = re.fullmatch(r"deit_(tiny|small|base)_(token_\d+|pixel_16)", name)
+    if deit and (embed_dim is None) != (num_heads is None):  # one given: the other is the architecture's
+        default_dim, default_heads = DEIT_SIZES[deit.group(1)]
+        dim, heads = embed_dim or default_dim, num_heads or default_heads
+        if dim % heads:
+            raise ConfigError(
+                f"--embed-dim {dim} must be divisible by --num-heads {heads} ({name} has {default_dim} and "
+                f"{default_heads}); set both"
+            )
 
 
 def _token_args(size: str) -> dict[str, Any]:

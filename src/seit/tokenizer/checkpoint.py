@@ -22,7 +22,7 @@ from seit.config import from_dict, to_dict
 from seit.interop import enhancing, legacy
 from seit.tokenizer.config import TokenizerConfig, TokenizerError
 from seit.tokenizer.model import Tokenizer, count_parameters
-from seit.utils.serialization import CheckpointError, safe_torch_load, save_weights
+from seit.utils.serialization import LEGACY_PICKLE_HINT, CheckpointError, safe_torch_load, save_weights
 
 FORMAT = "seit-tokenizer/1"
 TRAIN_FORMAT = "seit-tokenizer-train/1"
@@ -64,7 +64,7 @@ def read_tokenizer(
     if _is_safetensors(path):
         return _read_safetensors(path, yaml_config)
     try:
-        obj = safe_torch_load(path)
+        obj = safe_torch_load(path, code_hint=LEGACY_PICKLE_HINT)
     except CheckpointError:
         if not allow_legacy_pickle:
             raise

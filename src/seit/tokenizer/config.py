@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seit.config import field
+from seit.config import Checked, at_least, each, field, non_negative, positive
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
@@ -95,15 +95,15 @@ def preset(name: str, **overrides) -> TokenizerConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     images: str = field(help="training images: an ImageFolder tree, a flat folder or a list file", positional=True)
     out: str = field(help="output folder (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)", metavar="DIR")
     preset: str = field("vitvq-tiny", help=f"model size: {', '.join(PRESETS)}", choices=tuple(PRESETS), metavar="NAME")
     config: str | None = field(
         None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)", metavar="YAML"
     )
-    image_size: int | None = field(None, help="train at this image size instead of the preset's")
-    codebook_size: int | None = field(None, help="number of codes instead of the preset's")
+    image_size: int | None = field(None, help="train at this image size instead of the preset's", check=at_least(1))
+    codebook_size: int | None = field(None, help="number of codes instead of the preset's", check=at_least(1))
     resize: str = field(
         "squash",
         help="squash: resize to a square (SeiT); crop: shorter side + center crop",
@@ -111,41 +111,51 @@ class TrainConfig:
         metavar="{squash,crop}",
     )
     hflip: bool = field(True, help="random horizontal flips")
-    steps: int = field(20000, help="optimizer steps in total (a resumed run continues up to this)")
-    batch_size: int = field(16, help="images per step and process")
-    lr: float = field(1e-4, help="peak learning rate (AdamW, betas 0.9/0.99)")
-    min_lr: float = field(1e-5, help="learning rate at the end of the cosine decay")
-    warmup_steps: int = field(500, help="linear warm-up steps")
-    weight_decay: float = field(1e-4, help="AdamW weight decay on weight matrices and kernels")
-    grad_clip: float = field(1.0, help="clip the gradient norm to this (0: off)")
-    l2_weight: float = field(1.0, help="weight of the L2 reconstruction loss")
-    l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss")
-    codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss")
-    beta: float = field(0.25, help="weight of the codebook term inside that loss (as the reference)")
+    steps: int = field(20000, help="optimizer steps in total (a resumed run continues up to this)", check=at_least(1))
+    batch_size: int = field(16, help="images per step and process", check=at_least(1))
+    lr: float = field(1e-4, help="peak learning rate (AdamW, betas 0.9/0.99)", check=positive)
+    min_lr: float = field(1e-5, help="learning rate at the end of the cosine decay", check=non_negative)
+    warmup_steps: int = field(500, help="linear warm-up steps", check=non_negative)
+    weight_decay: float = field(1e-4, help="AdamW weight decay on weight matrices and kernels", check=non_negative)
+    grad_clip: float = field(1.0, help="clip the gradient norm to this (0: off)", check=non_negative)
+    l2_weight: float = field(1.0, help="weight of the L2 reconstruction loss", check=non_negative)
+    l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss", check=non_negative)
+    codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss", check=non_negative)
+    beta: float = field(
+        0.25, help="weight of the codebook term inside that loss (as the reference)", check=non_negative
+    )
     perceptual_weights: str | None = field(
         None, help="VGG16 weights (torchvision state dict) to add a perceptual loss", metavar="PATH"
     )
     lpips_weights: str | None = field(
         None, help="LPIPS VGG linear heads (lpips' vgg.pth) for the perceptual loss", metavar="PATH"
     )
-    perceptual_weight: float = field(0.1, help="weight of the perceptual loss")
-    disc_start: int | None = field(None, help="add a PatchGAN adversarial loss from this step (default: none)")
-    adversarial_weight: float = field(0.1, help="weight of the adversarial loss (times the adaptive factor)")
-    disc_layers: int = field(3, help="strided layers of the PatchGAN discriminator")
-    dead_code_steps: int = field(200, help="restart codes unused for this many steps from encoder outputs (0: off)")
-    eval_every: int = field(1000, help="evaluate and write a sample grid every this many steps")
-    eval_images: int = field(16, help="images in the fixed evaluation batch")
+    perceptual_weight: float = field(0.1, help="weight of the perceptual loss", check=non_negative)
+    disc_start: int | None = field(
+        None, help="add a PatchGAN adversarial loss from this step (default: none)", check=non_negative
+    )
+    adversarial_weight: float = field(
+        0.1, help="weight of the adversarial loss (times the adaptive factor)", check=non_negative
+    )
+    disc_layers: int = field(3, help="strided layers of the PatchGAN discriminator", check=at_least(1))
+    dead_code_steps: int = field(
+        200, help="restart codes unused for this many steps from encoder outputs (0: off)", check=non_negative
+    )
+    eval_every: int = field(1000, help="evaluate and write a sample grid every this many steps", check=at_least(1))
+    eval_images: int = field(16, help="images in the fixed evaluation batch", check=at_least(1))
     val_images: str | None = field(
         None, help="evaluate on these images (default: some training images)", metavar="IMAGES"
     )
-    save_every: int = field(1000, help="write checkpoint.pt every this many steps")
-    log_every: int = field(10, help="append a log.jsonl line every this many steps")
-    num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
+    save_every: int = field(1000, help="write checkpoint.pt every this many steps", check=at_least(1))
+    log_every: int = field(10, help="append a log.jsonl line every this many steps", check=at_least(1))
+    num_workers: int | None = field(
+        None, help="image-decoding worker processes (default: up to 8 cores)", check=non_negative
+    )
     precision: str = field(
         "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
     )
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
-    seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts")
+    seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts", check=non_negative)
     resume: bool = field(False, help="continue from OUT/checkpoint.pt when it exists")
 
 
@@ -162,14 +172,18 @@ def _legacy_option():
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     images: str = field(help="images: an ImageFolder tree, a flat folder or a list file", positional=True)
     tokenizer: str = field(help=TOKENIZER_HELP, metavar="PATH")
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
-    max_images: int | None = field(None, help="evaluate on this many images, evenly spread over the sorted list")
-    batch_size: int = field(32, help="images per batch")
-    num_workers: int | None = field(None, help="image-decoding worker processes (default: up to 8 cores)")
+    max_images: int | None = field(
+        None, help="evaluate on this many images, evenly spread over the sorted list", check=at_least(1)
+    )
+    batch_size: int = field(32, help="images per batch", check=at_least(1))
+    num_workers: int | None = field(
+        None, help="image-decoding worker processes (default: up to 8 cores)", check=non_negative
+    )
     resize: str = field(
         "squash",
         help="squash: resize to a square (SeiT); crop: shorter side + center crop",
@@ -181,7 +195,7 @@ class EvalConfig:
     )
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")
     grid: str | None = field(None, help="write a PNG of originals over reconstructions here", metavar="PNG")
-    grid_images: int = field(8, help="images in that PNG")
+    grid_images: int = field(8, help="images in that PNG", check=at_least(1))
     json: str | None = field(None, help="also write the figures to this JSON file", metavar="PATH")
     skipped: str | None = field(
         None, help="write the unreadable images (JSONL: key, path, kind, reason) here", metavar="PATH"
@@ -189,7 +203,7 @@ class EvalConfig:
 
 
 @dataclass
-class InfoConfig:
+class InfoConfig(Checked):
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
@@ -197,7 +211,7 @@ class InfoConfig:
 
 
 @dataclass
-class ConvertConfig:
+class ConvertConfig(Checked):
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
     out: str = field(
         help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)", metavar="PATH"
@@ -207,7 +221,7 @@ class ConvertConfig:
 
 
 @dataclass
-class TokenizeConfig:
+class TokenizeConfig(Checked):
     """``seit tokenize``: images -> token store (fields are the CLI flags)."""
 
     images: str = field(
@@ -233,17 +247,21 @@ class TokenizeConfig:
         metavar="{squash,crop}",
     )
     max_pixels: int = field(
-        DEFAULT_MAX_PIXELS, help="skip (or, for JPEG, decode at reduced scale) images with more pixels than this"
+        DEFAULT_MAX_PIXELS,
+        help="skip (or, for JPEG, decode at reduced scale) images with more pixels than this",
+        check=at_least(1),
     )
-    batch_size: int = field(64, help="images per encoder batch and process")
+    batch_size: int = field(64, help="images per encoder batch and process", check=at_least(1))
     num_workers: int | None = field(
-        None, help="image-decoding worker processes per process (default: all cores, shared by the node's ranks)"
+        None,
+        help="image-decoding worker processes per process (default: all cores, shared by the node's ranks)",
+        check=non_negative,
     )
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
     precision: str = field(
         "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
     )
-    shard_mb: float = field(128.0, help="target size of a store shard in MB", metavar="MB")
+    shard_mb: float = field(128.0, help="target size of a store shard in MB", metavar="MB", check=positive)
     codec: str | None = field(
         None, help="codec of the store (default: the store's default; see docs/store-codec.md)", metavar="NAME"
     )
@@ -257,7 +275,10 @@ class TokenizeConfig:
         metavar="STORE",
     )
     synonyms: int | None = field(
-        None, help="also build the top-K synonym table (Token-EDA) from the final codebook", metavar="K"
+        None,
+        help="also build the top-K synonym table (Token-EDA) from the final codebook",
+        metavar="K",
+        check=at_least(1),
     )
     resume: bool = field(
         True, help="continue an interrupted run into the same STORE (--no-resume: refuse to touch an existing one)"
@@ -265,16 +286,18 @@ class TokenizeConfig:
 
 
 @dataclass
-class DecodeConfig:
+class DecodeConfig(Checked):
     """``seit decode``: stored ids -> PNG images through the tokenizer's decoder."""
 
     store: str = field(help="token store (a directory or any fsspec URL)", positional=True)
     tokenizer: str = field(help=TOKENIZER_HELP + " (the one that made the store)", metavar="PATH")
     out: str | None = field(None, help="write one PNG per sample into this folder", metavar="DIR")
-    indices: list[int] | None = field(None, help="store indices of the samples to decode", metavar="I")
-    count: int = field(16, help="without --indices: this many samples, evenly spread over the store")
+    indices: list[int] | None = field(
+        None, help="store indices of the samples to decode", metavar="I", check=each(non_negative)
+    )
+    count: int = field(16, help="without --indices: this many samples, evenly spread over the store", check=at_least(1))
     grid: str | None = field(None, help="also write all decoded samples as one PNG grid here", metavar="PNG")
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
-    batch_size: int = field(32, help="samples per decoder batch")
+    batch_size: int = field(32, help="samples per decoder batch", check=at_least(1))
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")

@@ -16,7 +16,7 @@ from seit.tokenizer.encode import SkipRecord, cpu_threads, default_workers, imag
 from seit.tokenizer.metrics import CodeUsage, psnr, ssim
 from seit.tokenizer.model import Tokenizer
 from seit.tokenizer.render import to_uint8, write_comparison
-from seit.utils.dist import default_device
+from seit.utils.dist import resolve_device
 from seit.utils.io import atomic_write_json
 from seit.utils.progress import progress
 
@@ -107,7 +107,7 @@ def evaluate_images(cfg: EvalConfig) -> EvalReport:
     if cfg.max_images is not None and cfg.max_images < len(samples):
         picks = np.linspace(0, len(samples) - 1, cfg.max_images).round().astype(int)
         samples = [samples[i] for i in picks]
-    device = torch.device(cfg.device) if cfg.device else default_device()
+    device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
     report = evaluate_tokenizer(
         tokenizer,

@@ -19,7 +19,7 @@ from seit.store import TokenStore
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import DecodeConfig, TokenizerError
 from seit.tokenizer.model import Tokenizer
-from seit.utils.dist import default_device
+from seit.utils.dist import resolve_device
 from seit.utils.io import atomic_write_bytes
 
 
@@ -139,8 +139,6 @@ def decode_samples(cfg: DecodeConfig) -> DecodeResult:
     """``seit decode``: decode stored samples with the tokenizer; PNG files and/or one grid PNG."""
     if cfg.out is None and cfg.grid is None:
         raise TokenizerError("nothing to write: give --out DIR (one PNG per sample) and/or --grid PNG")
-    if cfg.batch_size < 1 or cfg.count < 1:
-        raise TokenizerError(f"--batch-size and --count must be >= 1, got {cfg.batch_size} and {cfg.count}")
     with TokenStore.open(cfg.store) as store:
         n = len(store)
         indices = np.asarray(cfg.indices if cfg.indices else spread_indices(n, cfg.count), dtype=np.int64)
@@ -149,7 +147,7 @@ def decode_samples(cfg: DecodeConfig) -> DecodeResult:
             raise TokenizerError(f"{cfg.store}: sample index {int(bad[0])} out of range (the store holds {n} samples)")
         if not indices.size:
             raise TokenizerError(f"{cfg.store}: the store holds no samples to decode")
-        device = torch.device(cfg.device) if cfg.device else default_device()
+        device = resolve_device(cfg.device)
         tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
         ids = store_ids_to_tokenizer(store, tokenizer, store.get_batch(indices)[0])
         keys = [store.key(int(i)) for i in indices]

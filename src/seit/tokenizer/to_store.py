@@ -96,14 +96,6 @@ def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
 
 def _check_options(cfg: TokenizeConfig) -> None:
     problems = []
-    if cfg.batch_size < 1:
-        problems.append(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.num_workers is not None and cfg.num_workers < 0:
-        problems.append(f"--num-workers must be >= 0, got {cfg.num_workers}")
-    if not cfg.shard_mb > 0:
-        problems.append(f"--shard-mb must be > 0, got {cfg.shard_mb}")
-    if cfg.synonyms is not None and cfg.synonyms < 1:
-        problems.append(f"--synonyms must be >= 1, got {cfg.synonyms}")
     if cfg.prune and cfg.codes_from:
         problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
     if is_url(cfg.out):
@@ -115,7 +107,7 @@ def _check_options(cfg: TokenizeConfig) -> None:
 def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> TokenizeResult:
     out = Path(cfg.out)
     listing = list_images(cfg.images, root=cfg.root)
-    device = torch.device(cfg.device) if cfg.device else dist.default_device()
+    device = dist.resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
     codebook = tokenizer.classifier_codebook().float().numpy()
     job = _job_config(cfg, tokenizer, device)

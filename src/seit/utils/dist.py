@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from seit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -90,3 +92,28 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``--device`` as given (None: :func:`default_device`); an unknown name or a missing GPU is a one-line error."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(
+                f"--device {name}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+                "use --device cpu or leave --device out"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        try:  # mps, xpu, ...: a tiny allocation tells whether this build and machine have it
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError):
+            raise ConfigError(f"--device {name}: this machine or torch build has no {device.type} device") from None
+    return device

@@ -17,7 +17,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # e.g. a read-only folder: name the folder, not a temporary name that never existed
+        raise OSError(e.errno, e.strerror, str(path.parent)) from e
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file what open() would (shared stores, checkpoints)
             os.fchmod(fd, 0o666 & ~_umask())
@@ -27,9 +30,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
+            # a failed write (ENOSPC, EIO) names no file, a failed rename the temporary one: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

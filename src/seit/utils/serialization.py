@@ -8,6 +8,7 @@ plain values, read back with ``weights_only=True``. Foreign pickles (SeiT's rele
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,46 @@ class CheckpointError(SeitError):
     """A checkpoint file that cannot be read as asked; the message names the file and the fix."""
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; a pickle needing code gets an error with the fix."""
+# What to do about a pickle that needs code, where the command has the flag for it (the tokenizer commands).
+LEGACY_PICKLE_HINT = (
+    "If this is SeiT's released pickled tokenizer module and you trust its source, load it with "
+    "--allow-legacy-pickle (seit.interop.legacy), which admits only an allow-list of known classes."
+)
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, code_hint: str = "") -> Any:
+    """``torch.load`` with ``weights_only=True``; a damaged file or a pickle needing code is a one-line error.
+
+    ``code_hint`` is what the caller's command offers for a pickle needing code (e.g. :data:`LEGACY_PICKLE_HINT`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError or RuntimeError depending on the content
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"{path}: cannot be loaded safely (weights_only=True): {msg}. If this is SeiT's released "
-            "pickled tokenizer module and you trust its source, load it with --allow-legacy-pickle "
-            "(seit.interop.legacy), which admits only an allow-list of known classes."
-        ) from e
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the content
+        text = str(e)
+        needs = re.search(r"GLOBAL ([\w.]+)", text)  # a class or function the pickle would import and call
+        if needs:
+            message = f"{path}: holds pickled objects other than tensors and plain values ({needs.group(1)}), "
+            raise CheckpointError(f"{message}which seit does not load (weights_only=True). {code_hint}".rstrip()) from e
+        unsupported = re.search(r"Unsupported [^\n]*", text)  # e.g. bytes that are no pickle at all
+        if unsupported:
+            reason = unsupported.group(0)
+        else:
+            reason = text.splitlines()[0].split(". ")[0] if text else f"{type(e).__name__}: it ends early"
+        raise CheckpointError(f"{path}: damaged or not a torch.save file ({reason})") from e
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's zip writer turns a failed write (a full disk) into "unexpected pos": raise the OSError
+            if isinstance(e.__context__, OSError) and e.__context__.errno is not None:
+                raise e.__context__ from None
+            raise
 
 
 def save_weights(
