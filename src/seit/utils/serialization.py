@@ -8,6 +8,7 @@ plain values, read back with ``weights_only=True``. Foreign pickles (SeiT's rele
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,30 @@ class CheckpointError(SeitError):
     """A checkpoint file that cannot be read as asked; the message names the file and the fix."""
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; a pickle needing code gets an error with the fix."""
+def check_torch_archive(path: str | os.PathLike) -> None:
+    """Refuse a torch zip whose members unpack to more than the file: ``torch.save`` stores them
+    uncompressed, and torch would inflate a deflated member (a zip bomb) in memory before any check."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path}: a damaged zip archive ({e}); re-download it") from None
+    if unpacked > path.stat().st_size:
+        raise CheckpointError(
+            f"{path}: its members unpack to {unpacked} bytes, more than the {path.stat().st_size} of the file; "
+            "torch.save stores them uncompressed, so this is not a checkpoint torch wrote (a zip bomb?)"
+        )
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; a pickle needing code gets an error with the fix."""
+    path = Path(path)
+    check_torch_archive(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError or RuntimeError depending on the content
