@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import os
 import resource
 import shutil
 import zipfile
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from seit.cli import main
 from seit.engine.metrics import read_metrics
 from seit.errors import SeitError
+from seit.images import ImageSkipped, list_images, open_rgb
 from seit.interop.legacy import load_legacy_pickle
 from seit.interop.seit_release import (
     SeitReleaseDataset,
@@ -24,7 +27,9 @@ from seit.interop.seit_release import (
     read_labels,
     read_synonyms,
 )
+from seit.store import TokenStore
 from seit.store.writer import StoreWriter
+from tokenizer_testdata import save_tiny_tokenizer
 
 TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
 FAST = ["--num-workers", "0", "--no-tensorboard", "--log-every", "1", "--batch-size", "16", "--unscale-lr"]
@@ -197,3 +202,103 @@ def test_a_zip_bomb_codebook_is_refused_before_torch_inflates_it(tmp_path):
     with pytest.raises(SeitError, match=r"codebook\.ckpt: its members unpack to"):
         load_legacy_pickle(bomb)
     assert peak_rss_mb() - before < 100
+
+
+# ---- image folders ---------------------------------------------------------------------------------------
+def image_tree(root: Path, per_class: int = 3) -> list[str]:
+    """Two class folders of ``per_class`` small PNGs; returns the keys."""
+    keys = []
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + c.encode()[0], dtype=np.uint8)).save(root / c / f"{i}.png")
+            keys.append(f"{c}/{i}.png")
+    return keys
+
+
+def test_a_link_to_a_parent_folder_is_listed_once_and_reported(tmp_path):
+    """The tester's case: one link to the parent turned 6 images into 246 samples without a word."""
+    root = tmp_path / "images"
+    keys = image_tree(root)
+    os.symlink("..", root / "a" / "up")
+    listing = list_images(root)
+    assert [s.key for s in listing.samples] == keys
+    assert [(r.key, r.kind) for r in listing.skipped] == [("a/up", "repeated-folder")]
+    assert "a folder already listed" in listing.skipped[0].reason
+
+
+def test_two_links_to_parents_do_not_hang_the_listing(tmp_path):
+    root = tmp_path / "images"
+    keys = image_tree(root)
+    os.symlink("..", root / "a" / "up")
+    os.symlink("../a", root / "b" / "sideways")
+    os.symlink(".", root / "b" / "self")
+    listing = list_images(root)
+    assert [s.key for s in listing.samples] == keys
+    assert {r.key for r in listing.skipped} == {"a/up", "b/self", "b/sideways"}
+
+
+def test_a_second_link_to_a_real_folder_is_read_once(tmp_path):
+    root = tmp_path / "images"
+    keys = image_tree(root)
+    os.symlink(root / "b", root / "a" / "again")
+    listing = list_images(root)
+    assert [s.key for s in listing.samples] == keys and [r.key for r in listing.skipped] == ["a/again"]
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_waited_for(tmp_path):
+    root = tmp_path / "images"
+    keys = image_tree(root)
+    os.mkfifo(root / "a" / "x.png")
+    os.symlink(root / "nowhere.png", root / "b" / "broken.png")
+    listing = list_images(root)
+    assert [s.key for s in listing.samples] == keys
+    assert [(r.key, r.kind) for r in listing.skipped] == [("a/x.png", "not-a-file"), ("b/broken.png", "missing")]
+    assert "a FIFO, not a regular file" in listing.skipped[0].reason
+    with pytest.raises(ImageSkipped, match="not-a-file: a FIFO"):  # a list file may name one too
+        open_rgb(root / "a" / "x.png")
+
+
+def truncated_jpeg_declaring(path: Path, width: int, height: int, keep: int) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data[:keep]))
+
+
+def test_a_header_declaring_far_more_pixels_than_the_file_holds_is_skipped_before_decoding(tmp_path):
+    """The tester's case: a 779-byte truncated JPEG whose header claims 65000x65000 was stored as a sample."""
+    path = tmp_path / "bomb.jpg"
+    truncated_jpeg_declaring(path, 65000, 65000, 779)
+    before = peak_rss_mb()
+    with pytest.raises(ImageSkipped, match=r"implausible: its header declares 65000x65000 pixels, more than 16384"):
+        open_rgb(path)
+    assert peak_rss_mb() - before < 100
+    assert open_rgb(image_tree(tmp_path / "ok") and tmp_path / "ok" / "a" / "0.png").size == (8, 8)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory):
+    return save_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok.safetensors")
+
+
+def test_names_a_store_key_cannot_hold_are_skipped_at_listing_and_tokenize_finishes(tmp_path, tiny_tokenizer):
+    """A non-UTF-8 name crashed seit tokenize after all the encoding, and every rerun the same way."""
+    root = tmp_path / "images"
+    keys = image_tree(root, per_class=2)
+    shutil.copy(root / "a" / "0.png", os.fsdecode(bytes(root / "a") + b"/caf\xe9.png"))
+    shutil.copy(root / "b" / "0.png", root / "b" / "new\nline.png")
+    os.mkfifo(root / "b" / "pipe.png")
+    out = tmp_path / "store"
+    args = ["tokenize", str(root), "--tokenizer", str(tiny_tokenizer), "--out", str(out), "--num-workers", "0"]
+    for _ in range(2):  # the rerun finds the finished store and the same report
+        assert main([*args, "--device", "cpu"]) == 0
+        assert TokenStore.open(out).keys == keys
+        report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+        assert [(r["key"], r["kind"]) for r in report] == [
+            ("a/caf\udce9.png", "bad-name"),
+            ("b/new\nline.png", "bad-name"),
+            ("b/pipe.png", "not-a-file"),
+        ]
