@@ -181,8 +181,10 @@ def _read_offsets(f: io.BufferedIOBase, path: Path, numel: int, stream_bytes: in
             shape, _, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=4096)
         else:
             raise ValueError(f"npy version {version} is not one an index uses")
-    except (ValueError, SyntaxError, TypeError) as e:
-        raise StoreError(f"{path}: not a .npy array inside the gzip ({e})") from None
+    except (OSError, EOFError, zlib.error):
+        raise
+    except Exception as e:  # numpy parses the header text: ValueError, SyntaxError, TokenError, ... on damage
+        raise StoreError(f"{path}: not a .npy array inside the gzip ({type(e).__name__}: {e})") from None
     if len(shape) != 1 or shape[0] < 1 or dtype.kind not in "iu" or dtype.itemsize > 8:
         raise StoreError(f"{path}: expected a 1-D integer array of N+1 offsets, got {dtype} {shape}")
     most = (stream_bytes // numel + 1) if stream_bytes is not None else None
