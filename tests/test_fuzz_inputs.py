@@ -142,9 +142,8 @@ def test_release_reads_are_exact_or_a_seit_error(case):
             streamed = np.concatenate([g for _, g in iter_release(paths["tokens"], offsets, GRID, batch_size=7)])
         except SeitError:
             streamed = None
-    event(
-        f"{target}: dataset {'refused' if grids is None else 'read'}, stream {'refused' if streamed is None else 'read'}"
-    )
+    outcome = ["refused" if got is None else "read" for got in (grids, streamed)]
+    event(f"{target}: dataset {outcome[0]}, stream {outcome[1]}")
     for got in (grids, streamed):
         if got is not None:  # a damaged token file or index never reads as other grids
             np.testing.assert_array_equal(got, EXPECTED["val_grids"])
