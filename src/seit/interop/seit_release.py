@@ -102,11 +102,11 @@ _READ_CHUNK = 1 << 24
 
 
 def stream_bound(tokens: str | os.PathLike) -> int:
-    """The most bytes the gzip file ``tokens`` can decompress to (a file that is missing bounds nothing)."""
+    """The most bytes the gzip file ``tokens`` can decompress to."""
     try:
         return os.stat(tokens).st_size * DEFLATE_MAX_RATIO
-    except OSError:
-        return 0
+    except OSError as e:
+        raise StoreError(f"{tokens}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from None
 
 
 def _read_exact(f: io.BufferedIOBase, size: int) -> bytes:
