@@ -291,6 +291,8 @@ def test_names_a_store_key_cannot_hold_are_skipped_at_listing_and_tokenize_finis
     shutil.copy(root / "a" / "0.png", os.fsdecode(bytes(root / "a") + b"/caf\xe9.png"))
     shutil.copy(root / "b" / "0.png", root / "b" / "new\nline.png")
     os.mkfifo(root / "b" / "pipe.png")
+    shutil.copy(root / "b" / "1.png", root / "b" / "-ünï cødé\t.png")  # storable: kept, key exact
+    keys = sorted([*keys, "b/-ünï cødé\t.png"])
     out = tmp_path / "store"
     args = ["tokenize", str(root), "--tokenizer", str(tiny_tokenizer), "--out", str(out), "--num-workers", "0"]
     for _ in range(2):  # the rerun finds the finished store and the same report
@@ -302,3 +304,13 @@ def test_names_a_store_key_cannot_hold_are_skipped_at_listing_and_tokenize_finis
             ("b/new\nline.png", "bad-name"),
             ("b/pipe.png", "not-a-file"),
         ]
+
+
+def test_the_pixel_baseline_lists_a_linked_tree_once(tmp_path):
+    from seit.engine.pixels import PixelDataset
+
+    root = tmp_path / "images"
+    keys = image_tree(root)
+    os.symlink("..", root / "a" / "up")
+    dataset = PixelDataset(root, 8, train=False)
+    assert [s.key for s in dataset.samples] == keys and dataset.class_names == ["a", "b"]
