@@ -94,8 +94,8 @@ def test_release_files_as_a_map_style_dataset():
     np.testing.assert_array_equal(ids, expected["val_grids"])
     np.testing.assert_array_equal(labels, expected["val_labels"])
     np.testing.assert_array_equal(ds[5][0], expected["val_grids"][5])
-    with pytest.raises(StoreError, match=r"sample 0: .*wrong grid_shape"):
-        SeitReleaseDataset(files["tokens"], grid_shape=(16, 16))[0]
+    with pytest.raises(StoreError, match=r"sample 0 spans 1459 bytes; a grid of 256 ids .*wrong --grid"):
+        SeitReleaseDataset(files["tokens"], grid_shape=(16, 16))
 
 
 def test_export_refuses_ids_the_layout_cannot_hold(tmp_path):

@@ -12,17 +12,24 @@ or a list file of ``path [label]`` lines. Decoding turns anything PIL can read i
 - images above ``max_pixels`` (PIL's decompression-bomb limit by default) are decoded at a reduced
   scale when they are JPEGs (``draft``), otherwise skipped.
 
-Files that cannot be used (empty, not an image, truncated or corrupt, too large) raise
-:class:`ImageSkipped` with a short ``kind`` and a readable reason; callers record and report them.
+Files that cannot be used (empty, not an image, truncated or corrupt, too large, a header declaring far
+more pixels than the file could hold) raise :class:`ImageSkipped` with a short ``kind`` and a readable
+reason; callers record and report them. Listing enters each real folder once (a link to a parent or to a
+folder already listed is skipped, not multiplied), and skips with a reason, in ``ImageList.skipped``,
+what is no regular file (FIFOs, devices, sockets, broken links) and names a store key cannot hold
+(not UTF-8, or holding a line break), so nothing fails after the work is done.
 This module needs only PIL and numpy, so DataLoader workers stay light.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import stat
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +37,17 @@ from PIL import Image, ImageOps
 
 from seit.errors import SeitError
 
+logger = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
 UNLABELED = -1
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# No codec PIL reads packs more pixels into a byte of a whole file (deflate's 1032:1 on 1-bit rows is about
+# 8256): a header declaring more is truncated or forged, and is skipped before anything is sized by it.
+MAX_PIXELS_PER_BYTE = 1 << 14
+_SMALL_IMAGE = 1 << 22  # pixels below which the ratio is not checked: decoding them is cheap either way
 RESIZE_MODES = ("squash", "crop")
 BACKGROUND = (255, 255, 255)
 
@@ -52,6 +65,16 @@ class ImageSkipped(Exception):
 
 
 @dataclass(frozen=True)
+class SkipRecord:
+    """An entry left out, as written to ``STORE/skipped.jsonl``."""
+
+    key: str
+    path: str
+    kind: str  # e.g. corrupt | too-large | implausible | not-a-file | repeated-folder | bad-name (see docs)
+    reason: str
+
+
+@dataclass(frozen=True)
 class Sample:
     path: str  # where to read it
     label: int  # class index, or -1 when unlabelled
@@ -63,6 +86,7 @@ class ImageList:
     samples: list[Sample]
     classes: list[str]  # class index -> folder name (empty for flat folders and list files)
     root: Path
+    skipped: list[SkipRecord] = field(default_factory=list)  # entries left out while listing, with the reason
 
 
 def list_images(source: str | os.PathLike, *, root: str | os.PathLike | None = None) -> ImageList:
@@ -77,33 +101,115 @@ def list_images(source: str | os.PathLike, *, root: str | os.PathLike | None = N
         return _read_list_file(source, Path(root) if root is not None else source.parent)
     if not source.is_dir():
         raise ImageListError(f"{source}: no such folder or list file")
-    top_dirs = sorted(e.name for e in os.scandir(source) if e.is_dir() and not e.name.startswith("."))
-    if top_dirs and not any(_is_image(Path(e.path)) for e in os.scandir(source) if e.is_file()):
+    walk = _Walk(source)
+    top = walk.entries(source)
+    top_dirs = [e for e in top if e.is_dir()]
+    if top_dirs and not any(e.is_file() and _is_image(Path(e.name)) for e in top):
+        classes = [e.name for e in top_dirs if walk.admit(e)]
         samples = [
-            Sample(str(p), label, p.relative_to(source).as_posix())
-            for label, name in enumerate(top_dirs)
-            for p in _walk_images(source / name)
+            Sample(str(p), label, walk.key(p)) for label, name in enumerate(classes) for p in walk.images(source / name)
         ]
-        classes = top_dirs
     else:
-        samples = [Sample(str(p), UNLABELED, p.relative_to(source).as_posix()) for p in _walk_images(source)]
         classes = []
+        samples = [Sample(str(p), UNLABELED, walk.key(p)) for p in walk.images(source)]
+    if walk.skipped:
+        kinds = Counter(r.kind for r in walk.skipped)
+        first = walk.skipped[0]
+        logger.warning(
+            "%s: %d entries left out while listing (%s), e.g. %r: %s",
+            source,
+            len(walk.skipped),
+            ", ".join(f"{n} {k}" for k, n in kinds.items()),
+            first.key,
+            first.reason,
+        )
     if not samples:
         raise ImageListError(f"{source}: no images found (extensions: {' '.join(sorted(IMAGE_EXTENSIONS))})")
     samples.sort(key=lambda s: s.key)
-    return ImageList(samples, classes, source)
+    return ImageList(samples, classes, source, sorted(walk.skipped, key=lambda r: r.key))
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(Path(f)))
-    return found
+class _Walk:
+    """One listing of a folder tree: each real folder entered once, every entry left out recorded."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        st = os.stat(root)
+        self.seen = {(st.st_dev, st.st_ino)}
+        self.skipped: list[SkipRecord] = []
+
+    def key(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def skip(self, path: Path, kind: str, reason: str) -> None:
+        self.skipped.append(SkipRecord(self.key(path), str(path), kind, reason))
+
+    def entries(self, folder: Path) -> list[os.DirEntry]:
+        """The visible entries of ``folder``, sorted by name; an unreadable folder is recorded."""
+        try:
+            with os.scandir(folder) as it:
+                return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as e:
+            self.skip(folder, "unreadable", f"cannot list the folder: {e.strerror or e}")
+            return []
+
+    def admit(self, entry: os.DirEntry) -> bool:
+        """Whether to use a name (a store key must hold it) and, for a folder, enter it (once per real folder)."""
+        path = Path(entry.path)
+        problem = _name_problem(entry.name)
+        if problem:
+            self.skip(path, "bad-name", f"{problem}; a store key cannot hold it (rename the file or folder)")
+            return False
+        try:
+            st = entry.stat()  # follows a link: what it points at is what is read
+        except OSError as e:
+            self.skip(path, "missing", f"a broken link or unreadable entry ({e.strerror or e})")
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in self.seen:
+                self.skip(path, "repeated-folder", f"links to {os.path.realpath(path)!r}, a folder already listed")
+                return False
+            self.seen.add((st.st_dev, st.st_ino))
+            return True
+        if not stat.S_ISREG(st.st_mode):
+            self.skip(path, "not-a-file", f"a {_file_type(st.st_mode)}, not a regular file")
+            return False
+        return True
+
+    def images(self, folder: Path) -> list[Path]:
+        """The image files under ``folder`` (already admitted), depth first."""
+        found, stack = [], [folder]
+        while stack:
+            below = []
+            for entry in self.entries(stack.pop()):
+                is_image = _is_image(Path(entry.name))
+                if not (is_image or entry.is_dir()) or not self.admit(entry):
+                    continue
+                if entry.is_dir():
+                    below.append(Path(entry.path))
+                else:
+                    found.append(Path(entry.path))
+            stack.extend(reversed(below))
+        return found
+
+
+def _name_problem(name: str) -> str:
+    if "\n" in name or "\r" in name:
+        return f"the name {name!r} holds a line break"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"the name {name!r} is not valid UTF-8"
+    return ""
+
+
+def _file_type(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"))
+    return next((name for test, name in kinds if test(mode)), "block device" if stat.S_ISBLK(mode) else "special file")
 
 
 def _read_list_file(path: Path, root: Path) -> ImageList:
@@ -145,12 +251,15 @@ def shard(samples: list[Sample], rank: int, world_size: int) -> list[Sample]:
 
 def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB image, upright, transparency on white; raises :class:`ImageSkipped`."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (our handle, closed by the with below once the pixels are loaded)
+    try:  # non-blocking: a FIFO named x.png must not wait forever for a writer
+        f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
     except OSError as e:
         raise ImageSkipped("missing", f"cannot open: {e.strerror or e}") from None
     with warnings.catch_warnings(), f:
-        if os.fstat(f.fileno()).st_size == 0:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageSkipped("not-a-file", f"a {_file_type(st.st_mode)}, not a regular file")
+        if st.st_size == 0:
             raise ImageSkipped("empty", "empty file (0 bytes)")
         warnings.simplefilter("ignore")  # PIL's bomb warning (we check ourselves) and EXIF chatter
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -163,7 +272,7 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         finally:
             Image.MAX_IMAGE_PIXELS = limit
         try:
-            _limit_pixels(img, max_pixels)
+            _limit_pixels(img, max_pixels, st.st_size)
             img.load()
             return _to_rgb(_upright(img))
         except ImageSkipped:
@@ -172,8 +281,14 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
             raise ImageSkipped("corrupt", f"truncated or corrupt image data: {type(e).__name__}: {e}") from None
 
 
-def _limit_pixels(img: Image.Image, max_pixels: int) -> None:
+def _limit_pixels(img: Image.Image, max_pixels: int, file_bytes: int) -> None:
     w, h = img.size
+    if w * h > max(_SMALL_IMAGE, file_bytes * MAX_PIXELS_PER_BYTE):
+        raise ImageSkipped(
+            "implausible",
+            f"its header declares {w}x{h} pixels, more than {MAX_PIXELS_PER_BYTE} per byte of its {file_bytes} "
+            "bytes (truncated or forged)",
+        )
     if w * h <= max_pixels:
         return
     if img.format == "JPEG":

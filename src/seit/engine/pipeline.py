@@ -234,7 +234,7 @@ def open_token_source(d) -> TokenSource:
         codebook = seit_release.read_codebook(d.codebook_path) if d.codebook_path else store.codebook
         size = store.codebook_size
         synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else store.synonyms
-        names = list(store.class_names) or [str(i) for i in range(int(store.labels.max()) + 1)]
+        names = store.class_names or derived_class_names(store.labels, str(d.store))
         code_ids = None if store.code_ids is None else store.code_ids.tolist()
         return TokenSource(
             str(d.store), TokenDataset(d.store), val, codebook, synonyms, size, names, tuple(store.grid_shape), code_ids
@@ -246,9 +246,22 @@ def open_token_source(d) -> TokenSource:
         codebook = seit_release.read_codebook(_required(d.codebook_path, "--codebook-path"))
         size = len(codebook)
         synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else None
-        names = [str(i) for i in range(int(train.labels.max()) + 1)]
+        names = derived_class_names(train.labels, d.train_label_file)
         return TokenSource(d.train_token_file, train, val, codebook, synonyms, size, names, train.grid_shape)
     raise SeitError("no training data: pass --store STORE (or SeiT's --train-token-file/--train-label-file)")
+
+
+def derived_class_names(labels: np.ndarray, source: str) -> list[str]:
+    """ "0".."K-1" for data that names no classes, K one more than the largest label present (bounded:
+    a stray huge label must not size the classifier head or this list)."""
+    from seit.interop.seit_release import MAX_CLASSES
+
+    top = int(labels.max()) if len(labels) else -1
+    if top < 0:
+        raise SeitError(f"{source}: no sample has a label (all -1); training needs labelled data")
+    if top >= MAX_CLASSES:
+        raise SeitError(f"{source}: label {top} implies {top + 1} classes, above the limit of {MAX_CLASSES}")
+    return [str(i) for i in range(top + 1)]
 
 
 def _check_same_codebook(train, val) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from seit.utils.serialization import CheckpointError
+from seit.utils.serialization import CheckpointError, check_torch_archive
 
 # Class (and function) paths that appear inside pickled enhancing-transformers modules. They are never
 # imported: each becomes an inert class that only stores the state it is given.
@@ -151,8 +151,7 @@ RESTRICTED_PICKLE = types.SimpleNamespace(
 def load_legacy_pickle(path: str | os.PathLike) -> Any:
     """Unpickle a torch file through the allow-list; module objects come back as :class:`Inert` records."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    check_torch_archive(path)
     try:
         return torch.load(path, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False)
     except RefusedGlobal as e:

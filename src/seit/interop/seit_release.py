@@ -95,43 +95,139 @@ def index_path_for(tokens: str | os.PathLike) -> Path:
     return Path(os.fspath(tokens).replace("data.bin", "index.npy"))
 
 
-def _gunzip(path: Path) -> bytes:
+MAX_CLASSES = 1 << 20  # the largest class id + 1 a label file may name (ImageNet-21k has 21,841 classes)
+DEFLATE_MAX_RATIO = 1032  # deflate never expands data more than ~1032:1: bounds what a .gz can hold
+_LABEL_LINE_BYTES = 32  # a generous bound on one label line ("1048575\r\n" with stray spaces)
+_READ_CHUNK = 1 << 24
+
+
+def stream_bound(tokens: str | os.PathLike) -> int:
+    """The most bytes the gzip file ``tokens`` can decompress to."""
     try:
-        return gzip.decompress(path.read_bytes())
+        return os.stat(tokens).st_size * DEFLATE_MAX_RATIO
+    except OSError as e:
+        raise StoreError(f"{tokens}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from None
+
+
+def _read_exact(f: io.BufferedIOBase, size: int) -> bytes:
+    """Up to ``size`` bytes of ``f``, in chunks, so memory follows the data actually there, not the ask."""
+    parts, left = [], size
+    while left > 0:
+        chunk = f.read(min(left, _READ_CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _gunzip(path: Path, size: int) -> bytes:
+    """The ``size`` bytes a gzip file must hold, refusing one that holds more or less (no bomb can fill memory)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = _read_exact(f, size)
+            longer = bool(f.read(1))
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise StoreError(f"{path}: not a complete gzip file ({e}); re-download it") from None
+    if len(data) != size or longer:
+        raise StoreError(
+            f"{path}: decompresses to {'more than ' if longer else ''}{len(data)} bytes, its index says {size}; "
+            "the files do not belong together (or one is truncated)"
+        )
+    return data
 
 
-def read_index(path: str | os.PathLike) -> np.ndarray:
-    """The N+1 byte offsets (int64) of ``X-token.index.npy.gz``."""
+def read_index(path: str | os.PathLike, *, numel: int | None = None, stream_bytes: int | None = None) -> np.ndarray:
+    """The N+1 byte offsets (int64) of ``X-token.index.npy.gz``, checked before anything is sized by them.
+
+    ``numel`` (ids per grid) bounds each sample to ``numel .. 2 * numel`` bytes (one or two per id);
+    ``stream_bytes`` (see :func:`stream_bound`) bounds the offsets and, with it, how many the file may hold.
+    """
     path = Path(path)
     try:
-        offsets = np.load(io.BytesIO(_gunzip(path)), allow_pickle=False)
-    except ValueError as e:
-        raise StoreError(f"{path}: not a .npy array inside the gzip ({e})") from None
-    if offsets.ndim != 1 or offsets.size < 1 or not np.issubdtype(offsets.dtype, np.integer):
-        raise StoreError(f"{path}: expected a 1-D integer array of N+1 offsets, got {offsets.dtype} {offsets.shape}")
-    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-        raise StoreError(f"{path}: offsets must start at 0 and never decrease (corrupt index)")
+        with gzip.open(path, "rb") as f:
+            offsets = _read_offsets(f, path, numel or 1, stream_bytes)
+            if f.read(1):
+                raise StoreError(f"{path}: holds data after its offsets array (corrupt index)")
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise StoreError(f"{path}: not a complete gzip file ({e}); re-download it") from None
+    if offsets[0] != 0:
+        raise StoreError(f"{path}: offsets must start at 0, found {offsets[0]} (corrupt index)")
+    sizes = np.diff(offsets)
+    bad = np.flatnonzero((sizes < numel) | (sizes > 2 * numel)) if numel else np.flatnonzero(sizes < 0)
+    if bad.size:
+        i = int(bad[0])
+        why = (
+            f"a grid of {numel} ids takes {numel}..{2 * numel} bytes (corrupt index, or wrong --grid?)"
+            if numel
+            else "offsets never decrease (corrupt index)"
+        )
+        raise StoreError(f"{path}: sample {i} spans {sizes[i]} bytes; {why}")
+    if stream_bytes is not None and offsets[-1] > stream_bytes:
+        raise StoreError(f"{path}: offsets reach byte {offsets[-1]}, more than its token file can hold (corrupt index)")
+    return offsets
+
+
+def _read_offsets(f: io.BufferedIOBase, path: Path, numel: int, stream_bytes: int | None) -> np.ndarray:
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=4096)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=4096)
+        else:
+            raise ValueError(f"npy version {version} is not one an index uses")
+    except (OSError, EOFError, zlib.error):
+        raise
+    except Exception as e:  # numpy parses the header text: ValueError, SyntaxError, TokenError, ... on damage
+        raise StoreError(f"{path}: not a .npy array inside the gzip ({type(e).__name__}: {e})") from None
+    if len(shape) != 1 or shape[0] < 1 or dtype.kind not in "iu" or dtype.itemsize > 8:
+        raise StoreError(f"{path}: expected a 1-D integer array of N+1 offsets, got {dtype} {shape}")
+    most = (stream_bytes // numel + 1) if stream_bytes is not None else None
+    if most is not None and shape[0] > most:
+        raise StoreError(
+            f"{path}: declares {shape[0] - 1} samples, more than its token file can hold ({most - 1}); "
+            "the files do not belong together"
+        )
+    size = shape[0] * dtype.itemsize
+    data = _read_exact(f, size)
+    if len(data) != size:
+        raise StoreError(f"{path}: ends after {len(data)} of its {size} bytes of offsets (truncated file)")
+    offsets = np.frombuffer(data, dtype=dtype)
+    if dtype.kind == "u" and dtype.itemsize == 8 and offsets.size and offsets.max() > np.iinfo(np.int64).max:
+        raise StoreError(f"{path}: offset {offsets.max()} is beyond any file (corrupt index)")
     return offsets.astype(np.int64)
 
 
 def read_labels(path: str | os.PathLike, count: int | None = None) -> np.ndarray:
-    """One integer per line of ``X-label.txt`` (int64); ``count`` checks the number of lines."""
+    """One integer per line of ``X-label.txt`` (int64, -1 for unlabelled .. ``MAX_CLASSES - 1``);
+    ``count`` checks the number of lines, and bounds what is read before that."""
     path = Path(path)
     try:
-        lines = path.read_text().split()
+        if count is not None and path.stat().st_size > count * _LABEL_LINE_BYTES + 4096:
+            raise StoreError(f"{path}: {path.stat().st_size} bytes is far more than {count} labels take; wrong file?")
+        lines = path.read_text(encoding="ascii").split()
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path}: cannot read it as a label file ({e})") from None
     try:
-        labels = np.array([int(x) for x in lines], dtype=np.int64)
+        values = [int(x) for x in lines]
     except ValueError as e:
         raise StoreError(f"{path}: every line must be one integer class id ({e})") from None
-    if count is not None and len(labels) != count:
-        raise StoreError(f"{path}: {len(labels)} labels for {count} token grids; the files do not belong together")
-    return labels
+    bad = next((n for n, v in enumerate(values) if not -1 <= v < MAX_CLASSES), None)
+    if bad is not None:
+        raise StoreError(
+            f"{path}: label {values[bad]} (entry {bad + 1}) is outside -1 (unlabelled) .. {MAX_CLASSES - 1}; "
+            "labels are class ids 0..K-1"
+        )
+    if count is not None and len(values) != count:
+        raise StoreError(f"{path}: {len(values)} labels for {count} token grids; the files do not belong together")
+    return np.array(values, dtype=np.int64)
 
 
 def read_codebook(path: str | os.PathLike) -> np.ndarray:
@@ -140,7 +236,7 @@ def read_codebook(path: str | os.PathLike) -> np.ndarray:
     if isinstance(obj, dict):  # tolerate a dict holding exactly one 2-D tensor
         tensors = [v for v in obj.values() if getattr(v, "ndim", 0) == 2]
         obj = tensors[0] if len(tensors) == 1 else obj
-    if getattr(obj, "ndim", 0) != 2 or not obj.is_floating_point():
+    if getattr(obj, "ndim", 0) != 2 or not obj.is_floating_point() or not len(obj):
         raise StoreError(f"{path}: expected a float tensor [K, D] (the codebook), got {type(obj).__name__}")
     return obj.detach().cpu().float().numpy()
 
@@ -149,23 +245,27 @@ def read_synonyms(path: str | os.PathLike, codebook_size: int) -> np.ndarray:
     """``synonyms.json`` ({"id": [ids, most similar first]}) as an array [K, k]."""
     path = Path(path)
     try:
-        table = json.loads(path.read_text())
+        table = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{path}: not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(f"{path}: not valid JSON ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(table, dict):
+        raise StoreError(f'{path}: expected an object {{"id": [ids]}}, got {type(table).__name__}')
     missing = [i for i in range(codebook_size) if str(i) not in table]
     if missing or len(table) != codebook_size:
         raise StoreError(f"{path}: needs one entry per code 0..{codebook_size - 1} (missing e.g. {missing[:5]})")
     rows = [table[str(i)] for i in range(codebook_size)]
+    if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rows):
+        raise StoreError(f"{path}: every entry must be a list of integer code ids")
     if len({len(r) for r in rows}) != 1:
         raise StoreError(
             f"{path}: every code needs the same number of synonyms (found {sorted({len(r) for r in rows})})"
         )
-    table = np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
-    if table.size and (table.min() < 0 or table.max() >= codebook_size):
-        raise StoreError(f"{path}: synonym ids must lie in [0, {codebook_size}), found {table.min()}..{table.max()}")
-    return table
+    low, high = min((min(r, default=0) for r in rows), default=0), max((max(r, default=0) for r in rows), default=0)
+    if low < 0 or high >= codebook_size:
+        raise StoreError(f"{path}: synonym ids must lie in [0, {codebook_size}), found {low}..{high}")
+    return np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
 
 
 def write_synonyms(path: str | os.PathLike, synonyms: np.ndarray) -> None:
@@ -184,7 +284,7 @@ def iter_release(
         with gzip.open(tokens, "rb") as f:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                data = f.read(int(offsets[stop] - offsets[start]))
+                data = _read_exact(f, int(offsets[stop] - offsets[start]))
                 if len(data) != offsets[stop] - offsets[start]:
                     end = int(offsets[start]) + len(data)
                     cut = int(np.searchsorted(offsets, end, side="right")) - 1
@@ -223,17 +323,13 @@ class SeitReleaseDataset(torch.utils.data.Dataset):
         grid_shape: Sequence[int] = (32, 32),
     ) -> None:
         self.tokens = Path(tokens)
-        self.offsets = read_index(index or index_path_for(tokens))
-        self.data = _gunzip(self.tokens)
-        if self.offsets[-1] != len(self.data):
-            raise StoreError(
-                f"{self.tokens}: {len(self.data)} bytes, its index ends at {self.offsets[-1]}; "
-                "the files do not belong together (or one is truncated)"
-            )
-        n = len(self.offsets) - 1
-        self.labels = read_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.numel = math.prod(self.grid_shape)
+        index = index or index_path_for(tokens)
+        self.offsets = read_index(index, numel=self.numel, stream_bytes=stream_bound(self.tokens))
+        n = len(self.offsets) - 1
+        self.labels = read_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
+        self.data = _gunzip(self.tokens, int(self.offsets[-1]))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -274,7 +370,7 @@ def import_seit(
 ) -> Path:
     """Convert SeiT release files into a token store at ``out`` (keys are the sample numbers)."""
     index = Path(index) if index is not None else index_path_for(tokens)
-    offsets = read_index(index)
+    offsets = read_index(index, numel=math.prod(grid_shape), stream_bytes=stream_bound(tokens))
     n = len(offsets) - 1
     label_array = read_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
     book = read_codebook(codebook) if codebook is not None else None

@@ -19,21 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from seit.images import DEFAULT_MAX_PIXELS, ImageDataset, Sample, shard
+from seit.images import DEFAULT_MAX_PIXELS, ImageDataset, Sample, SkipRecord, shard
 from seit.store.codec import ids_dtype
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.model import Tokenizer
 from seit.utils.dist import default_device
 from seit.utils.io import atomic_open
 from seit.utils.progress import progress
-
-
-@dataclass(frozen=True)
-class SkipRecord:
-    key: str
-    path: str
-    kind: str  # empty | unidentified | corrupt | too-large | missing
-    reason: str
 
 
 @dataclass

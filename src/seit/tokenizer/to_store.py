@@ -50,7 +50,7 @@ DIST_TIMEOUT_S = 24 * 3600  # ranks meet only at the end; after a resume one ran
 @dataclass
 class TokenizeResult:
     store: Path
-    images: int  # images listed
+    images: int  # entries listed: the images found plus those left out while listing
     samples: int  # samples in the finished store
     encoded: int  # images this run encoded (all ranks)
     resumed: int  # samples already durable when this run started
@@ -129,6 +129,7 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
         skipped = read_skip_report(out / SKIP_REPORT)
     else:
         skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device)
+        skipped = sorted(listing.skipped + skipped, key=lambda r: r.key)  # left out while listing, then decoding
         earlier = False
         if info.is_main:
             write_skip_report(out / SKIP_REPORT, skipped)  # before the manifest: a finished store has its report
@@ -139,7 +140,7 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
     with TokenStore.open(out, verify=False) as store:
         return TokenizeResult(
             store=out,
-            images=len(listing.samples),
+            images=len(listing.samples) + len(listing.skipped),
             samples=len(store),
             encoded=encoded,
             resumed=len(store) if earlier else resumed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ from seit.utils.io import atomic_open, atomic_write_bytes
 
 class CheckpointError(SeitError):
     """A checkpoint file that cannot be read as asked; the message names the file and the fix."""
+
+
+def check_torch_archive(path: str | os.PathLike) -> None:
+    """Refuse a torch zip whose members unpack to more than the file: ``torch.save`` stores them
+    uncompressed, and torch would inflate a deflated member (a zip bomb) in memory before any check."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path}: a damaged zip archive ({e}); re-download it") from None
+    if unpacked > path.stat().st_size:
+        raise CheckpointError(
+            f"{path}: its members unpack to {unpacked} bytes, more than the {path.stat().st_size} of the file; "
+            "torch.save stores them uncompressed, so this is not a checkpoint torch wrote (a zip bomb?)"
+        )
 
 
 # What to do about a pickle that needs code, where the command has the flag for it (the tokenizer commands).
@@ -36,8 +57,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     ``code_hint`` is what the caller's command offers for a pickle needing code (e.g. :data:`LEGACY_PICKLE_HINT`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    check_torch_archive(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the content
