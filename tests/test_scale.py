@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from seit.cli import main
-from seit.interop.seit_release import encode_stream, read_index
-from seit.store import StoreWriter, TokenStore
+from seit.interop.seit_release import SeitReleaseDataset, encode_stream, read_index
+from seit.store import StoreWriter, TokenStore, TokenStream
 
 N, GRID, CODES = 10_007, (4, 4), 510  # ids 255..509 take two bytes in the release stream
 
@@ -96,3 +96,30 @@ def test_store_writer_and_reader_round_trip_beyond_every_batch_group_and_shard(g
     np.testing.assert_array_equal(got, ids[pick])
     np.testing.assert_array_equal(got_labels, labels[pick])
     assert [store.key(i) for i in (0, 999, 1000, 4096, N - 1)] == [keys[i] for i in (0, 999, 1000, 4096, N - 1)]
+
+
+def test_release_files_read_directly_give_every_sample(grids, release):
+    ids, labels = grids
+    dataset = SeitReleaseDataset(
+        release.with_name("big-token.data.bin.gz"), labels=release.with_name("big-label.txt"), grid_shape=GRID
+    )
+    assert len(dataset) == N
+    pick = np.random.default_rng(4).permutation(N)[:3000]
+    got, got_labels = dataset.__getitems__(pick)
+    np.testing.assert_array_equal(got.numpy(), ids[pick])
+    np.testing.assert_array_equal(got_labels.numpy(), labels[pick])
+
+
+def test_streaming_two_ranks_read_every_sample_once_across_shards_and_chunks(grids, tmp_path):
+    ids, labels = grids
+    with StoreWriter(tmp_path / "s", grid_shape=GRID, codebook_size=CODES, shard_bytes=8_000) as writer:
+        writer.append_batch(ids, labels, [str(i) for i in range(N)])
+    seen = []
+    for rank in range(2):
+        stream = TokenStream(tmp_path / "s", 64, seed=1, rank=rank, world_size=2, shuffle="chunk", chunk_size=1000)
+        for batch, (got, got_labels) in zip(range(len(stream.plan)), stream):
+            expected = stream.plan.batch(batch)
+            np.testing.assert_array_equal(got.numpy(), ids[expected])
+            np.testing.assert_array_equal(got_labels.numpy(), labels[expected])
+            seen += expected.tolist()
+    assert len(seen) == len(set(seen)) == N // 128 * 128  # drop_last: only the last partial global batch is left
