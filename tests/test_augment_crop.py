@@ -88,3 +88,77 @@ def test_random_and_centre_crops():
     assert (boxes[:, 2:] == 28).all()
     assert boxes[:, 0].min() == 0 and boxes[:, 0].max() == 4 and boxes[:, 1].max() == 4  # all 5 offsets occur
     assert center_box(32, 32, 28) == (2, 2) and center_box(8, 8, 7) == (0, 0) and center_box(16, 16, 14) == (1, 1)
+
+
+def chi_square(counts, expected):
+    """Pearson's statistic of observed ``counts`` against ``expected`` (same shape, all > 0)."""
+    return float((((counts - expected) ** 2) / expected).sum())
+
+
+def two_sample_chi_square(a, b):
+    """Pearson's statistic that histograms ``a`` and ``b`` (counts over the same cells) share one distribution."""
+    a, b = a.double(), b.double()
+    used = (a + b) > 0
+    a, b = a[used], b[used]
+    ka, kb = (b.sum() / a.sum()).sqrt(), (a.sum() / b.sum()).sqrt()
+    return float(((ka * a - kb * b) ** 2 / (a + b)).sum()), int(used.sum()) - 1
+
+
+def chi_square_bound(df):
+    """Far in the tail (about 6 standard deviations): with fixed seeds the tests are deterministic, and an
+    off-by-one (a row never drawn, a cell drawn twice as often) exceeds it by orders of magnitude."""
+    return df + 6 * math.sqrt(2 * df)
+
+
+# a small, non-square grid: every offset is a handful of cells and rows differ from columns
+SMALL_H, SMALL_W, RRC = 5, 7, ((0.08, 1.0), (3 / 4, 4 / 3))
+
+
+def test_rrc_offsets_are_uniform_over_every_position_including_the_last_row_and_column():
+    """Given the box size, torchvision draws top uniformly from 0..H-h and left from 0..W-w: check each."""
+    g = torch.Generator().manual_seed(5)
+    boxes = sample_rrc_boxes(200_000, SMALL_H, SMALL_W, *RRC, g, torch.device("cpu"))
+    top, left, h, w = boxes.unbind(1)
+    stat, df = 0.0, 0
+    for size_h, size_w in torch.unique(boxes[:, 2:], dim=0).tolist():
+        sel = (h == size_h) & (w == size_w)
+        for offset, span in ((top[sel], SMALL_H - size_h + 1), (left[sel], SMALL_W - size_w + 1)):
+            counts = torch.bincount(offset, minlength=span).double()
+            assert len(counts) == span, f"box {size_h}x{size_w}: offset beyond the grid"
+            assert (counts > 0).all(), f"box {size_h}x{size_w}: offsets {counts.tolist()} miss a position"
+            if sel.sum() >= 50 * span:  # enough draws for the chi-square approximation
+                stat += chi_square(counts, torch.full_like(counts, counts.sum() / span))
+                df += span - 1
+    assert df > 20 and stat < chi_square_bound(df), (stat, df)
+    # every cell of the grid is covered by some box, the last row and column included
+    covered = torch.zeros(SMALL_H, SMALL_W, dtype=torch.bool)
+    for t, l, bh, bw in boxes[:2000].tolist():
+        covered[t : t + bh, l : l + bw] = True
+    assert covered.all()
+
+
+def test_rrc_boxes_follow_torchvisions_distribution():
+    """Box size (h, w), top and left: the same distribution as ``RandomResizedCrop.get_params``, cell by cell."""
+    n_ours, n_ref = 200_000, 30_000
+    g = torch.Generator().manual_seed(6)
+    ours = sample_rrc_boxes(n_ours, SMALL_H, SMALL_W, *RRC, g, torch.device("cpu"))
+    torch.manual_seed(6)
+    grid = torch.zeros(1, SMALL_H, SMALL_W)
+    ref = torch.tensor([RandomResizedCrop.get_params(grid, *map(list, RRC)) for _ in range(n_ref)])
+
+    def histogram(boxes, columns, sizes):
+        cell = torch.zeros(len(boxes), dtype=torch.long)
+        for column, size in zip(columns, sizes):
+            cell = cell * size + boxes[:, column]
+        return torch.bincount(cell, minlength=math.prod(sizes))
+
+    for columns, sizes in (
+        ((2, 3), (SMALL_H + 1, SMALL_W + 1)),  # the size of the box
+        ((0,), (SMALL_H,)),  # top
+        ((1,), (SMALL_W,)),  # left
+        ((0, 1, 2, 3), (SMALL_H, SMALL_W, SMALL_H + 1, SMALL_W + 1)),  # the whole box
+    ):
+        a, b = histogram(ours, columns, sizes), histogram(ref, columns, sizes)
+        assert torch.equal(a > 0, b > 0) or len(columns) == 4, (columns, a, b)  # the same support
+        stat, df = two_sample_chi_square(a, b)
+        assert stat < chi_square_bound(df), (columns, stat, df)

@@ -78,3 +78,30 @@ def test_position_and_state():
         GlobalBatches(100, 8, rank=2, world_size=2)
     with pytest.raises(StoreError, match="shuffle 'random'"):
         GlobalBatches(100, 8, shuffle="random")
+
+
+def within_chunk_orders(n, c, **kw):
+    """Each chunk's samples in the order the epoch reads them, as offsets inside the chunk."""
+    order = EpochOrder(n, shuffle="chunk", chunk_size=c, **kw).take(0, n)
+    return {k: (order[order // c == k] - k * c).tolist() for k in range(-(-n // c))}
+
+
+def test_the_order_inside_each_chunk_changes_with_the_epoch_and_the_seed():
+    n, c = 1003, 64
+    base = within_chunk_orders(n, c, seed=3, epoch=1)
+    for chunk, offsets in base.items():
+        assert sorted(offsets) == list(range(min(c, n - chunk * c)))  # a permutation of the chunk
+    for other in (within_chunk_orders(n, c, seed=3, epoch=2), within_chunk_orders(n, c, seed=4, epoch=1)):
+        assert all(other[k] != base[k] for k in base)  # every chunk of >= 43 samples is reshuffled
+    assert within_chunk_orders(n, c, seed=3, epoch=1) == base
+
+
+def test_a_saved_chunk_order_resumes_only_with_the_same_chunk_size():
+    state = GlobalBatches(1000, 8, shuffle="chunk", chunk_size=64).state_dict(steps=3)
+    with pytest.raises(StoreError, match=r"chunk 64\), this reader 'chunk' \(chunk 32\)"):
+        GlobalBatches(1000, 8, shuffle="chunk", chunk_size=32).load_state_dict(state)
+    same = GlobalBatches(1000, 4, shuffle="chunk", chunk_size=64, world_size=2)
+    same.load_state_dict(state)
+    assert same.start == 24
+    # the global order does not depend on the chunk size when it is not chunked
+    GlobalBatches(1000, 8, chunk_size=32).load_state_dict(GlobalBatches(1000, 8, chunk_size=64).state_dict())

@@ -14,14 +14,22 @@ from seit.utils.io import atomic_write_bytes
 class MetricsLogger:
     """Appends records to ``OUTPUT/metrics.jsonl`` and mirrors numeric fields to TensorBoard (main rank only)."""
 
-    def __init__(self, output: str | Path, *, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, output: str | Path, *, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ) -> None:
+        """``resume_step``: the step of the checkpoint a run resumes; what an interrupted run logged after it
+        (up to where it was killed) is dropped from both logs, so each reads as one uninterrupted run."""
         self.enabled = enabled
         self.path = Path(output) / "metrics.jsonl"
         self._tb = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(output) / "tb"))
+            # purge_step: readers of the event files discard the earlier files' events from this step on
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(log_dir=str(Path(output) / "tb"), purge_step=purge)
+        if resume_step is not None:
+            self.truncate_after(resume_step)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop records past the checkpoint's step, so the log reads as one uninterrupted run."""

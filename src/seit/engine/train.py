@@ -178,9 +178,8 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    logger = MetricsLogger(out, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
-    if resume_path is not None:
-        logger.truncate_after(global_step)
+    resume_step = global_step if resume_path is not None else None
+    logger = MetricsLogger(out, enabled=info.is_main, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
 
     def checkpoint(tag: str = "last") -> None:
         if not info.is_main:
@@ -376,7 +375,8 @@ def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
     return path
 
 
-# Settings that may differ between the run that wrote a checkpoint and the run resuming it.
+# Settings that may differ between the run that wrote a checkpoint and the run resuming it ("run": all but
+# --seed, which _check_resumable compares on its own).
 _RESUME_MAY_CHANGE = {"run", "data.num_workers", "data.streaming", "data.verify_shards", "optim.epochs"}
 
 
@@ -384,6 +384,12 @@ def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     if ckpt.get("kind") != "seit.train":
         raise TrainingError(f"{path}: not a seit training checkpoint (to start from weights, use --finetune)")
     saved, now = ckpt["config"], to_dict(cfg)
+    seed = saved.get("run", {}).get("seed")
+    if seed != cfg.run.seed:  # the one run setting the data order and every random draw derive from
+        raise TrainingError(
+            f"{path} was written with --seed {seed}, now --seed {cfg.run.seed}: another seed draws another data "
+            f"order and augmentation; resume with --seed {seed}, or start a new run with --finetune"
+        )
     diffs = []
     for section, values in now.items():
         if section in _RESUME_MAY_CHANGE:
