@@ -8,7 +8,23 @@ from PIL import Image
 
 from seit.cli import main
 
-STAGES = ("data", "tokenizer", "tokenize", "token-vit", "pixel-vit", "evaluate")
+STAGES = (
+    "data",
+    "tokenizer",
+    "tokenize",
+    "squeeze",
+    "token-vit",
+    "pixel-vit",
+    "pixel-vit-jpeg-low",
+    "pixel-vit-downsampled",
+    "evaluate",
+)
+RUNS = {
+    "tokens": "token-vit",
+    "jpeg": "pixel-vit",
+    "jpeg-low": "pixel-vit-jpeg-low",
+    "downsampled": "pixel-vit-downsampled",
+}
 
 
 def folder_bytes(folder: Path, pattern: str = "*") -> int:
@@ -51,14 +67,56 @@ def test_quick_demo_sizes_are_the_files_on_disk(quick):
     assert storage["tokenizer_bytes"] == (out / "tokenizer" / "tokenizer.safetensors").stat().st_size
 
 
-def test_quick_demo_report_says_how_far_tokens_are_from_pixels(quick):
+def test_quick_demo_tradeoff_rows_are_the_bytes_on_disk_and_the_evaluations(quick):
+    out, report = quick
+    rows = {r["row"]: r for r in report["tradeoff"]}
+    assert list(rows) == list(RUNS)
+    train_images = 1000
+    on_disk = {
+        "tokens": folder_bytes(out / "stores" / "train"),  # every file of the train store
+        "jpeg": folder_bytes(out / "data" / "train", "*.jpg"),
+        "jpeg-low": folder_bytes(out / "squeezed" / "jpeg-low", "*.jpg"),
+        "downsampled": folder_bytes(out / "squeezed" / "downsampled", "*.webp"),
+    }
+    for name, row in rows.items():
+        assert row["train_bytes"] == on_disk[name] and row["bytes_per_image"] == on_disk[name] / train_images
+    assert rows["tokens"]["top1"] == report["accuracy"]["tokens_top1"]
+    assert rows["jpeg"]["top1"] == report["accuracy"]["pixels_top1"]
+    # the squeezed rows stay within the token store's bytes per image, unless their codec cannot get there
+    budget = report["storage"]["squeeze_budget_bytes_per_image"]
+    assert budget == rows["tokens"]["bytes_per_image"]
+    assert rows["downsampled"]["bytes_per_image"] <= 1.05 * budget
+    assert rows["jpeg"]["bytes_per_image"] > 5 * budget
+
+
+def test_quick_demo_rows_share_one_recipe(quick):
+    """The fairness claim: every row's run was trained with the same model size, optimiser, augmentation, seed."""
+    import torch
+
+    out, report = quick
+    assert report["same_recipe"] is True
+
+    def recipe(run):
+        config = torch.load(out / run / "last.pt", weights_only=True)["config"]
+        model = {k: v for k, v in config["model"].items() if k not in ("model", "finetune")}
+        return model, config["optim"], config["augment"], config["run"]["seed"]
+
+    recipes = {row: recipe(run) for row, run in RUNS.items()}
+    assert all(r == recipes["tokens"] for r in recipes.values()), recipes
+
+
+def test_quick_demo_report_says_which_input_wins_at_equal_bytes(quick):
     out, report = quick
     acc = report["accuracy"]
     assert acc["gap_points"] == pytest.approx(acc["pixels_top1"] - acc["tokens_top1"])
     markdown = (out / "report" / "report.md").read_text()
-    assert f"{acc['tokens_top1']:.1f}% top-1" in markdown and f"{acc['pixels_top1']:.1f}%" in markdown
+    assert report["tradeoff_verdict"] in markdown
+    assert "points above" in report["tradeoff_verdict"] or "points below" in report["tradeoff_verdict"]
+    for row in report["tradeoff"]:
+        assert f"| {row['title']} | {row['stored_as']} | {row['train_bytes']:,} |" in markdown
     assert f"{report['storage']['ratio_tokens_to_jpeg']:.4f}" in markdown
-    for png in ("reconstructions.png", "curves.png", "confusion-tokens.png", "confusion-pixels.png"):
+    pictures = ["tradeoff.png", "reconstructions.png", "curves.png", *(f"confusion-{row}.png" for row in RUNS)]
+    for png in pictures:
         with Image.open(out / "report" / png) as image:
             assert image.format == "PNG" and min(image.size) > 100
 
@@ -92,7 +150,7 @@ def test_a_deleted_artefact_redoes_its_stage_and_the_later_ones(tiny, capsys):
     assert main(["demo", "--size", "tiny", "--out", str(tiny), "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert "[demo] tokenizer: done earlier" in printed and "[demo] tokenize: done earlier" in printed
-    assert all(f"[demo] {name} ..." in printed for name in ("token-vit", "pixel-vit", "evaluate"))
+    assert all(f"[demo] {name} ..." in printed for name in STAGES[STAGES.index("token-vit") :])
     assert model.exists() and not stale.exists()  # later stages start from a clean folder
 
 

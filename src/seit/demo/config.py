@@ -19,6 +19,7 @@ class DemoSize:
     epochs: int
     batch_size: int = 64
     lr: float = 1e-3  # the same for every row of the trade-off
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # random resized crop's area range, every row
     image_size: int = 128  # tokenizer input: 128 px -> 16x16 ids (patch 8); the pixel ViT sees 112 px crops
     embed_dim: int = 128
     depth: int = 2

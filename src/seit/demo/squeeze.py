@@ -11,8 +11,11 @@ bytes than the target, unless even the smallest setting is above it: then the sm
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from seit.images import ImageSkipped, list_images, open_rgb
 from seit.utils.io import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "squeeze.json"  # written last: a folder without it is incomplete and is rebuilt
+PARTIAL = ".squeeze-partial.json"  # present while a folder is being written
 JPEG_QUALITIES = tuple(range(1, 96))
 # the downsampled row's codec: WebP keeps a few dozen header bytes per file where JPEG needs ~300, so it is
 # the stronger pixel baseline at budgets of a few hundred bytes per image
@@ -128,17 +132,21 @@ def _encode_one(job: tuple[str, str, Squeeze]) -> int:
 def squeeze_folder(src: str | os.PathLike, dst: str | os.PathLike, squeeze: Squeeze, num_workers: int = 0) -> int:
     """Re-encode the images of ``src`` (an ImageFolder tree) into ``dst``; returns the bytes written.
 
-    A finished folder (its manifest names the same setting and source) is reused as it is.
+    A finished folder (its manifest names the same setting and source) is reused as it is; one of another
+    setting, or left unfinished, is rebuilt from scratch. Any other existing folder is refused.
     """
     src, dst = Path(src), Path(dst)
-    manifest = dst / MANIFEST
-    wanted = {"source": str(src.resolve()), "squeeze": squeeze.__dict__}
+    manifest, partial = dst / MANIFEST, dst / PARTIAL
+    wanted = {"source": str(src.resolve()), "squeeze": dataclasses.asdict(squeeze)}
     if manifest.exists():
-        import json
-
         done = json.loads(manifest.read_text())
         if {k: done.get(k) for k in wanted} == wanted:
             return int(done["bytes"])
+    if dst.exists() and any(dst.iterdir()):
+        if not (manifest.exists() or partial.exists()):
+            raise SeitError(f"{dst}: exists and is not a folder of squeezed images; give another output folder")
+        shutil.rmtree(dst)
+    atomic_write_json(partial, wanted)
     listing = list_images(src)
     jobs = []
     for sample in listing.samples:
@@ -150,4 +158,5 @@ def squeeze_folder(src: str | os.PathLike, dst: str | os.PathLike, squeeze: Sque
     else:
         total = sum(_encode_one(job) for job in jobs)
     atomic_write_json(manifest, {**wanted, "bytes": total, "images": len(jobs)})
+    partial.unlink()
     return total
