@@ -312,5 +312,5 @@ def test_the_pixel_baseline_lists_a_linked_tree_once(tmp_path):
     root = tmp_path / "images"
     keys = image_tree(root)
     os.symlink("..", root / "a" / "up")
-    dataset = PixelDataset(root, 8, train=False)
+    dataset = PixelDataset(root, 8)
     assert [s.key for s in dataset.samples] == keys and dataset.class_names == ["a", "b"]
