@@ -39,11 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    add_dataclass_args(p, EvalConfig)
+    from seit.interop import seit_flags
+
+    add_dataclass_args(p, EvalConfig, seit_flags.aliases(seit_flags.EVAL))
+    seit_flags.add_reference_flags(p, seit_flags.EVAL, "SeiT's evaluate_on_images.py")
     p.set_defaults(run=_run, group_parser=p)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.interop import seit_flags
+
+    seit_flags.apply_reference_flags(args, seit_flags.EVAL, args.group_parser)
     cfg = from_args(EvalConfig, args)
     from seit.engine.evaluate import run_eval
     from seit.utils.dist import current
