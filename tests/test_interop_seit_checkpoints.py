@@ -96,5 +96,5 @@ def test_unsafe_or_foreign_files_are_refused(tmp_path):
         checkpoint_filter_fn(torch.load(CLASSIFIER / "token-vit-tiny.pth", weights_only=True), key="model_ema")
     with pytest.raises(CheckpointError, match="32 input channels but deit_tiny_token_4 takes 4"):
         load_classifier(CLASSIFIER / "token-vit-tiny.pth", model_name="deit_tiny_token_4", num_heads=2)
-    with pytest.raises(CheckpointError, match="weights do not fit .*size mismatch"):  # shapes the arguments contradict
+    with pytest.raises(CheckpointError, match=r"weights do not fit .*size mismatch"):  # shapes the arguments contradict
         load_classifier(CLASSIFIER / "token-vit-tiny.pth", model_name="deit_tiny_token_32", num_heads=2, mlp_ratio=2.0)
