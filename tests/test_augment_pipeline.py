@@ -199,6 +199,8 @@ def test_codebook_and_synonyms_as_numpy_arrays_work_as_tensors():
         for cb, syn in ((codebook, synonyms), (torch.from_numpy(codebook), torch.from_numpy(synonyms)))
     ]
     torch.testing.assert_close(streams[0], streams[1])
+    again = TokenAugment(AugmentConfig(), codebook, synonyms, num_classes=10, seed=3).train(ids.numpy(), labels.numpy())
+    torch.testing.assert_close(again, streams[0])  # numpy batches too (TokenStore.get_batch)
     with pytest.raises(AugmentError, match="codebook must be a torch tensor or numpy array, got list"):
         TokenAugment(AugmentConfig(), codebook.tolist(), num_classes=10)
     with pytest.raises(AugmentError, match="synonyms must be int"):

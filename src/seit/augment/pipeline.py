@@ -93,14 +93,17 @@ class TokenAugment:
         return self.config.crop_side(height, width)
 
     @torch.no_grad()
-    def train(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train(
+        self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [B, H, W] (int16/int64), labels [B] -> (x [B, D, m, m] float32, soft targets [B, C]).
 
-        ``x`` is in channels_last memory format (what the crop produces; convolutions take it as is).
+        Tensors or numpy arrays (``TokenStore.get_batch``). ``x`` is in channels_last memory format (what the
+        crop produces; convolutions take it as is).
         """
         cfg, gen = self.config, self.generator
         ids = self._ids(ids)
-        labels = labels.to(self.device, non_blocking=True).long()
+        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
         batch, height, width = ids.shape
         side = self.crop_side(height, width)
 
@@ -142,7 +145,7 @@ class TokenAugment:
         return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
 
     @torch.no_grad()
-    def eval(self, ids: torch.Tensor) -> torch.Tensor:
+    def eval(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
         """ids [B, H, W] -> centre-cropped embeddings [B, D, m, m] (deterministic, SeiT's ``CC``)."""
         ids = self._ids(ids)
         self._check_range(*torch.stack([ids.min(), ids.max()]).tolist())
@@ -170,7 +173,8 @@ class TokenAugment:
         )
         self.generator.manual_seed(seed)
 
-    def _ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _ids(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+        ids = _tensor(ids, "ids")
         if ids.ndim != 3 or ids.is_floating_point() or ids.is_complex():
             raise AugmentError(f"expected integer token ids [B, H, W], got {ids.dtype} of shape {tuple(ids.shape)}")
         return ids.to(self.device, non_blocking=True).long()
