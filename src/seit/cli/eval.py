@@ -19,6 +19,9 @@ examples:
   # a released SeiT classifier on SeiT's released validation tokens
   seit eval trained-vit.ckpt --token-file imagenet1k-val-token.data.bin.gz --label-file imagenet1k-val-label.txt \\
       --codebook-path codebook.ckpt
+  # SeiT's own evaluate_on_images.py command, with seit's launcher (its flags are listed below)
+  torchrun --nproc-per-node 8 -m seit eval --model deit_base_token_32 --model-path trained-vit.ckpt \\
+      --codebook-path codebook.ckpt --tokenizer-path tokenizer.ckpt --allow-legacy-pickle --data-path val --dist-eval
   # many processes: every sample is counted exactly once
   torchrun --nproc-per-node 4 -m seit eval model.safetensors --store data/val.store
 
