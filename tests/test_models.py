@@ -140,13 +140,24 @@ def test_older_classifier_layouts_still_load(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(loaded.model(x), model(x))
     assert load_classifier(version1).codebook is None and load_classifier(untagged).codebook.shape == (16, 4)
+    bare = tmp_path / "bare.safetensors"  # a plain timm state dict: its shapes tell the architecture
+    wide = timm.create_model("deit_tiny_token_4", depth=1, img_size=7, num_classes=3).eval()
+    safetensors.torch.save_file(wide.state_dict(), str(bare))
+    loaded = load_classifier(bare)
+    assert loaded.meta.model == "deit_tiny_token_4" and loaded.meta.grid_size == 6  # shapes give 2 x patches
+    with torch.no_grad():
+        torch.testing.assert_close(load_classifier(bare, img_size=7).model(x), wide(x))
 
 
 def test_foreign_or_missing_classifier_files_are_one_line(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     safetensors.torch.save_file({"w": torch.zeros(1)}, str(foreign))
-    with pytest.raises(CheckpointError, match="not a seit classifier file"):
+    with pytest.raises(CheckpointError, match="not a ViT classifier state dict"):
         load_classifier(foreign)
+    tokenizer = tmp_path / "tokenizer.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(1)}, str(tokenizer), metadata={"format": "seit-tokenizer/1"})
+    with pytest.raises(CheckpointError, match=r"not a seit classifier file \(format 'seit-tokenizer/1'"):
+        load_classifier(tokenizer)
     with pytest.raises(CheckpointError, match="no such classifier file"):
         load_classifier(tmp_path / "missing.safetensors")
     with pytest.raises(SeitError, match=r"a folder without best\.json"):

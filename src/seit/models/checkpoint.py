@@ -9,8 +9,9 @@ came from (after pruning). All of it travels in one safetensors file, no pickle:
 
 :func:`load_classifier` also reads every other classifier file a user may hold: a ``seit train`` run folder
 (the file its ``best.json`` names), its ``last.pt``, the two older layouts of seit's own files
-(``seit.classifier`` metadata without ``format``; ``seit.classifier/1`` from ``save_model``), and SeiT's
-checkpoints (``trained-vit.ckpt``, ``checkpoint.pth``) through ``seit.interop.seit_checkpoints.checkpoint_filter_fn``.
+(``seit.classifier`` metadata without ``format``; ``seit.classifier/1`` from ``save_model``), and foreign
+checkpoints, SeiT's (``trained-vit.ckpt``, ``checkpoint.pth``) or a bare state dict in safetensors, through
+``seit.interop.seit_checkpoints.checkpoint_filter_fn`` (their architecture inferred from the shapes).
 """
 
 from __future__ import annotations
@@ -103,12 +104,11 @@ def load_classifier(
         path = best_classifier(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such classifier file")
-    if path.suffix == ".safetensors":
-        state, own_codebook, meta = _read_safetensors(path)
-        foreign = False
+    read = _read_safetensors if path.suffix == ".safetensors" else _read_torch_checkpoint
+    state, own_codebook, meta = read(path)
+    if meta is None:  # a foreign checkpoint: SeiT's, or a bare state dict
+        state, meta = _foreign(path, state, model_name, model_kwargs)
     else:
-        state, own_codebook, meta, foreign = _read_torch_checkpoint(path, model_name, model_kwargs)
-    if not foreign:
         _check_agrees(path, meta, model_name, model_kwargs)
     model = meta.create_model()
     try:
@@ -144,7 +144,8 @@ def _codebook(source: str | os.PathLike | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(read_codebook(source))
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, ClassifierMeta]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, ClassifierMeta | None]:
+    """(state, codebook, meta) of a classifier file; (tensors, None, None) for a bare state dict."""
     from safetensors import safe_open
 
     try:
@@ -165,7 +166,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor
         )
         return tensors, None, meta
     raw = metadata.get("seit.classifier")
-    if raw is None or metadata.get("format", FORMAT) != FORMAT:
+    if raw is None and "format" not in metadata:
+        return tensors, None, None
+    if raw is None or metadata.get("format", FORMAT) != FORMAT:  # (no tag: seit train before the tag)
         raise CheckpointError(
             f"{path}: not a seit classifier file (format {metadata.get('format')!r}, expected {FORMAT!r}); "
             "seit.models.load_classifier reads seit train's model.safetensors, model_ema.safetensors, last.pt "
@@ -178,12 +181,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor
     return state, tensors.get("codebook"), ClassifierMeta(**data)
 
 
-def _read_torch_checkpoint(
-    path: Path, model_name: str | None, model_kwargs: dict[str, Any]
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, ClassifierMeta, bool]:
-    """seit train's last.pt (its classifier entry), else a foreign checkpoint (True) through the checkpoint filter."""
-    from seit.interop.seit_checkpoints import checkpoint_filter_fn, infer_architecture
-
+def _read_torch_checkpoint(path: Path) -> tuple[Any, torch.Tensor | None, ClassifierMeta | None]:
+    """seit train's last.pt as (state, codebook, meta); anything else as (the loaded object, None, None)."""
     with torch.serialization.safe_globals([argparse.Namespace]):  # SeiT's training checkpoints hold their args
         obj = safe_torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("classifier"), dict):  # seit train's last.pt
@@ -191,8 +190,17 @@ def _read_torch_checkpoint(
         meta = json.loads(entry["meta"])
         if meta.get("train_grid") is not None:
             meta["train_grid"] = tuple(meta["train_grid"])
-        return obj["model"], entry.get("codebook"), ClassifierMeta(**meta), False
-    state = checkpoint_filter_fn(obj, name=str(path))
+        return obj["model"], entry.get("codebook"), ClassifierMeta(**meta)
+    return obj, None, None
+
+
+def _foreign(
+    path: Path, checkpoint: Any, model_name: str | None, model_kwargs: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], ClassifierMeta]:
+    """A checkpoint that does not record its architecture: weights through the filter, shapes give the rest."""
+    from seit.interop.seit_checkpoints import checkpoint_filter_fn, infer_architecture
+
+    state = checkpoint_filter_fn(checkpoint, name=str(path))
     inferred, args = infer_architecture(state)
     args.update(model_kwargs)
     model_name = model_name or inferred
@@ -211,7 +219,7 @@ def _read_torch_checkpoint(
         in_chans=in_chans,
         model_kwargs=args,
     )
-    return state, None, meta, True
+    return state, meta
 
 
 def _check_model_name(path: Path, model_name: str, in_chans: int, chans_given: bool) -> None:
