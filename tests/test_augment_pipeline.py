@@ -12,6 +12,7 @@ import seit.models  # noqa: F401  (registers the token ViTs)
 from seit.augment import AugmentConfig, AugmentError, TokenAugment
 from seit.config import add_dataclass_args, from_args
 from seit.errors import ConfigError
+from seit.interop import seit_flags
 
 OFF = dict(synonym_prob=0.0, swap_prob=0.0, noise_prob=0.0, color_adapt_prob=0.0, cutmix=0.0, smoothing=0.0)
 
@@ -37,7 +38,7 @@ def test_defaults_are_seits_and_map_to_flags():
     assert (cfg.mixup, cfg.cutmix, cfg.mixup_mode, cfg.smoothing) == (0.0, 1.0, "batch", 0.1)
     assert cfg.crop_side(32, 32) == 28 and cfg.crop_side(16, 16) == 14 and cfg.crop_side(8, 8) == 7
     parser = argparse.ArgumentParser()
-    add_dataclass_args(parser, AugmentConfig)
+    add_dataclass_args(parser, AugmentConfig, seit_flags.aliases(seit_flags.TRAIN))  # SeiT's names too
     ns = parser.parse_args(["--eda-rc-prob", "0.1", "--rrc-scale", "0.35", "1", "--cutmix-minmax", "0.2", "0.8"])
     parsed = from_args(AugmentConfig, ns)
     assert parsed.synonym_prob == 0.1 and parsed.rrc_scale == (0.35, 1.0) and parsed.cutmix_minmax == (0.2, 0.8)
@@ -186,3 +187,21 @@ def test_config_round_trips_through_a_dict():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(cfg)
+
+
+def test_codebook_and_synonyms_as_numpy_arrays_work_as_tensors():
+    """A store's codebook and synonym table are numpy arrays: TokenAugment takes them as they are."""
+    codebook = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    synonyms = np.argsort(-codebook @ codebook.T, axis=1)[:, :5].astype(np.int32)
+    ids, labels = batch()
+    streams = [
+        TokenAugment(AugmentConfig(), cb, syn, num_classes=10, seed=3).train(ids, labels)
+        for cb, syn in ((codebook, synonyms), (torch.from_numpy(codebook), torch.from_numpy(synonyms)))
+    ]
+    torch.testing.assert_close(streams[0], streams[1])
+    again = TokenAugment(AugmentConfig(), codebook, synonyms, num_classes=10, seed=3).train(ids.numpy(), labels.numpy())
+    torch.testing.assert_close(again, streams[0])  # numpy batches too (TokenStore.get_batch)
+    with pytest.raises(AugmentError, match="codebook must be a torch tensor or numpy array, got list"):
+        TokenAugment(AugmentConfig(), codebook.tolist(), num_classes=10)
+    with pytest.raises(AugmentError, match="synonyms must be int"):
+        TokenAugment(AugmentConfig(), codebook, codebook, num_classes=10)

@@ -15,7 +15,7 @@ class Inner:
 class Job:
     data: str = field(help="input", positional=True)
     lr: float = field(1e-3, help="learning rate")
-    epochs: int = field(3, help="epochs", aliases=("--num-epochs",))
+    epochs: int = field(3, help="epochs")
     amp: bool = field(True, help="mixed precision")
     crop: tuple[int, ...] = field((28, 28), help="crop size")
     model: str = field("tiny", help="model", choices=("tiny", "small"))
@@ -25,7 +25,7 @@ class Job:
 
 def _parse(argv):
     p = argparse.ArgumentParser()
-    add_dataclass_args(p, Job)
+    add_dataclass_args(p, Job, aliases={"epochs": ("--num-epochs",)})
     return from_args(Job, p.parse_args(argv))
 
 

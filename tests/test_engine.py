@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from seit.cli import main
-from seit.engine.artifact import load_classifier
 from seit.engine.config import TrainConfig
 from seit.engine.metrics import read_metrics
 from seit.engine.pipeline import build_pipeline
+from seit.models import load_classifier
 from seit.store.format import TRAILER
 from seit.utils.dist import DistInfo
 from seit.utils.serialization import load_weights
@@ -338,3 +338,26 @@ def test_eval_of_a_folder_needs_a_sound_best_json(stores, tmp_path, capsys, cont
         (tmp_path / "best.json").write_text(content)
     assert main(["eval", str(tmp_path), "--store", str(stores[1]), "--num-workers", "0"]) == 1
     assert error in capsys.readouterr().err
+
+
+def test_load_classifier_reads_every_file_seit_train_writes(uninterrupted, stores):
+    """model.safetensors, model_ema.safetensors, last.pt and the run folder: one loader, the same model."""
+    import seit.models
+
+    x = torch.randn(3, 4, 7, 7)
+    model, codebook, meta = seit.models.load_classifier(uninterrupted / "model.safetensors")
+    last = seit.models.load_classifier(uninterrupted / "last.pt")  # the final checkpoint holds the final weights
+    assert last.meta == meta and torch.equal(last.codebook, codebook)
+    with torch.no_grad():
+        torch.testing.assert_close(last.model(x), model(x))
+    ema = seit.models.load_classifier(uninterrupted / "model_ema.safetensors")
+    best = json.loads((uninterrupted / "best.json").read_text())["file"]
+    folder = seit.models.load_classifier(uninterrupted)
+    chosen = seit.models.load_classifier(uninterrupted / best)
+    with torch.no_grad():
+        torch.testing.assert_close(folder.model(x), chosen.model(x))
+        assert not torch.equal(ema.model(x), model(x))
+    out = uninterrupted / "eval-last"
+    assert main(["eval", str(uninterrupted / "last.pt"), "--store", str(stores[1]), "--num-workers", "0",
+                 "--output", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "eval.json").read_text())["count"] == 37

@@ -7,13 +7,8 @@ import pytest
 import timm
 import torch
 
-from seit.interop.seit_checkpoints import (
-    convert_seit_state_dict,
-    infer_architecture,
-    load_seit_classifier,
-    read_seit_state_dict,
-    to_seit_state_dict,
-)
+from seit.interop.seit_checkpoints import checkpoint_filter_fn, infer_architecture, to_seit_state_dict
+from seit.models import load_classifier
 from seit.utils.serialization import CheckpointError
 
 CLASSIFIER = Path(__file__).parent / "fixtures" / "seit-reference" / "classifier"
@@ -28,7 +23,9 @@ def _fixture_inputs():
 def test_fixture_logits_match_the_reference_implementation():
     hp = json.loads((CLASSIFIER / "token-vit-tiny.json").read_text())
     # width 64 is no DeiT size: name the family and the head count, the rest comes from the shapes
-    model = load_seit_classifier(CLASSIFIER / "token-vit-tiny.pth", "deit_tiny_token_32", num_heads=hp["num_heads"])
+    path = CLASSIFIER / "token-vit-tiny.pth"
+    model, codebook, meta = load_classifier(path, model_name="deit_tiny_token_32", num_heads=hp["num_heads"])
+    assert codebook is None and meta.grid_size == hp["img_size"] and meta.in_chans == hp["in_chans"]
     assert model.patch_embed.img_size == (hp["img_size"],) * 2 and len(model.blocks) == hp["depth"]
     assert model.num_classes == hp["num_classes"] and model.fc_norm.eps == hp["layer_norm_eps"]
     stem = model.patch_embed.proj
@@ -37,16 +34,16 @@ def test_fixture_logits_match_the_reference_implementation():
     with torch.no_grad():
         logits = model(x)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
-    # the same from an already loaded dict, and in channels_last layout (what TokenAugment produces)
-    ckpt = torch.load(CLASSIFIER / "token-vit-tiny.pth", weights_only=True)
-    again = load_seit_classifier(ckpt, "deit_tiny_token_32", num_heads=hp["num_heads"])
+    # the filter on an already loaded dict, and channels_last inputs (what TokenAugment produces)
+    again = meta.create_model().eval()
+    again.load_state_dict(checkpoint_filter_fn(torch.load(path, weights_only=True)))
     with torch.no_grad():
         torch.testing.assert_close(again(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5, rtol=0)
 
 
 def test_fixture_needs_the_head_count_it_cannot_infer():
     with pytest.raises(CheckpointError, match="num_heads"):
-        load_seit_classifier(CLASSIFIER / "token-vit-tiny.pth")
+        load_classifier(CLASSIFIER / "token-vit-tiny.pth")
 
 
 @pytest.mark.parametrize(
@@ -59,7 +56,7 @@ def test_released_architectures_map_onto_timm_models(arch):
     assert name == arch and args["img_size"] == 28 and args["num_classes"] == 1000
     model = timm.create_model(name, device="meta", **args)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    mapped = {k: tuple(v.shape) for k, v in convert_seit_state_dict(released).items()}
+    mapped = {k: tuple(v.shape) for k, v in checkpoint_filter_fn(released).items()}
     assert mapped == ours
     assert "fc_norm.weight" in mapped and "norm.weight" not in mapped  # SeiT's post-pool norm is timm's fc_norm
     assert {k: list(v) for k, v in to_seit_state_dict(ours).items()} == shapes
@@ -74,7 +71,7 @@ def test_training_checkpoint_with_args_loads_safely(tmp_path):
     }
     path = tmp_path / "checkpoint.pth"
     torch.save(ckpt, path)
-    model = load_seit_classifier(path, depth=2)
+    model = load_classifier(path).model
     assert model.pretrained_cfg["architecture"] == "deit_tiny_token_4"
     assert model.num_classes == 7 and model.patch_embed.img_size == (14, 14)
     x = torch.randn(2, 4, 14, 14)
@@ -90,14 +87,14 @@ def test_unsafe_or_foreign_files_are_refused(tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, evil)
     with pytest.raises(CheckpointError, match="weights_only"):
-        read_seit_state_dict(evil)
+        load_classifier(evil)
     other = tmp_path / "other.pth"
     torch.save({"model": {"conv.weight": torch.zeros(1)}}, other)
     with pytest.raises(CheckpointError, match="not a ViT classifier"):
-        read_seit_state_dict(other)
+        load_classifier(other)
     with pytest.raises(CheckpointError, match="no entry 'model_ema'"):
-        read_seit_state_dict(CLASSIFIER / "token-vit-tiny.pth", key="model_ema")
+        checkpoint_filter_fn(torch.load(CLASSIFIER / "token-vit-tiny.pth", weights_only=True), key="model_ema")
     with pytest.raises(CheckpointError, match="32 input channels but deit_tiny_token_4 takes 4"):
-        load_seit_classifier(CLASSIFIER / "token-vit-tiny.pth", "deit_tiny_token_4", num_heads=2)
-    with pytest.raises(CheckpointError, match="does not fit"):  # a shape the arguments contradict
-        load_seit_classifier(CLASSIFIER / "token-vit-tiny.pth", "deit_tiny_token_32", num_heads=2, mlp_ratio=2.0)
+        load_classifier(CLASSIFIER / "token-vit-tiny.pth", model_name="deit_tiny_token_4", num_heads=2)
+    with pytest.raises(CheckpointError, match=r"weights do not fit .*size mismatch"):  # shapes the arguments contradict
+        load_classifier(CLASSIFIER / "token-vit-tiny.pth", model_name="deit_tiny_token_32", num_heads=2, mlp_ratio=2.0)

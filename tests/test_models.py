@@ -11,11 +11,12 @@ from seit.errors import SeitError
 from seit.models import (
     PIXEL_MODELS,
     TOKEN_MODELS,
+    ClassifierMeta,
     StemAdaptor,
+    load_classifier,
     load_for_finetune,
-    load_model,
     resample_pos_embed,
-    save_model,
+    save_classifier,
 )
 from seit.utils.serialization import CheckpointError
 
@@ -74,7 +75,7 @@ def test_stem_adaptor_takes_any_crop_size(side):
 
 
 def test_pretrained_weights_are_not_downloaded():
-    with pytest.raises(SeitError, match="load_seit_classifier"):
+    with pytest.raises(SeitError, match=r"seit\.models\.load_classifier\(path\)"):
         timm.create_model("deit_small_token_32", pretrained=True)
 
 
@@ -100,21 +101,67 @@ def test_finetune_loading_resizes_positions_and_resets_the_head():
         load_for_finetune(other, source.state_dict())
 
 
-def test_safetensors_checkpoint_rebuilds_the_model(tmp_path):
+def test_classifier_file_round_trip_with_codebook_and_crop(tmp_path):
     model = timm.create_model("deit_tiny_token_4", **SMALL, img_size=7, num_classes=3).eval()
-    path = tmp_path / "model.safetensors"
-    save_model(model, path, metadata={"epoch": "3"})
-    loaded = load_model(path)
-    assert loaded.pretrained_cfg["architecture"] == "deit_tiny_token_4" and loaded.patch_embed.img_size == (7, 7)
+    meta = ClassifierMeta("deit_tiny_token_4", 3, grid_size=7, in_chans=4, model_kwargs=SMALL, class_names=list("abc"))
+    codebook = torch.randn(16, 4)
+    save_classifier(tmp_path / "model.safetensors", model, meta, codebook)
+    loaded = load_classifier(tmp_path / "model.safetensors")
+    assert loaded.meta == meta and torch.equal(loaded.codebook, codebook)
     x = torch.randn(2, 4, 7, 7)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
+        torch.testing.assert_close(loaded.model(x), model(x))
+    # what a caller may pass must agree with what the file records
+    assert load_classifier(tmp_path / "model.safetensors", model_name="deit_tiny_token_4", img_size=7).meta == meta
+    with pytest.raises(CheckpointError, match="records img_size 7, not 9"):
+        load_classifier(tmp_path / "model.safetensors", img_size=9)
+    with pytest.raises(CheckpointError, match="is a deit_tiny_token_4, not a deit_base_token_4"):
+        load_classifier(tmp_path / "model.safetensors", model_name="deit_base_token_4")
+
+
+def test_older_classifier_layouts_still_load(tmp_path):
+    """Files in the wild: seit train's before the format tag, and save_model's seit.classifier/1."""
+    import json
+    from dataclasses import asdict
+
+    model = timm.create_model("deit_tiny_token_4", **SMALL, img_size=7, num_classes=3).eval()
+    meta = ClassifierMeta("deit_tiny_token_4", 3, grid_size=7, in_chans=4, model_kwargs=SMALL)
+    untagged = tmp_path / "untagged.safetensors"
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {"codebook": torch.randn(16, 4)}
+    safetensors.torch.save_file(tensors, str(untagged), metadata={"seit.classifier": json.dumps(asdict(meta))})
+    config = {"architecture": "deit_tiny_token_4", "img_size": [7, 7], "in_chans": 4, "num_classes": 3, **SMALL}
+    version1 = tmp_path / "v1.safetensors"
+    metadata = {"format": "seit.classifier/1", "config": json.dumps(config)}
+    safetensors.torch.save_file(model.state_dict(), str(version1), metadata=metadata)
+    x = torch.randn(2, 4, 7, 7)
+    for path in (untagged, version1):
+        loaded = load_classifier(path)
+        assert loaded.meta.grid_size == 7 and loaded.meta.num_classes == 3
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.model(x), model(x))
+    assert load_classifier(version1).codebook is None and load_classifier(untagged).codebook.shape == (16, 4)
+    bare = tmp_path / "bare.safetensors"  # a plain timm state dict: its shapes tell the architecture
+    wide = timm.create_model("deit_tiny_token_4", depth=1, img_size=7, num_classes=3).eval()
+    safetensors.torch.save_file(wide.state_dict(), str(bare))
+    loaded = load_classifier(bare)
+    assert loaded.meta.model == "deit_tiny_token_4" and loaded.meta.grid_size == 6  # shapes give 2 x patches
+    with torch.no_grad():
+        torch.testing.assert_close(load_classifier(bare, img_size=7).model(x), wide(x))
+
+
+def test_foreign_or_missing_classifier_files_are_one_line(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     safetensors.torch.save_file({"w": torch.zeros(1)}, str(foreign))
-    with pytest.raises(CheckpointError, match="not a seit classifier"):
-        load_model(foreign)
-    with pytest.raises(CheckpointError, match="no such file"):
-        load_model(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="not a ViT classifier state dict"):
+        load_classifier(foreign)
+    tokenizer = tmp_path / "tokenizer.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(1)}, str(tokenizer), metadata={"format": "seit-tokenizer/1"})
+    with pytest.raises(CheckpointError, match=r"not a seit classifier file \(format 'seit-tokenizer/1'"):
+        load_classifier(tokenizer)
+    with pytest.raises(CheckpointError, match="no such classifier file"):
+        load_classifier(tmp_path / "missing.safetensors")
+    with pytest.raises(SeitError, match=r"a folder without best\.json"):
+        load_classifier(tmp_path)
 
 
 @pytest.fixture

@@ -61,3 +61,17 @@ def test_ranks_take_contiguous_shares_and_resume_skips_done_keys(tmp_path, token
 
     bf16 = list(encode_images(tokenizer, samples[:3], batch_size=3, num_workers=0, device="cpu", precision="bf16"))
     assert bf16[0][0].shape == (3, 8, 8) and bf16[0][0].min() >= 0 and bf16[0][0].max() < 512
+
+
+def test_encode_images_takes_a_folder_path_as_it_takes_its_samples(tmp_path, tokenizer):
+    from seit.tokenizer.config import TokenizerError
+
+    write_image_folder(tmp_path / "imgs", 4, 64, classes=2)
+    by_path = list(encode_images(tokenizer, str(tmp_path / "imgs"), num_workers=0, device="cpu"))
+    by_samples = list(encode_images(tokenizer, list_images(tmp_path / "imgs").samples, num_workers=0, device="cpu"))
+    assert [k for *_, keys in by_path for k in keys] == [k for *_, keys in by_samples for k in keys]
+    np.testing.assert_array_equal(by_path[0][0], by_samples[0][0])
+    with pytest.raises(TokenizerError, match="takes an image folder, a list file, an ImageList"):
+        encode_images(tokenizer, 42)
+    with pytest.raises(TokenizerError, match="takes a loaded tokenizer"):
+        encode_images(str(tmp_path / "tok.safetensors"), str(tmp_path / "imgs"))

@@ -6,7 +6,6 @@ checkpoints and manifests the job writes, so a run can be reproduced from its ar
 
 Field metadata understood here:
   help     text for ``--help``
-  aliases  extra flag spellings (e.g. the reference code's own flags)
   choices  allowed values
   positional  the field is a positional argument
   check    a predicate from this module (``at_least(1)``, ``probability``, ...) that every value must pass;
@@ -107,7 +106,7 @@ class Checked:
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
-    """A dataclass field carrying its CLI help (and optional aliases/choices/positional)."""
+    """A dataclass field carrying its CLI help (and optional choices/positional/check)."""
     kwargs: dict[str, Any] = {"metadata": {"help": help, **meta}}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
         kwargs["default_factory"] = default  # a nested config: pass its class, get its defaults
@@ -127,8 +126,16 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
-    """Add one flag per field of ``cls`` to ``parser``; a nested config gets its own argument group."""
+def add_dataclass_args(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    aliases: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Add one flag per field of ``cls`` to ``parser``; a nested config gets its own argument group.
+
+    ``aliases``: field name -> extra spellings of its flag (SeiT's names, from :mod:`seit.interop.seit_flags`).
+    """
+    aliases = aliases or {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
@@ -136,7 +143,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         tp, _ = _unwrap_optional(hints[f.name])
         if dataclasses.is_dataclass(tp):
             title = f.metadata.get("help") or f.name
-            add_dataclass_args(parser.add_argument_group(title), tp)
+            add_dataclass_args(parser.add_argument_group(title), tp, aliases)
             continue
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -158,7 +165,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                 kwargs["default"] = default
             parser.add_argument(f.name, type=elem, nargs=nargs, metavar=f.name.upper(), **kwargs)
             continue
-        names = [flag_name(f.name), *meta.get("aliases", ())]
+        names = [flag_name(f.name), *aliases.get(f.name, ())]
         if tp is bool:
             kwargs["help"] = help_text + (" (default: on)" if default else "")
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)

@@ -28,7 +28,9 @@ class AugmentConfig(Checked):
         check=at_least(1),
     )
     crop_ratio: float = field(
-        0.875, help="m / grid side when --crop-size is not given (SeiT --eval-crop-ratio)", check=probability
+        0.875,
+        help="m / grid side when --crop-size is not given (SeiT: --input-size / 8 of a 32-token grid)",
+        check=probability,
     )
     rrc_scale: tuple[float, float] = field(
         (0.08, 1.0),
@@ -44,31 +46,26 @@ class AugmentConfig(Checked):
     synonym_prob: float = field(
         0.25,
         help="Token-EDA: probability a sample gets synonym replacement",
-        aliases=("--eda-rc-prob",),
         check=probability,
     )
     synonym_token_prob: float = field(
         0.25,
         help="per-token replacement probability inside such a sample",
-        aliases=("--replace-token-prob",),
         check=probability,
     )
     synonym_topk: int = field(
         5,
         help="replacement is drawn uniformly from the first k synonyms (SeiT's table starts with the code itself)",
-        aliases=("--token-synonym-thres",),
         check=at_least(1),
     )
     swap_prob: float = field(
         0.25,
         help="Token-EDA: probability a sample gets a patch swap instead",
-        aliases=("--eda-sc-prob",),
         check=probability,
     )
     swap_scale: float = field(
         0.25,
         help="patch-swap side is int(U(0, scale) * grid side)",
-        aliases=("--swap-token-scale",),
         check=between(0, 1, include_hi=False),
     )
     noise_prob: float = field(
@@ -77,12 +74,8 @@ class AugmentConfig(Checked):
         "paper used 0.5 and no ColorAdapt)",
         check=probability,
     )
-    noise_scale: float = field(
-        1.0, help="std of the per-channel noise offset", aliases=("--token-noise-scale",), check=non_negative
-    )
-    noise_std: float = field(
-        1.0, help="std of the per-element noise", aliases=("--token-noise-std",), check=non_negative
-    )
+    noise_scale: float = field(1.0, help="std of the per-channel noise offset", check=non_negative)
+    noise_std: float = field(1.0, help="std of the per-element noise", check=non_negative)
     color_adapt_prob: float = field(
         0.125,
         help="ColorAdapt probability per sample: its channel mean/std are replaced by the mirrored sample's "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,27 +31,39 @@ from seit.augment.tables import synonyms_from_codebook
 _SEED_RANGE = 2**31 - 1
 
 
+def _tensor(value, name: str) -> torch.Tensor:
+    """A torch tensor from a tensor or numpy array; anything else is refused in one line naming ``name``."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if not torch.is_tensor(value):
+        raise AugmentError(f"{name} must be a torch tensor or numpy array, got {type(value).__name__}")
+    return value
+
+
 class TokenAugment:
     """SeiT's token augmentation for whole batches on the training device.
 
     ``codebook`` [K, D] float; ``synonyms`` [K, n] int (SeiT's ``synonyms.json`` via
     ``seit.interop.seit_release.read_synonyms``; if None and synonym replacement is on, computed from the
-    codebook by cosine similarity, as SeiT built it).
+    codebook by cosine similarity, as SeiT built it). Both as torch tensors or numpy arrays (what a store's
+    ``codebook`` / ``synonyms`` are).
     """
 
     def __init__(
         self,
         config: AugmentConfig,
-        codebook: torch.Tensor,
-        synonyms: torch.Tensor | None = None,
+        codebook: torch.Tensor | np.ndarray,
+        synonyms: torch.Tensor | np.ndarray | None = None,
         *,
         num_classes: int,
         device: str | torch.device | None = None,
         generator: torch.Generator | None = None,
         seed: int = 0,
     ) -> None:
-        if codebook.ndim != 2:
-            raise AugmentError(f"codebook must be [num_codes, dim], got shape {tuple(codebook.shape)}")
+        codebook = _tensor(codebook, "codebook")
+        synonyms = None if synonyms is None else _tensor(synonyms, "synonyms")
+        if codebook.ndim != 2 or not codebook.is_floating_point():
+            raise AugmentError(f"codebook must be float [num_codes, dim], got {codebook.dtype} {tuple(codebook.shape)}")
         if num_classes < 1:
             raise AugmentError(f"num_classes must be >= 1, got {num_classes}")
         self.config = config
@@ -59,6 +72,8 @@ class TokenAugment:
         self.codebook = codebook.detach().float().to(self.device)
         if synonyms is None and config.synonym_prob > 0:
             synonyms = synonyms_from_codebook(self.codebook, config.synonym_topk)
+        if synonyms is not None and (synonyms.ndim != 2 or synonyms.is_floating_point()):
+            raise AugmentError(f"synonyms must be int [num_codes, n], got {synonyms.dtype} {tuple(synonyms.shape)}")
         if synonyms is not None and synonyms.shape[0] != self.num_codes:
             raise AugmentError(f"synonym table has {synonyms.shape[0]} rows but the codebook {self.num_codes} codes")
         self.synonyms = None if synonyms is None else synonyms[:, : config.synonym_topk].long().to(self.device)
@@ -78,14 +93,17 @@ class TokenAugment:
         return self.config.crop_side(height, width)
 
     @torch.no_grad()
-    def train(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train(
+        self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [B, H, W] (int16/int64), labels [B] -> (x [B, D, m, m] float32, soft targets [B, C]).
 
-        ``x`` is in channels_last memory format (what the crop produces; convolutions take it as is).
+        Tensors or numpy arrays (``TokenStore.get_batch``). ``x`` is in channels_last memory format (what the
+        crop produces; convolutions take it as is).
         """
         cfg, gen = self.config, self.generator
         ids = self._ids(ids)
-        labels = labels.to(self.device, non_blocking=True).long()
+        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
         batch, height, width = ids.shape
         side = self.crop_side(height, width)
 
@@ -127,7 +145,7 @@ class TokenAugment:
         return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
 
     @torch.no_grad()
-    def eval(self, ids: torch.Tensor) -> torch.Tensor:
+    def eval(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
         """ids [B, H, W] -> centre-cropped embeddings [B, D, m, m] (deterministic, SeiT's ``CC``)."""
         ids = self._ids(ids)
         self._check_range(*torch.stack([ids.min(), ids.max()]).tolist())
@@ -155,7 +173,8 @@ class TokenAugment:
         )
         self.generator.manual_seed(seed)
 
-    def _ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _ids(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+        ids = _tensor(ids, "ids")
         if ids.ndim != 3 or ids.is_floating_point() or ids.is_complex():
             raise AugmentError(f"expected integer token ids [B, H, W], got {ids.dtype} of shape {tuple(ids.shape)}")
         return ids.to(self.device, non_blocking=True).long()

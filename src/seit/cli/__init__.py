@@ -9,6 +9,7 @@ import argparse
 import errno
 import importlib
 import sys
+from typing import Any
 
 from seit import __version__
 from seit.errors import (
@@ -61,8 +62,20 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=34, width=100)
 
 
+class Parser(argparse.ArgumentParser):
+    """Every seit parser: no abbreviated flags (``--drop`` must never mean ``--drop-path``).
+
+    Sub-command parsers are made by ``add_subparsers``/``add_parser`` with the class of their parent, so the
+    whole tree inherits this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seit", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
+    parser = Parser(prog="seit", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"seit {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in GROUPS:

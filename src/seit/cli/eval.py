@@ -19,6 +19,9 @@ examples:
   # a released SeiT classifier on SeiT's released validation tokens
   seit eval trained-vit.ckpt --token-file imagenet1k-val-token.data.bin.gz --label-file imagenet1k-val-label.txt \\
       --codebook-path codebook.ckpt
+  # SeiT's own evaluate_on_images.py command, with seit's launcher (its flags are listed below)
+  torchrun --nproc-per-node 8 -m seit eval --model deit_base_token_32 --model-path trained-vit.ckpt \\
+      --codebook-path codebook.ckpt --tokenizer-path tokenizer.ckpt --allow-legacy-pickle --data-path val --dist-eval
   # many processes: every sample is counted exactly once
   torchrun --nproc-per-node 4 -m seit eval model.safetensors --store data/val.store
 
@@ -39,11 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    add_dataclass_args(p, EvalConfig)
+    from seit.interop import seit_flags
+
+    add_dataclass_args(p, EvalConfig, seit_flags.aliases(seit_flags.EVAL))
+    seit_flags.add_reference_flags(p, seit_flags.EVAL, "SeiT's evaluate_on_images.py")
     p.set_defaults(run=_run, group_parser=p)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.interop import seit_flags
+
+    seit_flags.apply_reference_flags(args, seit_flags.EVAL, args.group_parser)
     cfg = from_args(EvalConfig, args)
     from seit.engine.evaluate import run_eval
     from seit.utils.dist import current

@@ -143,9 +143,9 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "Reads the SeiT release layout (X-token.data.bin.gz, X-token.index.npy.gz, X-label.txt, codebook.ckpt,\n"
         "synonyms.json) and writes a token store at OUT. Sample keys are the sample numbers 0..N-1.\n\n"
         "examples:\n  seit store import-seit --prefix seit/imagenet-train data/imagenet-train\n"
-        "  seit store import-seit --tokens seit/imagenet-train-token.data.bin.gz \\\n"
+        "  seit store import-seit --tokens seit/imagenet-train-token.data.bin.gz --grid 32 32 \\\n"
         "      --labels seit/imagenet-train-label.txt --codebook seit/codebook.ckpt \\\n"
-        "      --synonyms seit/synonyms.json --grid 32 32 data/imagenet-train",
+        "      --synonyms seit/synonyms.json data/imagenet-train",
     ),
     "export-seit": (
         ExportSeitConfig,

@@ -46,8 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
+    from seit.interop import seit_flags
+
     p.add_argument("--list-models", action="store_true", help="list the registered token and pixel ViTs and exit")
-    add_dataclass_args(p, TrainConfig)
+    add_dataclass_args(p, TrainConfig, seit_flags.aliases(seit_flags.TRAIN))
+    seit_flags.add_reference_flags(p, seit_flags.TRAIN, "SeiT's main_seit.py and DeiT's main.py")
     p.set_defaults(run=_run, group_parser=p)
 
 
@@ -60,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
         for name in timm.list_models("deit_*_token_*") + timm.list_models("deit_*_pixel_*"):
             print(name)
         return 0
+    from seit.interop import seit_flags
+
+    seit_flags.apply_reference_flags(args, seit_flags.TRAIN, args.group_parser)
     cfg = from_args(TrainConfig, args)  # flag values are checked before torch is imported
     from seit.engine.train import train
     from seit.errors import EXIT_PREEMPTED

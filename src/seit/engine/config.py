@@ -125,10 +125,11 @@ class TrainConfig(Checked):
 
 @dataclass
 class EvalConfig(Checked):
-    checkpoint: str = field(
+    checkpoint: str | None = field(
+        None,
         help="classifier: a seit train output folder (the file its best.json names), model.safetensors / "
-        "model_ema.safetensors from seit train, or a SeiT checkpoint (checkpoint.pth, trained-vit.ckpt; then "
-        "--codebook-path is needed)",
+        "model_ema.safetensors / last.pt from seit train, or a SeiT checkpoint (checkpoint.pth, trained-vit.ckpt; "
+        "then --codebook-path is needed); SeiT's --model-path says the same",
         positional=True,
     )
     store: str | None = field(None, help="evaluate on this token store (path or fsspec URL)")
@@ -144,7 +145,18 @@ class EvalConfig(Checked):
     )
     codebook_path: str | None = field(None, help="codebook.ckpt for a SeiT checkpoint (ours carry theirs)")
     model: str | None = field(None, help="architecture of a SeiT checkpoint (default: inferred from its shapes)")
+    crop_size: int | None = field(
+        None,
+        help="token crop side the classifier sees (default: the one its file records; a SeiT checkpoint's position "
+        "embeddings give 2 x its patch grid)",
+        check=at_least(1),
+    )
     batch_size: int = field(128, help="batch size per process", check=at_least(1))
     num_workers: int = field(2, help="DataLoader worker processes per rank", check=non_negative)
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
     output: str | None = field(None, help="write eval.json and confusion.png here (default: print only)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.checkpoint is None:
+            raise ConfigError("give the classifier to evaluate: CHECKPOINT (SeiT: --model-path)")

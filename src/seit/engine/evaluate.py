@@ -204,38 +204,13 @@ class _PixelEval:
         return normalise(images, self.device)
 
 
-def load_any_classifier(cfg, device: torch.device):
-    """(model, codebook, meta) from our classifier file or from a SeiT checkpoint + codebook."""
-    from seit.engine.artifact import ClassifierMeta, load_classifier
-    from seit.errors import SeitError
-
-    if str(cfg.checkpoint).endswith(".safetensors"):
-        return load_classifier(cfg.checkpoint, device)
-    from seit.interop.seit_checkpoints import load_seit_classifier
-    from seit.interop.seit_release import read_codebook
-
-    if not cfg.codebook_path:
-        raise SeitError(f"{cfg.checkpoint}: a SeiT checkpoint carries no codebook; pass --codebook-path codebook.ckpt")
-    codebook = torch.from_numpy(read_codebook(cfg.codebook_path))
-    model = load_seit_classifier(cfg.checkpoint, cfg.model).to(device).eval()
-    side = model.patch_embed.img_size[0]
-    meta = ClassifierMeta(
-        model=cfg.model or type(model).__name__,
-        num_classes=model.num_classes,
-        grid_size=side,
-        in_chans=codebook.shape[1],
-        class_names=[str(i) for i in range(model.num_classes)],
-    )
-    return model, codebook.to(device), meta
-
-
 def run_eval(cfg) -> EvalResult:
     """`seit eval`: a classifier on a token store, SeiT's token files, or images through a tokenizer.
 
     A training run's folder stands for the classifier its best.json names (model or EMA weights).
     """
     if Path(cfg.checkpoint).is_dir():
-        from seit.engine.artifact import best_classifier
+        from seit.models.checkpoint import best_classifier
 
         cfg = dataclasses.replace(cfg, checkpoint=str(best_classifier(cfg.checkpoint)))
     with seit_dist.process_group(cfg.device) as info:
@@ -245,10 +220,16 @@ def run_eval(cfg) -> EvalResult:
 @torch.no_grad()
 def _run_eval(cfg, info) -> EvalResult:
     from seit.errors import SeitError
+    from seit.models import load_classifier
     from seit.utils.io import atomic_write_json
 
     device = seit_dist.resolve_device(cfg.device)
-    model, codebook, meta = load_any_classifier(cfg, device)
+    shape = {"img_size": cfg.crop_size} if cfg.crop_size else {}
+    model, codebook, meta = load_classifier(
+        cfg.checkpoint, device, codebook=cfg.codebook_path, model_name=cfg.model, **shape
+    )
+    if codebook is None and meta.input == "tokens":
+        raise SeitError(f"{cfg.checkpoint}: a SeiT checkpoint carries no codebook; pass --codebook-path codebook.ckpt")
     sources = [s for s in (cfg.store, cfg.token_file, cfg.images) if s]
     if len(sources) != 1:
         raise SeitError("give exactly one of --store, --token-file (with --label-file) or --images (with --tokenizer)")
@@ -291,7 +272,7 @@ def evaluate_images(model, codebook, meta, cfg, device: torch.device, info) -> E
     from seit.errors import SeitError
     from seit.images import list_images
     from seit.tokenizer import encode_images, load_tokenizer, summarize_skips
-    from seit.tokenizer.codes import code_lookup
+    from seit.tokenizer.codes import code_lookup, nearest_codes
 
     if meta.input == "pixels":
         return evaluate(model, _PixelEval(cfg, meta, device), device)
@@ -299,17 +280,20 @@ def evaluate_images(model, codebook, meta, cfg, device: torch.device, info) -> E
         raise SeitError("--images needs --tokenizer (the tokenizer the classifier's training tokens came from)")
     tokenizer = load_tokenizer(cfg.tokenizer, allow_legacy_pickle=cfg.allow_legacy_pickle, device=str(device))
     vectors = tokenizer.codebook_vectors().to(device)
+    if vectors.shape[1] != codebook.shape[1]:
+        raise SeitError(
+            f"the tokenizer makes {vectors.shape[1]}-dim codes, the classifier reads {codebook.shape[1]}-dim ones: "
+            "was it trained on tokens of this tokenizer?"
+        )
     if meta.code_ids is not None:
         lookup = code_lookup(torch.as_tensor(meta.code_ids), vectors).to(device)
-    elif len(vectors) == len(codebook):
-        lookup = torch.arange(len(vectors), device=device)
-    else:
-        raise SeitError(
-            f"the tokenizer has {len(vectors)} codes but the classifier's codebook {len(codebook)} rows and no "
-            "record of which tokenizer codes they are: was the classifier trained on tokens of this tokenizer?"
-        )
+    else:  # no record of which tokenizer codes the rows are (SeiT's checkpoints): the nearest row, as SeiT does
+        lookup = nearest_codes(vectors, codebook)
     listing = list_images(cfg.images)
-    names = meta.class_names or [str(i) for i in range(meta.num_classes)]
+    # without class names (SeiT's checkpoints), class i is the i-th sorted folder, as torchvision's ImageFolder
+    names = meta.class_names or [*listing.classes, *map(str, range(len(listing.classes), meta.num_classes))]
+    if len(names) > meta.num_classes:
+        raise SeitError(f"{cfg.images}: {len(names)} classes, more than the classifier's {meta.num_classes}")
     unknown = sorted(set(listing.classes) - set(names))
     if unknown:
         raise SeitError(f"{cfg.images}: classes {unknown[:5]} are not among the classifier's {len(names)} classes")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from seit.engine.artifact import ClassifierMeta
 from seit.engine.config import TrainConfig
 from seit.engine.pixels import normalise
 from seit.errors import SeitError
+from seit.models.checkpoint import ClassifierMeta
 from seit.utils.dist import DistInfo
 
 

@@ -23,12 +23,12 @@ import torch
 import torch.distributed as dist
 
 from seit.config import to_dict
-from seit.engine.artifact import BEST_FILE, EMA_FILE, MODEL_FILE, read_classifier_weights, save_classifier, write_best
 from seit.engine.config import TrainConfig
 from seit.engine.evaluate import EvalResult, evaluate
 from seit.engine.metrics import MetricsLogger, read_metrics
 from seit.engine.pipeline import build_pipeline
 from seit.errors import SeitError
+from seit.models.checkpoint import BEST_FILE, EMA_FILE, MODEL_FILE, classifier_entry, save_classifier, write_best
 from seit.utils import dist as seit_dist
 from seit.utils.progress import progress
 from seit.utils.serialization import CheckpointError, atomic_torch_save, safe_torch_load
@@ -133,9 +133,9 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     pipe = build_pipeline(cfg, info, device)
     model = pipe.create_model(timm)
     if cfg.model.finetune:
-        from seit.models import load_for_finetune
+        from seit.models import load_classifier, load_for_finetune
 
-        dropped = load_for_finetune(model, read_classifier_weights(cfg.model.finetune))
+        dropped = load_for_finetune(model, load_classifier(cfg.model.finetune).model.state_dict())
         if info.is_main:
             print(f"[seit] fine-tuning from {cfg.model.finetune} (re-initialised: {dropped or 'nothing'})")
     model.to(device)
@@ -195,6 +195,7 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
             "world_size": info.world_size,
             "config": to_dict(cfg),
             "kind": "seit.train",
+            "classifier": classifier_entry(pipe.meta(cfg), pipe.codebook_for_artifact()),  # load_classifier reads it
         }
         atomic_torch_save(state, out / f"{tag}.pt")
 

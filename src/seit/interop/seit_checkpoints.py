@@ -5,20 +5,18 @@ the same model as ``global_pool="avg"`` with the LayerNorm after the pool named 
 is then an Identity). Every other key (``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.N.*``,
 ``head``) is named the same in both versions. Checkpoints are read with ``weights_only=True``; the only
 non-tensor class admitted is ``argparse.Namespace``, which SeiT's training checkpoints store as ``args``.
+:func:`seit.models.load_classifier` reads them through :func:`checkpoint_filter_fn`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from seit.utils.serialization import CheckpointError, safe_torch_load
+from seit.utils.serialization import CheckpointError
 
 # SeiT (timm 0.5.4) name -> timm >= 1.0 name, for the keys that moved.
 SEIT_TO_TIMM = {"norm.weight": "fc_norm.weight", "norm.bias": "fc_norm.bias"}
@@ -28,47 +26,36 @@ _HEAD_DIM = 64  # DeiT's attention head width: num_heads = embed_dim // 64
 _SIZE_NAMES = {192: "tiny", 384: "small", 768: "base"}
 
 
-def read_seit_state_dict(
-    source: str | os.PathLike | Mapping[str, Any], key: str | None = None
+def checkpoint_filter_fn(
+    checkpoint: Mapping[str, Any], *, key: str | None = None, name: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
-    """The classifier weights inside a SeiT checkpoint file or loaded dict.
+    """The classifier weights of a SeiT checkpoint, in timm >= 1.0 names (timm's checkpoint-filter idiom).
 
-    Accepts ``trained-vit.ckpt`` / ``checkpoint.pth`` (``{"model": ...}``), a bare state dict, and DDP-saved
-    ``module.`` prefixes. ``key`` picks the entry (e.g. ``"model_ema"``); by default ``model``.
+    Accepts ``trained-vit.ckpt`` / ``checkpoint.pth`` as loaded (``{"model": ...}``), a bare state dict, and
+    DDP-saved ``module.`` prefixes; renames by :data:`SEIT_TO_TIMM`. ``key`` picks the entry (e.g.
+    ``"model_ema"``); by default ``model``. ``name`` is the file, for messages.
     """
-    name = str(source) if isinstance(source, str | os.PathLike) else "state dict"
-    if isinstance(source, str | os.PathLike):
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = safe_torch_load(Path(source))
-    else:
-        obj = source
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{name}: expected a dict of weights, found {type(obj).__name__}")
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{name}: expected a dict of weights, found {type(checkpoint).__name__}")
     if key is not None:
-        if key not in obj:
-            raise CheckpointError(f"{name}: has no entry {key!r}; entries: {sorted(map(str, obj))}")
-        obj = obj[key]
+        if key not in checkpoint:
+            raise CheckpointError(f"{name}: has no entry {key!r}; entries: {sorted(map(str, checkpoint))}")
+        checkpoint = checkpoint[key]
     else:
         for candidate in _STATE_KEYS:
-            if isinstance(obj.get(candidate), Mapping):
-                obj = obj[candidate]
+            if isinstance(checkpoint.get(candidate), Mapping):
+                checkpoint = checkpoint[candidate]
                 break
-    tensors = {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {str(k).removeprefix("module."): v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if "patch_embed.proj.weight" not in tensors:
         raise CheckpointError(
-            f"{name}: not a ViT classifier state dict (no patch_embed.proj.weight; keys: {sorted(tensors)[:8]}...). "
-            "Pass key='model' / 'model_ema' if the weights sit under another entry."
+            f"{name}: not a ViT classifier state dict (no patch_embed.proj.weight; keys: {sorted(tensors)[:8]}...)"
         )
-    return tensors
-
-
-def convert_seit_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SeiT / timm 0.5.4 key names -> timm >= 1.0 names (``norm`` after the pool -> ``fc_norm``)."""
-    return {SEIT_TO_TIMM.get(k, k): v for k, v in state_dict.items()}
+    return {SEIT_TO_TIMM.get(k, k): v for k, v in tensors.items()}
 
 
 def to_seit_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`convert_seit_state_dict`: weights SeiT's own ``models.py`` can load."""
+    """The inverse of :func:`checkpoint_filter_fn`'s renaming: weights SeiT's own ``models.py`` can load."""
     return {TIMM_TO_SEIT.get(k, k): v for k, v in state_dict.items() if k not in ("norm.weight", "norm.bias")}
 
 
@@ -101,48 +88,3 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | No
     args["num_heads"] = embed_dim // _HEAD_DIM
     name = f"deit_{size}_token_{in_chans}" if token else f"deit_{size}_pixel_16"
     return name, args
-
-
-def load_seit_classifier(
-    source: str | os.PathLike | Mapping[str, Any],
-    model_name: str | None = None,
-    *,
-    key: str | None = None,
-    **model_kwargs: Any,
-) -> torch.nn.Module:
-    """A timm token ViT holding the weights of a SeiT classifier checkpoint, in eval mode.
-
-    ``model_name`` defaults to the architecture inferred from the shapes (``deit_{small,base}_token_{32,4}``
-    for the released models); ``model_kwargs`` override constructor arguments, e.g. ``img_size=29`` for an
-    odd crop (shapes give only ``2 * grid``) or ``num_heads`` for a non-DeiT width.
-    """
-    import timm
-
-    import seit.models  # registers the token models
-
-    name = str(source) if isinstance(source, str | os.PathLike) else "state dict"
-    state = convert_seit_state_dict(read_seit_state_dict(source, key=key))
-    inferred_name, args = infer_architecture(state)
-    model_name = model_name or inferred_name
-    args.update(model_kwargs)
-    if model_name is None:
-        raise CheckpointError(
-            f"{name}: width {args['embed_dim']} is not a DeiT size (192/384/768); name the model family and the "
-            "head count, e.g. load_seit_classifier(path, 'deit_tiny_token_32', num_heads=...)"
-        )
-    if "num_heads" not in args:
-        raise CheckpointError(f"{name}: width {args['embed_dim']} is not a DeiT size; pass num_heads=...")
-    if not timm.is_model(model_name):
-        raise CheckpointError(f"{model_name}: unknown model; token models: {', '.join(seit.models.TOKEN_MODELS)}")
-    channels = timm.models.get_pretrained_cfg(model_name).input_size[0]
-    if "in_chans" not in model_kwargs and args["in_chans"] != channels:
-        raise CheckpointError(
-            f"{name}: holds a stem for {args['in_chans']} input channels but {model_name} takes {channels}; "
-            f"leave model_name out to infer it, or name the matching *_{args['in_chans']} model"
-        )
-    try:
-        model = timm.create_model(model_name, **args)
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{name}: does not fit {model_name} ({args}): {str(e).splitlines()[0]}") from e
-    return model.eval()

@@ -5,7 +5,7 @@ registers ``deit_{tiny,small,base}_token_{32,4}`` and ``deit_{tiny,small,base}_p
 after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=1000)`` works.
 """
 
-from seit.models.checkpoint import load_model, model_config, save_model
+from seit.models.checkpoint import Classifier, ClassifierMeta, load_classifier, save_classifier
 from seit.models.finetune import adapt_state_dict, load_for_finetune, resample_pos_embed, reset_head
 from seit.models.stem import StemAdaptor
 from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS, check_model_args
@@ -14,13 +14,14 @@ __all__ = [
     "DEIT_SIZES",
     "PIXEL_MODELS",
     "TOKEN_MODELS",
+    "Classifier",
+    "ClassifierMeta",
     "StemAdaptor",
     "adapt_state_dict",
     "check_model_args",
+    "load_classifier",
     "load_for_finetune",
-    "load_model",
-    "model_config",
     "resample_pos_embed",
     "reset_head",
-    "save_model",
+    "save_classifier",
 ]

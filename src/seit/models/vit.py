@@ -71,9 +71,8 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool, model_args: dict[str, Any], kwargs: dict[str, Any]) -> VisionTransformer:
     if pretrained:
         raise SeitError(
-            f"{variant}: seit downloads no weights. Load SeiT's released checkpoint with "
-            "seit.interop.seit_checkpoints.load_seit_classifier(path), or a seit checkpoint with "
-            "seit.models.load_model(path)."
+            f"{variant}: seit downloads no weights. Load a classifier file of seit's or SeiT's released "
+            "checkpoint with seit.models.load_classifier(path)."
         )
     return build_model_with_cfg(VisionTransformer, variant, False, **dict(model_args, **kwargs))
 

@@ -44,12 +44,20 @@ def code_lookup(code_ids, full_codebook, chunk_rows: int = 4096) -> torch.Tensor
         )
     if len(torch.unique(kept)) != len(kept):
         raise TokenizerError("code ids must be distinct (each kept code is one codebook row)")
-    unit = F.normalize(full.float(), dim=1)
-    kept_unit = unit[kept]
-    lookup = torch.empty(len(full), dtype=torch.long)
-    for start in range(0, len(full), chunk_rows):
-        lookup[start : start + chunk_rows] = (unit[start : start + chunk_rows] @ kept_unit.T).argmax(dim=1)
+    lookup = nearest_codes(full, full[kept], chunk_rows)
     lookup[kept] = torch.arange(len(kept))
+    return lookup
+
+
+def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
+    """The row of ``codebook`` with the highest cosine similarity to each of ``vectors`` (lowest row on ties).
+
+    SeiT's ``convert_to_tokens``: how its evaluate_on_images puts tokenizer codes onto a pruned codebook.
+    """
+    unit, rows = F.normalize(vectors.float(), dim=1), F.normalize(codebook.float(), dim=1).to(vectors.device)
+    lookup = torch.empty(len(vectors), dtype=torch.long, device=vectors.device)
+    for start in range(0, len(vectors), chunk_rows):
+        lookup[start : start + chunk_rows] = (unit[start : start + chunk_rows] @ rows.T).argmax(dim=1)
     return lookup
 
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from seit.images import DEFAULT_MAX_PIXELS, ImageDataset, Sample, SkipRecord, shard
+from seit.images import DEFAULT_MAX_PIXELS, ImageDataset, ImageList, Sample, SkipRecord, list_images, shard
 from seit.store.codec import ids_dtype
 from seit.tokenizer.amp import autocast
+from seit.tokenizer.config import TokenizerError
 from seit.tokenizer.model import Tokenizer
 from seit.utils.dist import default_device
 from seit.utils.io import atomic_open
@@ -165,7 +166,7 @@ class EncodeJob:
 
 def encode_images(
     tokenizer: Tokenizer,
-    samples: list[Sample],
+    samples: list[Sample] | ImageList | str | os.PathLike,
     *,
     batch_size: int = 64,
     num_workers: int | None = None,
@@ -180,8 +181,24 @@ def encode_images(
 ) -> EncodeJob:
     """An :class:`EncodeJob` over this rank's share of ``samples`` (sorted list; rank 0 takes the first part).
 
-    Iterate it for ``(ids, labels, keys)`` batches in input order; read ``job.skipped`` afterwards.
+    ``samples``: an image folder or list file (listed by :func:`seit.images.list_images`), its ``ImageList``,
+    or the samples themselves. Iterate the job for ``(ids, labels, keys)`` batches in input order; read
+    ``job.skipped`` afterwards.
     """
+    if not isinstance(tokenizer, Tokenizer):
+        raise TokenizerError(
+            "encode_images takes a loaded tokenizer (seit.tokenizer.load_tokenizer(path)), got "
+            f"{type(tokenizer).__name__}"
+        )
+    if isinstance(samples, str | os.PathLike):
+        samples = list_images(samples)
+    if isinstance(samples, ImageList):
+        samples = samples.samples
+    if not isinstance(samples, list | tuple) or not all(isinstance(s, Sample) for s in samples):
+        raise TokenizerError(
+            "encode_images takes an image folder, a list file, an ImageList or a list of seit.images.Sample, got "
+            f"{type(samples).__name__}"
+        )
     return EncodeJob(
         tokenizer,
         samples,
