@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,14 @@ from seit.store.format import check_file_name
 # costs little per request, a request to object storage costs about as much as a few MB of transfer.
 LOCAL_MAX_GAP = 128 << 10
 REMOTE_MAX_GAP = 4 << 20
+# A remote read that fails (dropped connection, truncated body, timeout) is tried this many times in all,
+# waiting REMOTE_RETRY_WAIT_S, then twice that, ... between tries, before it becomes a StoreError.
+REMOTE_TRIES = 3
+REMOTE_RETRY_WAIT_S = 0.2
+# The optional extra (pyproject) that brings each remote protocol's fsspec filesystem.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+
+log = logging.getLogger(__name__)
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -47,7 +57,13 @@ class StoreFiles:
         if is_url(self.url):
             import fsspec
 
-            self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            except ImportError as err:
+                protocol = self.url.split("://", 1)[0]
+                extra = EXTRAS.get(protocol)
+                fix = f"pip install 'seit[{extra}]'" if extra else f"install the fsspec filesystem for {protocol}://"
+                raise StoreError(f"{self.url}: reading {protocol}:// stores needs a package: {fix} ({err})") from None
             self.root = self.root.rstrip("/")
         else:
             self.root = str(local_path(self.url))
@@ -81,9 +97,35 @@ class StoreFiles:
 
     def size(self, name: str) -> int:
         try:
-            return os.path.getsize(self._path(name)) if self.is_local else int(self.fs.size(self._path(name)))
+            if self.is_local:
+                return os.path.getsize(self._path(name))
+            return self._retried(name, lambda: int(self.fs.size(self._path(name))))
         except FileNotFoundError:
             raise self.missing(name) from None
+
+    def _retried(self, name: str, read, check=None):
+        """``read()`` of a remote file, tried again after a network failure or a ``check`` that raises
+        StoreError (a short read); after REMOTE_TRIES failures, a StoreError naming the file."""
+        for attempt in range(1, REMOTE_TRIES + 1):
+            try:
+                out = read()
+                if check is not None:
+                    check(out)
+                return out
+            except FileNotFoundError:
+                raise
+            except Exception as err:  # each filesystem has its own network errors (aiohttp, botocore, OSError)
+                if attempt == REMOTE_TRIES:
+                    raise StoreError(
+                        f"{self.where(name)}: read failed {REMOTE_TRIES} times, last with {type(err).__name__}: "
+                        f"{err}; check the connection and the storage, then run again"
+                    ) from err
+                wait = REMOTE_RETRY_WAIT_S * 2 ** (attempt - 1)
+                log.warning(
+                    "%s: read failed (%s: %s); trying again in %.1fs", self.where(name), type(err).__name__, err, wait
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def missing(self, name: str) -> StoreError:
         return StoreError(
@@ -99,7 +141,9 @@ class StoreFiles:
         try:
             if self.is_local:
                 return Path(self._path(name)).read_bytes()
-            return self.fs.cat_file(self._path(name))
+            return self._retried(
+                name, lambda: self.fs.cat_file(self._path(name)), lambda b: self._check(name, [0], [size], [b])
+            )
         except FileNotFoundError:
             raise self.missing(name) from None
 
@@ -115,14 +159,21 @@ class StoreFiles:
                         f.seek(s)
                         out.append(f.read(e - s))
             else:
-                path = self._path(name)
-                out = self.fs.cat_ranges([path] * len(starts), list(starts), list(ends), on_error="raise")
+                paths, starts, ends = [self._path(name)] * len(starts), list(starts), list(ends)
+                return self._retried(
+                    name,
+                    lambda: self.fs.cat_ranges(paths, starts, ends, on_error="raise"),
+                    lambda out: self._check(name, starts, ends, out),
+                )
         except FileNotFoundError:
             raise self.missing(name) from None
+        self._check(name, starts, ends, out)
+        return out
+
+    def _check(self, name: str, starts: Sequence[int], ends: Sequence[int], out: Sequence[bytes]) -> None:
         for s, e, b in zip(starts, ends, out):
             if len(b) != e - s:
                 raise StoreError(f"{self.where(name)}: read {len(b)} bytes at {s}, expected {e - s} (truncated file?)")
-        return out
 
     def map(self, name: str) -> mmap.mmap:
         """A read-only memory map of a local file."""
