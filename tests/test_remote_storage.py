@@ -32,8 +32,8 @@ TRAIN += ["--epochs", "1", "--warmup-epochs", "1", "--max-steps", "3", "--ckpt-e
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with `Range: bytes=a-b` (206), and drops the connection halfway through the body of the
-    next ``server.faults`` file reads."""
+    """Serves files with `Range: bytes=a-b` (206); drops the connection halfway through the body of the next
+    ``server.faults`` file reads, and answers the next ``server.short_bodies`` with half the bytes asked for."""
 
     timeout = 10  # a stalled client cannot hold a handler thread longer than this
 
@@ -53,12 +53,15 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             data = data[start:end]
         else:
             self.send_response(200)
+        with self.server.lock:
+            drop, short = self.server.faults > 0, self.server.short_bodies > 0
+            self.server.faults -= drop
+            self.server.short_bodies -= short
+        if short:  # a well-formed response with half the asked bytes
+            data = data[: len(data) // 2]
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        with self.server.lock:
-            drop = self.server.faults > 0
-            self.server.faults -= drop
         if drop:  # half the promised bytes, then the connection closes
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
@@ -78,7 +81,8 @@ def http_server(local_stores):
     root = local_stores[0].parent
     handler = lambda *a, **kw: RangeHandler(*a, directory=str(root), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads, server.faults, server.lock = True, 0, threading.Lock()
+    server.daemon_threads, server.lock = True, threading.Lock()
+    server.faults = server.short_bodies = 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -158,7 +162,9 @@ def test_http_connection_dropped_mid_read_is_retried(local_stores, http_server, 
     assert files.read_ranges(name, [10, 300], [250, 700]) == [data[10:250], data[300:700]]
     http_server.faults = 1
     assert files.read_bytes(name, len(data)) == data
-    assert http_server.faults == 0  # both faults were met, and both reads tried again
+    http_server.short_bodies = 1
+    assert files.read_ranges(name, [40], [900]) == [data[40:900]]
+    assert http_server.faults == http_server.short_bodies == 0  # every fault was met, and each read tried again
 
 
 def test_http_connection_that_keeps_dropping_is_a_store_error(local_stores, http_server, monkeypatch, capsys):
@@ -173,8 +179,11 @@ def test_http_connection_that_keeps_dropping_is_a_store_error(local_stores, http
         assert main(["store", "verify", url]) == 1  # the CLI: one line naming the file, no traceback
         err = capsys.readouterr().err
         assert f"{url}/manifest.json: read failed 3 times" in err and "Traceback" not in err  # its first read
+        http_server.faults, http_server.short_bodies = 0, 1000
+        with pytest.raises(StoreError, match=rf"{name}: read failed 3 times.* read 250 bytes at 0, expected 500"):
+            StoreFiles(url).read_ranges(name, [0], [500])
     finally:
-        http_server.faults = 0
+        http_server.faults = http_server.short_bodies = 0
 
 
 @pytest.mark.parametrize(("url", "module", "extra"), [("s3://b/x", "s3fs", "s3"), ("gs://b/x", "gcsfs", "gcs")])
