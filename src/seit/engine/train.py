@@ -162,7 +162,7 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
                 f"{e}; cannot resume from it. Resume from another checkpoint (--resume PATH), or move it away and "
                 "rerun to start over"
             ) from None
-        _check_resumable(ckpt, cfg, resume_path)
+        _check_resumable(ckpt, cfg, resume_path, info.world_size)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None and ckpt.get("ema") is not None:
@@ -378,13 +378,30 @@ def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
 
 # Settings that may differ between the run that wrote a checkpoint and the run resuming it ("run": all but
 # --seed, which _check_resumable compares on its own).
-_RESUME_MAY_CHANGE = {"run", "data.num_workers", "data.streaming", "data.verify_shards", "optim.epochs"}
+# optim.batch_size may change with the number of processes: the global batch is what must stay (checked apart)
+_RESUME_MAY_CHANGE = {
+    "run",
+    "data.num_workers",
+    "data.streaming",
+    "data.verify_shards",
+    "optim.epochs",
+    "optim.batch_size",
+}
 
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path, world_size: int) -> None:
     if ckpt.get("kind") != "seit.train":
         raise TrainingError(f"{path}: not a seit training checkpoint (to start from weights, use --finetune)")
     saved, now = ckpt["config"], to_dict(cfg)
+    per_process, processes = saved.get("optim", {}).get("batch_size"), ckpt.get("world_size", 1)
+    was, now_global = per_process * processes, cfg.optim.batch_size * world_size
+    if was != now_global:  # the steps, the data positions and the scaled lr all follow the global batch
+        fix = f"--batch-size {was // world_size}" if was % world_size == 0 else f"a number of processes dividing {was}"
+        raise TrainingError(
+            f"{path} was written with a global batch of {was} ({per_process} x {processes} processes), now "
+            f"{now_global} ({cfg.optim.batch_size} x {world_size}): another global batch is another run; resume "
+            f"with {fix}"
+        )
     seed = saved.get("run", {}).get("seed")
     if seed != cfg.run.seed:  # the one run setting the data order and every random draw derive from
         raise TrainingError(
