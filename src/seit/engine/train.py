@@ -4,7 +4,8 @@ Reproducibility and elastic resume come from two choices:
 - every random draw of a step (augmentation, Mixup/CutMix, drop-path) is seeded from (seed, step, rank), so
   no RNG state has to be checkpointed and a resumed run draws exactly what the uninterrupted run drew;
 - the data position is the number of samples the epoch has consumed, and the epoch's global order depends
-  only on (seed, epoch), so a run resumes mid-epoch, also on a different number of processes.
+  only on (seed, epoch), so a run resumes mid-epoch, also on another number of processes at the same global
+  batch (the same samples per step; the augmentation draws then differ, being seeded per rank).
 """
 
 from __future__ import annotations
