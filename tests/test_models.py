@@ -31,7 +31,7 @@ def test_import_seit_alone_does_not_import_torch():
 
 def test_registry_holds_token_and_pixel_vits():
     assert set(timm.list_models("deit_*_token_*")) == set(TOKEN_MODELS) and len(TOKEN_MODELS) == 6
-    assert set(timm.list_models("deit_*_pixel_16")) == set(PIXEL_MODELS) and len(PIXEL_MODELS) == 3
+    assert set(timm.list_models("deit_*_pixel_*")) == set(PIXEL_MODELS) and len(PIXEL_MODELS) == 6
     widths = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
     for name in TOKEN_MODELS:
         model = timm.create_model(name, device="meta")
@@ -42,7 +42,8 @@ def test_registry_holds_token_and_pixel_vits():
         assert model.global_pool == "avg" and isinstance(model.norm, torch.nn.Identity)
     for name in PIXEL_MODELS:
         model = timm.create_model(name, device="meta")
-        assert model.patch_embed.proj.kernel_size == (16, 16) and model.pos_embed.shape[1] == 197
+        patch = int(name.rsplit("_", 1)[1])
+        assert model.patch_embed.proj.kernel_size == (patch, patch) and model.pos_embed.shape[1] == 197
         assert model.global_pool == "avg" and isinstance(model.norm, torch.nn.Identity)
 
 
@@ -52,6 +53,9 @@ def test_token_and_pixel_models_share_the_transformer():
     shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.startswith("patch_embed")}  # noqa: E731
     assert shapes(token) == shapes(pixel)
     assert token(torch.randn(2, 32, 28, 28)).shape == pixel(torch.randn(2, 3, 224, 224)).shape == (2, 5)
+    small_patches = timm.create_model("deit_tiny_pixel_8", **SMALL, num_classes=5)
+    assert shapes(small_patches) == shapes(pixel)  # the same sequence from images of half the side
+    assert small_patches(torch.randn(2, 3, 112, 112)).shape == (2, 5)
 
 
 def test_forward_is_global_average_pool_then_norm_then_head():

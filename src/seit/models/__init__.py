@@ -1,7 +1,7 @@
 """Token ViTs in timm's registry: ``import seit.models`` registers them.
 
 ``import seit`` alone does not import torch or timm (so the CLI starts fast); importing this package
-registers ``deit_{tiny,small,base}_token_{32,4}`` and ``deit_{tiny,small,base}_pixel_16`` with timm,
+registers ``deit_{tiny,small,base}_token_{32,4}`` and ``deit_{tiny,small,base}_pixel_{16,8}`` with timm,
 after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=1000)`` works.
 """
 

@@ -8,7 +8,8 @@ codebook dimension, i.e. the input channels (32 for ViT-VQGAN codes, 4 for SeiT'
 
 The pixel baselines ``deit_{tiny,small,base}_pixel_16`` are the same transformers with a 16 px patch stem on
 3-channel images and the same pooling, so a 224 px model has the same 196-token sequence as a 28x28 token
-model and the two can be compared at equal compute.
+model and the two can be compared at equal compute. ``deit_*_pixel_8`` take 8 px patches (the same sequence
+from images of half the side): on small budgets a plain ViT learns from 8 px patches far sooner.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from seit.models.stem import StemAdaptor
 DEIT_SIZES: dict[str, tuple[int, int]] = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 TOKEN_CROP = 28  # SeiT: 224 px / 8 px per token = 28 tokens, cropped from the 32x32 grid
 TOKEN_MODELS = tuple(f"deit_{size}_token_{dim}" for size in DEIT_SIZES for dim in (32, 4))
-PIXEL_MODELS = tuple(f"deit_{size}_pixel_16" for size in DEIT_SIZES)
+PIXEL_PATCHES = (16, 8)
+PIXEL_MODELS = tuple(f"deit_{size}_pixel_{patch}" for patch in PIXEL_PATCHES for size in DEIT_SIZES)
 
 
 def _token_cfg(in_chans: int) -> dict[str, Any]:
@@ -46,11 +48,11 @@ def _token_cfg(in_chans: int) -> dict[str, Any]:
     }
 
 
-def _pixel_cfg() -> dict[str, Any]:
+def _pixel_cfg(patch: int) -> dict[str, Any]:
     return {
         "url": "",
         "num_classes": 1000,
-        "input_size": (3, 224, 224),
+        "input_size": (3, 14 * patch, 14 * patch),  # 196 patches, as SeiT's 28x28 token crop
         "fixed_input_size": True,
         "crop_pct": 0.875,
         "interpolation": "bicubic",
@@ -63,7 +65,7 @@ def _pixel_cfg() -> dict[str, Any]:
 default_cfgs = generate_default_cfgs(
     {
         **{name: _token_cfg(int(name.rsplit("_", 1)[1])) for name in TOKEN_MODELS},
-        **{name: _pixel_cfg() for name in PIXEL_MODELS},
+        **{name: _pixel_cfg(int(name.rsplit("_", 1)[1])) for name in PIXEL_MODELS},
     }
 )
 
@@ -83,7 +85,7 @@ def check_model_args(name: str, embed_dim: int | None = None, num_heads: int | N
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"--model {name!r} is not a registered model{hint} (`seit train --list-models` lists seit's)")
-    deit = re.fullmatch(r"deit_(tiny|small|base)_(token_\d+|pixel_16)", name)
+    deit = re.fullmatch(r"deit_(tiny|small|base)_(token|pixel)_\d+", name)
     if deit and (embed_dim is None) != (num_heads is None):  # one given: the other is the architecture's
         default_dim, default_heads = DEIT_SIZES[deit.group(1)]
         dim, heads = embed_dim or default_dim, num_heads or default_heads
@@ -108,9 +110,11 @@ def _token_args(size: str) -> dict[str, Any]:
     )
 
 
-def _pixel_args(size: str) -> dict[str, Any]:
+def _pixel_args(size: str, patch: int = 16) -> dict[str, Any]:
     embed_dim, num_heads = DEIT_SIZES[size]
-    return dict(patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, global_pool="avg")
+    return dict(
+        img_size=14 * patch, patch_size=patch, embed_dim=embed_dim, depth=12, num_heads=num_heads, global_pool="avg"
+    )
 
 
 @register_model
@@ -165,3 +169,21 @@ def deit_small_pixel_16(pretrained: bool = False, **kwargs) -> VisionTransformer
 def deit_base_pixel_16(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """Pixel baseline for deit_base_token_*: DeiT-B/16 with the same GAP + fc_norm head."""
     return _create("deit_base_pixel_16", pretrained, _pixel_args("base"), kwargs)
+
+
+@register_model
+def deit_tiny_pixel_8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """deit_tiny_pixel_16 with 8 px patches (112 px images give 196 tokens)."""
+    return _create("deit_tiny_pixel_8", pretrained, _pixel_args("tiny", 8), kwargs)
+
+
+@register_model
+def deit_small_pixel_8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """deit_small_pixel_16 with 8 px patches (112 px images give 196 tokens)."""
+    return _create("deit_small_pixel_8", pretrained, _pixel_args("small", 8), kwargs)
+
+
+@register_model
+def deit_base_pixel_8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """deit_base_pixel_16 with 8 px patches (112 px images give 196 tokens)."""
+    return _create("deit_base_pixel_8", pretrained, _pixel_args("base", 8), kwargs)
