@@ -37,7 +37,7 @@ MTM_MODELS = ("mae_token_vit_base_patch16_dec512d4b_k2s2_vitvqgan_32", "mtm_toke
 class MaskRatio:
     """SeiT++'s masking ratio: a normal(mu, std) truncated to [min, max], drawn once per step.
 
-    ``min`` is also the share of patches dropped from the encoder's input (SeiT++'s ``--mask_ratio_min``).
+    ``min`` is also the share of patches dropped from the encoder's input (SeiT++'s ``mask_ratio_min``).
     """
 
     min: float = 0.5
@@ -48,8 +48,8 @@ class MaskRatio:
     def __post_init__(self) -> None:
         if not (0.0 < self.min <= self.max <= 1.0) or not self.std > 0:
             raise SeitError(
-                f"mask ratio: need 0 < --mask_ratio_min ({self.min}) <= --mask_ratio_max ({self.max}) <= 1 and "
-                f"--mask_ratio_std ({self.std}) > 0"
+                f"mask ratio: need 0 < mask_ratio_min ({self.min}) <= mask_ratio_max ({self.max}) <= 1 and "
+                f"mask_ratio_std ({self.std}) > 0"
             )
 
     def sample(self, generator: torch.Generator | None = None) -> float:
