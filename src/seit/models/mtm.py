@@ -235,7 +235,7 @@ class MaskedTokenViT(nn.Module):
         vectors = self.token_emb(ids.reshape(b, -1)).transpose(1, 2).reshape(b, -1, m, m)
         x = self.patch_embed(vectors)
         x = torch.where(masks.masked.unsqueeze(-1), self.mask_token_label.to(x.dtype), x)
-        x = (x + self.pos_embed[:, 1:])[kept].reshape(b, int(counts[0]), -1)
+        x = (x + self.pos_embed[:, 1:])[kept].reshape(b, int(counts[0]), x.shape[-1])
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
         return self.norm(self.blocks(torch.cat([cls, x], dim=1)))
 
@@ -263,7 +263,8 @@ class MaskedTokenViT(nn.Module):
         self, ids: torch.Tensor, masks: TokenMasks | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """MTM loss on token ids [B, m, m]; masks are drawn (from ``generator``) unless given."""
-        masks = masks or self.sample_masks(ids.shape[0], generator)
+        if masks is None:
+            masks = self.sample_masks(ids.shape[0], generator)
         return self.loss(ids, self.forward_logits(ids, masks), masks)
 
 
