@@ -56,6 +56,9 @@ BAD = [
     (engine.OptimConfig, dict(weight_decay=NAN), "--weight-decay"),
     (engine.OptimConfig, dict(min_lr=-1), "--min-lr"),
     (engine.OptimConfig, dict(clip_grad=-1), "--clip-grad"),
+    (engine.OptimConfig, dict(layer_decay=0), r"--layer-decay must be in \(0, 1\], got 0"),
+    (engine.OptimConfig, dict(layer_decay=1.5), r"--layer-decay must be in \(0, 1\], got 1.5"),
+    (engine.OptimConfig, dict(layer_decay=NAN), "--layer-decay"),
     (engine.RunConfig, dict(max_steps=-1), "--max-steps must be >= 1, got -1"),
     (engine.RunConfig, dict(max_steps=0), "--max-steps must be >= 1, got 0"),
     (engine.RunConfig, dict(seed=-1), "--seed must be >= 0"),
@@ -130,6 +133,7 @@ def test_predicates_refuse_nan_inf_and_bools():
             assert check(bad), (check, bad)
     assert at_least(1)(1) is None and positive(1e-9) is None and probability(1) is None
     assert between(0, 1, include_hi=False)(1) == "must be in [0, 1)"
+    assert between(0, 1, include_lo=False)(0) == "must be in (0, 1]" and between(0, 1, include_lo=False)(1) is None
     assert each(at_least(1))((1, 2)) is None and each(at_least(1))([1, 0]) == "values must be >= 1"
 
 

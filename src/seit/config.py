@@ -45,11 +45,13 @@ def greater_than(lo: float) -> Check:
     return lambda v: None if _number(v) and v > lo else f"must be > {lo}"
 
 
-def between(lo: float, hi: float, *, include_hi: bool = True) -> Check:
-    """lo <= value <= hi (or < hi)."""
-    right = "]" if include_hi else ")"
+def between(lo: float, hi: float, *, include_lo: bool = True, include_hi: bool = True) -> Check:
+    """lo <= value <= hi (or lo < value, value < hi)."""
+    left, right = "[" if include_lo else "(", "]" if include_hi else ")"
     return lambda v: (
-        None if _number(v) and lo <= v and (v <= hi if include_hi else v < hi) else f"must be in [{lo}, {hi}{right}"
+        None
+        if _number(v) and (lo <= v if include_lo else lo < v) and (v <= hi if include_hi else v < hi)
+        else f"must be in {left}{lo}, {hi}{right}"
     )
 
 

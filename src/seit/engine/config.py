@@ -87,6 +87,12 @@ class OptimConfig(Checked):
     warmup_lr: float = field(1e-6, help="learning rate at the start of warm-up", check=non_negative)
     min_lr: float = field(1e-5, help="final learning rate of the cosine schedule", check=non_negative)
     clip_grad: float | None = field(None, help="clip the gradient norm to this value", check=positive)
+    layer_decay: float | None = field(
+        None,
+        help="layer-wise lr decay for fine-tuning (SeiT++: 0.65): block i of N trains at lr x decay^(N-i), "
+        "the stem at lr x decay^(N+1), norm and head at lr",
+        check=between(0, 1, include_lo=False),
+    )
     model_ema: bool = field(True, help="keep an EMA of the weights and evaluate it too")
     model_ema_decay: float = field(0.99996, help="EMA decay per step", check=probability)
 

@@ -120,6 +120,7 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
+    from seit.engine.layer_decay import layer_decay_param_groups
     from seit.models import check_model_args
 
     check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)
@@ -142,7 +143,10 @@ def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
     model.to(device)
     ema = ModelEmaV3(model, decay=cfg.optim.model_ema_decay) if cfg.optim.model_ema else None
     lr = _scaled_lr(cfg, info.world_size)
-    optimizer = create_optimizer_v2(model, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay)
+    params = model
+    if cfg.optim.layer_decay is not None:
+        params = layer_decay_param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
+    optimizer = create_optimizer_v2(params, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay)
     scheduler = CosineLRScheduler(
         optimizer,
         t_initial=cfg.optim.epochs,

@@ -7,21 +7,28 @@ after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=
 
 from seit.models.checkpoint import Classifier, ClassifierMeta, load_classifier, save_classifier
 from seit.models.finetune import adapt_state_dict, load_for_finetune, resample_pos_embed, reset_head
+from seit.models.mtm import MTM_MODELS, MaskedTokenViT, MaskRatio, TokenMasks, masked_token_loss, sample_masks
 from seit.models.stem import StemAdaptor
 from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS, check_model_args
 
 __all__ = [
     "DEIT_SIZES",
+    "MTM_MODELS",
     "PIXEL_MODELS",
     "TOKEN_MODELS",
     "Classifier",
     "ClassifierMeta",
+    "MaskRatio",
+    "MaskedTokenViT",
     "StemAdaptor",
+    "TokenMasks",
     "adapt_state_dict",
     "check_model_args",
     "load_classifier",
     "load_for_finetune",
+    "masked_token_loss",
     "resample_pos_embed",
     "reset_head",
+    "sample_masks",
     "save_classifier",
 ]

@@ -23,6 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 
 from seit.errors import ConfigError, SeitError
+from seit.models.mtm import MTM_MODELS
 from seit.models.stem import StemAdaptor
 
 # DeiT widths: name -> (embed_dim, num_heads); every size has depth 12, MLP ratio 4, 64-dim heads.
@@ -85,6 +86,11 @@ def check_model_args(name: str, embed_dim: int | None = None, num_heads: int | N
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"--model {name!r} is not a registered model{hint} (`seit train --list-models` lists seit's)")
+    if name in MTM_MODELS:
+        raise ConfigError(
+            f"--model {name} is SeiT++'s masked-token pre-training model, not a classifier; train one of "
+            "`seit train --list-models` (e.g. deit_base_token_32)"
+        )
     deit = re.fullmatch(r"deit_(tiny|small|base)_(token|pixel)_\d+", name)
     if deit and (embed_dim is None) != (num_heads is None):  # one given: the other is the architecture's
         default_dim, default_heads = DEIT_SIZES[deit.group(1)]

@@ -112,10 +112,12 @@ class ToGrid(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    def __init__(self, cfg: TokenizerConfig) -> None:
+    """Images [B, channels, H, W] -> patch features; ``channels`` is 3 but for SeiT++'s TokenAdapt reverse."""
+
+    def __init__(self, cfg: TokenizerConfig, channels: int = 3) -> None:
         super().__init__()
         dim, p = cfg.encoder.dim, cfg.patch_size
-        self.to_patch_embedding = nn.Sequential(nn.Conv2d(3, dim, kernel_size=p, stride=p), ToTokens())
+        self.to_patch_embedding = nn.Sequential(nn.Conv2d(channels, dim, kernel_size=p, stride=p), ToTokens())
         self.register_buffer("en_pos_embedding", sincos_position_embedding(dim, cfg.grid_shape))
         self.transformer = Transformer(cfg.encoder)
 
@@ -124,12 +126,15 @@ class ViTEncoder(nn.Module):
 
 
 class ViTDecoder(nn.Module):
-    def __init__(self, cfg: TokenizerConfig) -> None:
+    """Patch features -> images [B, channels, H, W]; ``channels`` is 3 but for SeiT++'s TokenAdapt conversion."""
+
+    def __init__(self, cfg: TokenizerConfig, channels: int = 3) -> None:
         super().__init__()
         dim, p = cfg.decoder.dim, cfg.patch_size
         self.transformer = Transformer(cfg.decoder)
         self.register_buffer("de_pos_embedding", sincos_position_embedding(dim, cfg.grid_shape))
-        self.to_pixel = nn.Sequential(ToGrid(cfg.grid_shape), nn.ConvTranspose2d(dim, 3, kernel_size=p, stride=p))
+        to_channels = nn.ConvTranspose2d(dim, channels, kernel_size=p, stride=p)
+        self.to_pixel = nn.Sequential(ToGrid(cfg.grid_shape), to_channels)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.to_pixel(self.transformer(tokens + self.de_pos_embedding))
@@ -206,8 +211,8 @@ class Tokenizer(nn.Module):
         self.quantizer = VectorQuantizer(config.codebook_size, config.code_dim, beta)
         self.pre_quant = nn.Linear(config.encoder.dim, config.code_dim)
         self.post_quant = nn.Linear(config.code_dim, config.decoder.dim)
-        self.encoder.apply(_init_like_reference)
-        self.decoder.apply(_init_like_reference)
+        self.encoder.apply(init_like_reference)
+        self.decoder.apply(init_like_reference)
         nn.init.uniform_(self.quantizer.embedding.weight, -1.0 / config.codebook_size, 1.0 / config.codebook_size)
 
     @property
@@ -277,7 +282,7 @@ class Tokenizer(nn.Module):
         return TokenizerOutput(self.decode_vectors(q.vectors), latents, q.ids, q.loss)
 
 
-def _init_like_reference(m: nn.Module) -> None:
+def init_like_reference(m: nn.Module) -> None:
     """Xavier-uniform weights (conv kernels flattened per output map), zero biases, unit LayerNorms."""
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
