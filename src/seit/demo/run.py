@@ -34,7 +34,7 @@ from seit.demo.squeeze import MANIFEST
 from seit.errors import SeitError
 
 STATE = "demo-state.json"
-STATE_VERSION = 4  # bump when a stage records other fields: an older state is then redone, not misread
+STATE_VERSION = 5  # bump when a stage records other fields: an older state is then redone, not misread
 
 
 class _Stages:
@@ -121,6 +121,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 # The rows of the trade-off, as in SeiT's main table: every row trains the same ViT with the same recipe and
 # budget and is evaluated on the same full-quality held-out images; only the stored training data differs.
 ROWS = ("tokens", "jpeg", "jpeg-low", "downsampled")
+PIXEL_MODEL = "deit_tiny_pixel_8"
 SQUEEZED_ROWS = ("jpeg-low", "downsampled")
 ROW_TITLES = {
     "tokens": "tokens (token store)",
@@ -304,8 +305,10 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) 
         t.model.model = "deit_tiny_token_32"
     else:
         t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
-        t.data.image_size = size.image_size * 7 // 8  # 112 px -> 7x7 patches of 16, as 16x16 ids -> 14 -> 7x7
-        t.model.model = "deit_tiny_pixel_16"
+        # 56 px crops in 8 px patches: the token ViT's 7x7 sequence (16x16 ids -> 14x14 crop -> 7x7). A plain
+        # ViT learns from 8 px patches within this budget; on 112 px crops in 16 px patches it stayed at chance.
+        t.data.image_size = size.image_size * 7 // 16
+        t.model.model = PIXEL_MODEL
     t.run.output = str(paths.row_run(row))
     # a short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
     # crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images
@@ -652,13 +655,17 @@ def _markdown(f: dict[str, Any], paths: _Paths) -> str:
 
 {f["tradeoff_verdict"]}
 
-Every row trains the same ViT ({settings["embed_dim"]} wide, {settings["depth"]} blocks, {settings["num_heads"]}
-heads, 49 patch tokens) with {recipe} recipe and budget ({settings["epochs"]} epochs of {steps} steps of
-{settings["batch_size"]}, AdamW at {settings["lr"]:g}, the same crops, flips and label smoothing); only the
-stored training data differs. Every row is evaluated on the same full-quality held-out JPEGs; the token model
-tokenizes them on the fly. The squeezed pixel rows were re-encoded to the most bytes per image that stays
-within the token store's ({s["squeeze_budget_bytes_per_image"]:.0f} bytes per training image), or the fewest
-their codec can reach. The full-quality pixel ViT {twice} twice chance ({2 * a["chance_top1"]:.0f}%).
+Every row trains the same transformer ({settings["embed_dim"]} wide, {settings["depth"]} blocks,
+{settings["num_heads"]} heads, 49 patch tokens) with {recipe} recipe and budget ({settings["epochs"]} epochs of
+{steps} steps of {settings["batch_size"]}, AdamW at {settings["lr"]:g}, the same crops, flips and label
+smoothing); only the stored training data and the input stem differ: the token ViT's Stem-Adaptor over a
+14x14 crop of the {settings["image_size"] // 8}x{settings["image_size"] // 8} ids, the pixel ViTs' 8 px
+patches of {settings["image_size"] * 7 // 16} px crops ({PIXEL_MODEL}; with 16 px patches of 112 px crops a
+plain ViT stayed at chance on this budget). Every row is evaluated on the same full-quality held-out JPEGs;
+the token model tokenizes them on the fly. The squeezed pixel rows were re-encoded to the most bytes per
+image that stays within the token store's ({s["squeeze_budget_bytes_per_image"]:.0f} bytes per training
+image), or the fewest their codec can reach. The full-quality pixel ViT {twice} twice chance
+({2 * a["chance_top1"]:.0f}%).
 
 ## Storage and accuracy (bytes of the training split; top-1/top-5 on {a["held_out_images"]} held-out images)
 
@@ -706,5 +713,6 @@ Tokenizer after {settings["tokenizer_steps"]} steps: PSNR {tok.get("psnr", float
     seit decode {paths.val_store} --tokenizer {paths.tokenizer} --grid decoded.png
     seit eval {paths.row_run("tokens")} --images {paths.data / "val"} --tokenizer {paths.tokenizer}
     seit eval {paths.row_run("jpeg")} --images {paths.data / "val"}
-    seit train --images {paths.row_train("downsampled")} --val-images {paths.data / "val"} --model deit_tiny_pixel_16
+    seit train --images {paths.row_train("downsampled")} --val-images {paths.data / "val"} \\
+        --model {PIXEL_MODEL} --image-size {settings["image_size"] * 7 // 16}
 """
