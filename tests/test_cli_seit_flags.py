@@ -1,9 +1,8 @@
 """SeiT's and DeiT's command lines run unchanged: every flag of their scripts means what it means there, or stops."""
 
-import argparse
-
 import pytest
 
+from cli_util import all_parsers
 from seit.cli import build_parser, main
 from seit.config import from_args
 from seit.engine.config import EvalConfig, TrainConfig
@@ -136,16 +135,8 @@ def test_official_eval_command_maps_onto_seit():
         _config("eval", [])
 
 
-def _parsers(parser):
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _parsers(sub)
-
-
 def test_no_parser_takes_abbreviations():
-    parsers = list(_parsers(build_parser()))
+    parsers = list(all_parsers(build_parser()))
     assert len(parsers) > 20 and not [p.prog for p in parsers if p.allow_abbrev]
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import seit.config
+from cli_util import all_parsers
 from seit import cli
 from seit.augment.config import AugmentConfig
 from seit.cli import GROUPS, build_parser, main
@@ -179,17 +180,8 @@ def test_every_numeric_flag_of_every_command_is_checked(monkeypatch):
     assert not missing, f"numeric flags without check=: {sorted(missing)}"
 
 
-def _parsers(parser):
-    """``parser`` and every sub-command's parser under it."""
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _parsers(sub)
-
-
 def _all_options(parser) -> set[str]:
-    return {option for p in _parsers(parser) for action in p._actions for option in action.option_strings}
+    return {option for p in all_parsers(parser) for action in p._actions for option in action.option_strings}
 
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
@@ -223,7 +215,7 @@ FOREIGN_FLAGS = {"--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint
 def test_help_texts_name_only_flags_that_exist():
     known = _all_options(build_parser())
     texts = []
-    for parser in _parsers(build_parser()):
+    for parser in all_parsers(build_parser()):
         texts += [parser.description or "", parser.epilog or "", *(action.help or "" for action in parser._actions)]
     mentioned = {flag for text in texts for flag in FLAG.findall(text)}
     assert not mentioned - known - FOREIGN_FLAGS, sorted(mentioned - known - FOREIGN_FLAGS)
@@ -503,7 +495,7 @@ def _example_commands(text: str):
 
 
 def _help_examples():
-    for parser in _parsers(build_parser()):
+    for parser in all_parsers(build_parser()):
         for line, argv in _example_commands(f"{parser.description or ''}\n{parser.epilog or ''}"):
             yield pytest.param(argv, id=line[:60])
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):

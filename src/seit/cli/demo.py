@@ -12,13 +12,16 @@ what it does (each stage's artefacts are the normal commands' outputs, reusable 
   1. draws a 10-class image dataset (shapes and textures, varied sizes, colours, clutter) as JPEG files
   2. trains a small ViT-VQGAN tokenizer on the train images          (seit tokenizer train)
   3. tokenizes train and val into token stores, prunes the codebook   (seit tokenize --prune / --codes-from)
-  4. trains a token ViT on the train store                            (seit train --store)
-  5. trains the same ViT on the train JPEGs with the same budget      (seit train --images)
-  6. evaluates both on the held-out val images, the token model through the tokenizer (seit eval --images)
-  7. writes OUT/report/report.md (+ report.json, reconstructions.png, curves.png, confusion-*.png)
+  4. re-encodes the train JPEGs to about the token store's bytes: low-quality JPEG, and downsampled (WebP)
+  5. trains the same ViT, recipe and budget on each input: the token store (seit train --store), the JPEGs
+     as stored and the two squeezed copies (seit train --images)
+  6. evaluates every model on the same full-quality held-out images, the token model through the tokenizer
+     (seit eval --images)
+  7. writes OUT/report/report.md (+ report.json, tradeoff.png: top-1 against bytes per image,
+     reconstructions.png, curves.png, confusion-*.png) and prints the trade-off table
 
-A rerun continues where a previous run stopped. --quick (4 of the classes) takes about 3 minutes on 2 CPU
-cores, the default about 10 minutes.
+A rerun continues where a previous run stopped. --quick (4 of the classes) takes about 4 minutes on 2 CPU
+cores, the default about 15 minutes.
 """
 
 
@@ -29,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="the whole method end to end on a built-in dataset, with a storage/accuracy report",
         description="Train on tokens instead of pixels, end to end, on a dataset seit draws itself (nothing is\n"
-        "downloaded), and compare storage and accuracy with the same ViT trained on the JPEGs.",
+        "downloaded), and measure the storage / accuracy trade-off: tokens against the JPEGs as stored and\n"
+        "against pixels squeezed to the tokens' bytes, the same ViT trained on each.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )

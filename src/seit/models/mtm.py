@@ -28,7 +28,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from seit.errors import SeitError
-from seit.tokenizer.model import sincos_position_embedding
+from seit.tokenizer.model import init_like_reference, sincos_position_embedding
 
 MTM_MODELS = ("mae_token_vit_base_patch16_dec512d4b_k2s2_vitvqgan_32", "mtm_token_vit_tiny_test")
 
@@ -208,16 +208,7 @@ class MaskedTokenViT(nn.Module):
 
     def _init_weights(self) -> None:
         """SeiT++'s (MAE's) scheme: xavier-uniform linears and stem, N(0, 0.02) class token, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        stem = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(stem.data.view(stem.shape[0], -1))
+        self.apply(init_like_reference)  # the stem is the only convolution
         nn.init.normal_(self.cls_token, std=0.02)
 
     def sample_masks(self, batch: int, generator: torch.Generator | None = None) -> TokenMasks:
