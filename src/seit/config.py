@@ -8,6 +8,7 @@ Field metadata understood here:
   help     text for ``--help``
   choices  allowed values
   positional  the field is a positional argument
+  const    the value of the flag given alone (its value is then optional)
   check    a predicate from this module (``at_least(1)``, ``probability``, ...) that every value must pass;
            :class:`Checked` configs run them in ``__post_init__``, so the CLI and the Python API fail the same
            way: one line naming the flag, e.g. ``--batch-size must be >= 1, got 0``
@@ -175,6 +176,8 @@ def add_dataclass_args(
             nargs = len(args) if fixed else "+"
             parser.add_argument(*names, type=args[0], nargs=nargs, default=default, required=required, **kwargs)
         else:
+            if "const" in meta:  # the flag alone means this value (``--resume`` = ``--resume auto``)
+                kwargs.update(nargs="?", const=meta["const"])
             parser.add_argument(
                 *names,
                 type=tp,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -38,8 +39,9 @@ exit status:
   {EXIT_OK:<4} done
   {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
-  {EXIT_PREEMPTED:<4} stopped by SIGTERM after saving a checkpoint (seit train, seit tokenizer train): rerun to resume
-  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
+  {EXIT_PREEMPTED:<4} stopped by a signal (Ctrl-C, SIGTERM, SIGUSR1) after saving a checkpoint (seit train,
+       seit tokenizer train): rerun with --resume auto to continue
+  {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
 # What to do about an environment error, by errno; the message also names the path and the system's reason.
@@ -80,12 +82,50 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in GROUPS:
         importlib.import_module(f"seit.cli.{name}").register(sub)
+    _add_verbosity(parser, top=True)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-v`` / ``-q`` on ``seit`` and on every command (given after the command, they override the top's)."""
+    default = 0 if top else argparse.SUPPRESS
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also log debugging detail")  # fmt: skip
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="log only warnings and errors")  # fmt: skip
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_verbosity(child)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest's capture swaps it per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(verbosity: int) -> None:
+    """Library modules log through ``logging`` (logger ``seit``); the CLI shows them as ``seit: ...`` lines."""
+    logger = logging.getLogger("seit")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("seit: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[verbosity])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.verbosity)
     run = getattr(args, "run", None)
     if run is None:
         # A group name alone (e.g. `seit store`) prints that group's help.

@@ -14,12 +14,13 @@ examples:
   seit tokenizer train data/train --preset vitvq-tiny --image-size 64 --steps 5000 --out runs/tok
   torchrun --nproc-per-node 8 -m seit tokenizer train /data/imagenet/train --preset vitvq-base \\
       --batch-size 8 --perceptual-weights vgg16-397923af.pth --disc-start 50000 --out runs/vitvq-base
-  seit tokenizer train data/train --out runs/tok --resume      # continue after a crash or preemption
+  seit tokenizer train data/train --out runs/tok --resume auto   # continue after a crash or preemption
+  seit tokenizer train data/train --out runs/tok --restart       # start over (the old run -> runs/tok.old-1)
 
 Presets: {presets}.
-The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT, which then exit with status 75),
-OUT/log.jsonl, OUT/samples/*.png and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info`
-and `seit tokenize`.
+The run writes OUT/checkpoint.pt (resumable; also on Ctrl-C, SIGTERM or SIGUSR1, which then exit with
+status 75), OUT/metrics.jsonl, OUT/tb/ (TensorBoard), OUT/samples/*.png and, when done,
+OUT/tokenizer.safetensors for `seit tokenizer eval/info` and `seit tokenize`.
 """
 
 
@@ -83,11 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     cfg = from_args(TrainConfig, args)
     from seit.errors import EXIT_PREEMPTED
+    from seit.runtime import resume_hint
     from seit.tokenizer.train import train
 
     result = train(cfg)
     if not result.finished:
-        return EXIT_PREEMPTED  # stopped by a signal after saving checkpoint.pt: rerun with --resume
+        print(f"seit: {resume_hint(result.checkpoint, result.step)}", file=sys.stderr)
+        return EXIT_PREEMPTED
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)
     return 0

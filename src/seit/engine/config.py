@@ -94,7 +94,13 @@ class OptimConfig(Checked):
 @dataclass
 class RunConfig(Checked):
     output: str = field("runs/train", help="output directory: checkpoints, metrics.jsonl, TensorBoard, final weights")
-    resume: str | None = field(None, help="checkpoint to resume from; 'auto' = OUTPUT/last.pt if it exists")
+    resume: str | None = field(
+        None,
+        help="continue a run: 'auto' = OUTPUT/last.pt if it exists (else start), or a checkpoint PATH",
+        metavar="auto|PATH",
+        const="auto",
+    )
+    restart: bool = field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
     seed: int = field(
         0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)", check=non_negative
     )

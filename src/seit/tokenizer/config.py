@@ -97,7 +97,9 @@ def preset(name: str, **overrides) -> TokenizerConfig:
 @dataclass
 class TrainConfig(Checked):
     images: str = field(help="training images: an ImageFolder tree, a flat folder or a list file", positional=True)
-    out: str = field(help="output folder (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)", metavar="DIR")
+    out: str = field(
+        help="output folder (checkpoint.pt, metrics.jsonl, tb/, samples/, tokenizer.safetensors)", metavar="DIR"
+    )
     preset: str = field("vitvq-tiny", help=f"model size: {', '.join(PRESETS)}", choices=tuple(PRESETS), metavar="NAME")
     config: str | None = field(
         None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)", metavar="YAML"
@@ -156,7 +158,18 @@ class TrainConfig(Checked):
     )
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
     seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts", check=non_negative)
-    resume: bool = field(False, help="continue from OUT/checkpoint.pt when it exists")
+    resume: str | None = field(
+        None,
+        help="continue a run: 'auto' = OUT/checkpoint.pt if it exists (else start), or a checkpoint PATH",
+        metavar="auto|PATH",
+        const="auto",
+    )
+    restart: bool = field(False, help="start over in a non-empty OUT: the old run is moved to OUT.old-N first")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # the Python API's former switch: True meant "auto"
+            self.resume = "auto" if self.resume else None
+        super().__post_init__()
 
 
 def _yaml_option():
