@@ -119,7 +119,7 @@ def test_resume_refuses_another_seed(stores, uninterrupted, capsys):
     assert main([*args, "--seed", "1", "--resume", "auto"]) == 1
     err = capsys.readouterr().err.strip()
     assert "last.pt was written with --seed 0, now --seed 1" in err and "resume with --seed 0" in err
-    assert err.splitlines()[-1].startswith("seit: error: ") and len(err.splitlines()) == 2  # after "writing to"
+    assert len(err.splitlines()) == 1
     assert main([*args, "--shuffle", "chunk", "--resume", "auto"]) == 1  # the data order's other setting
     assert "--shuffle: checkpoint 'global', now 'chunk'" in capsys.readouterr().err
 

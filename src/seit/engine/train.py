@@ -80,6 +80,10 @@ def _scaled_lr(cfg: TrainConfig, world_size: int) -> float:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a classifier as ``cfg`` says; returns where the artefacts are and the final evaluation."""
+    from seit.models import check_model_args
+
+    check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)  # before touching --output
+    seit_dist.resolve_device(cfg.run.device)
     r = cfg.run
     with runtime.start(r.output, device=r.device, resume=r.resume, restart=r.restart) as run:
         return Trainer(cfg, run).fit()
@@ -102,9 +106,6 @@ class Trainer:
         from timm.loss import SoftTargetCrossEntropy
         from timm.utils import ModelEmaV3
 
-        from seit.models import check_model_args
-
-        check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)
         self.cfg, self.run, self.info, self.out = cfg, run, run.info, run.output
         self.device = seit_dist.resolve_device(cfg.run.device)
         if self.device.type == "cuda" and self.info.enabled:
@@ -308,6 +309,7 @@ class Trainer:
         """Epochs until --epochs (or --max-steps, or a stop signal); then the final artefacts."""
         cfg = self.cfg
         planned = self._check_can_start() * cfg.optim.epochs
+        self.run.announce("seit train")
         bar = runtime.RunProgress(min(planned, cfg.run.max_steps or planned), self.at.step, cfg.optim.epochs)
         preempted = False
         while self.at.epoch < cfg.optim.epochs and not preempted:

@@ -39,7 +39,7 @@ def check_output(output: str | Path, *, resume: str | None, restart: bool) -> No
     """Refuse to write a new run over a non-empty ``output`` unless resuming or restarting (read-only: every rank)."""
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise RunError(f"{out} is a file; --output must be a folder")
+        raise RunError(f"{out}: a file is in the way where the output folder should be; choose another --output")
     if resume is None and not restart and out.is_dir() and any(out.iterdir()):
         raise RunError(
             f"{out} already holds a run; continue it with --resume auto, start over with --restart (moves the old "
@@ -125,6 +125,11 @@ class Run:
     output: Path
     stop: StopSignal
 
+    def announce(self, job: str) -> None:
+        """Name where the outputs go, once the job is set up (main rank)."""
+        if self.info.is_main:
+            log.info("%s: writing to %s", job, self.output)
+
 
 @contextlib.contextmanager
 def start(output: str | Path, *, device: str | None, resume: str | None, restart: bool) -> Iterator[Run]:
@@ -137,7 +142,6 @@ def start(output: str | Path, *, device: str | None, resume: str | None, restart
         seit_dist.barrier()
         if info.is_main:
             prepare_output(output, restart=restart)
-            log.info("writing to %s", output)
         seit_dist.barrier()
         with StopSignal() as stop:
             yield Run(info, Path(output), stop)

@@ -177,6 +177,7 @@ class DeadCodes:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training job as ``cfg`` describes; returns where it stopped."""
+    seit_dist.resolve_device(cfg.device)  # a bad --device is refused before touching --out
     with runtime.start(cfg.out, device=cfg.device, resume=cfg.resume, restart=cfg.restart) as run:
         return TokenizerTrainer(cfg, run).fit()
 
@@ -358,6 +359,7 @@ class TokenizerTrainer:
         last: dict[str, float] = {}
         stopped = False
         seen, tick = 0, time.perf_counter()
+        self.run.announce("seit tokenizer train")
         bar = runtime.RunProgress(cfg.steps, self.step, epochs=1)
         bar.start_epoch(0, cfg.steps - self.step)
         with cpu_threads(self.device, workers):
