@@ -63,6 +63,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=100)
 
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_option_strings", ())
+        if not hidden:
+            return super()._format_action_invocation(action)
+        shown = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(_with_options(action, shown))
+
+
+def _with_options(action: argparse.Action, options: list[str]) -> argparse.Action:
+    """A shallow copy of ``action`` showing only ``options`` (a former spelling stays accepted, not shown)."""
+    import copy
+
+    shown = copy.copy(action)
+    shown.option_strings = options
+    return shown
+
 
 class Parser(argparse.ArgumentParser):
     """Every seit parser: no abbreviated flags (``--drop`` must never mean ``--drop-path``).

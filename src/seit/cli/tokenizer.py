@@ -11,11 +11,11 @@ from seit.tokenizer.config import PRESETS, ConvertConfig, EvalConfig, InfoConfig
 
 TRAIN_EXAMPLES = """\
 examples:
-  seit tokenizer train data/train --preset vitvq-tiny --image-size 64 --steps 5000 --out runs/tok
+  seit tokenizer train data/train --preset vitvq-tiny --image-size 64 --steps 5000 --output runs/tok
   torchrun --nproc-per-node 8 -m seit tokenizer train /data/imagenet/train --preset vitvq-base \\
-      --batch-size 8 --perceptual-weights vgg16-397923af.pth --disc-start 50000 --out runs/vitvq-base
-  seit tokenizer train data/train --out runs/tok --resume auto   # continue after a crash or preemption
-  seit tokenizer train data/train --out runs/tok --restart       # start over (the old run -> runs/tok.old-1)
+      --batch-size 8 --perceptual-weights vgg16-397923af.pth --disc-start 50000 --output runs/vitvq-base
+  seit tokenizer train data/train --output runs/tok --resume auto   # continue after a crash or preemption
+  seit tokenizer train data/train --output runs/tok --restart       # start over (the old run -> runs/tok.old-1)
 
 Presets: {presets}.
 The run writes OUT/checkpoint.pt (resumable; also on Ctrl-C, SIGTERM or SIGUSR1, which then exit with
@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite a foreign tokenizer checkpoint in our safe format (safetensors + config)",
         description="Read a tokenizer file once (e.g. SeiT's tokenizer.ckpt with --allow-legacy-pickle) and write\n"
         "it as safetensors with its config, which loads without pickle from then on.",
-        epilog="example:\n  seit tokenizer convert weights/tokenizer.ckpt --allow-legacy-pickle --out tok.safetensors",
+        epilog="example:\n  seit tokenizer convert weights/tokenizer.ckpt --allow-legacy-pickle \\\n"
+        "      --output tok.safetensors",
         formatter_class=HelpFormatter,
     )
     add_dataclass_args(convert, ConvertConfig)

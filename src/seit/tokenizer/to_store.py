@@ -99,7 +99,7 @@ def _check_options(cfg: TokenizeConfig) -> None:
     if cfg.prune and cfg.codes_from:
         problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
     if is_url(cfg.out):
-        problems.append(f"--out {cfg.out}: write to a local or mounted directory, then copy the store")
+        problems.append(f"--output {cfg.out}: write to a local or mounted directory, then copy the store")
     if problems:
         raise TokenizerError("; ".join(problems))
 

@@ -5,7 +5,7 @@ codes, an optional LPIPS-style perceptual loss (user-supplied VGG16 weights) and
 hinge loss with an adaptive weight from ``--disc-start``. Codes unused for ``--dead-code-steps`` steps
 are restarted from the current encoder outputs so the codebook does not collapse.
 
-Outputs in ``--out``: ``checkpoint.pt`` (everything to resume, written atomically every
+Outputs in ``--output``: ``checkpoint.pt`` (everything to resume, written atomically every
 ``--save-every`` steps and on SIGTERM/SIGINT), ``log.jsonl`` (one JSON object per logged step and per
 evaluation), ``samples/step_NNNNNNN.png`` (originals over reconstructions at each evaluation), and at
 the end ``tokenizer.safetensors`` (weights + config) that :func:`seit.tokenizer.load_tokenizer` reads.
@@ -177,7 +177,7 @@ class DeadCodes:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training job as ``cfg`` describes; returns where it stopped."""
-    seit_dist.resolve_device(cfg.device)  # a bad --device is refused before touching --out
+    seit_dist.resolve_device(cfg.device)  # a bad --device is refused before touching --output
     with runtime.start(cfg.out, device=cfg.device, resume=cfg.resume, restart=cfg.restart) as run:
         return TokenizerTrainer(cfg, run).fit()
 
