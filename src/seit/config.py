@@ -125,6 +125,11 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) ->
     return dataclasses.field(**kwargs)
 
 
+def json_field(what: str) -> Any:
+    """``--json [PATH]``, the same in every command: ``what`` as JSON on stdout (the flag alone) or into PATH."""
+    return field(None, help=f"{what} as JSON: on stdout (the flag alone) or into PATH", metavar="PATH", const="-")
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import json
 import logging
 import sys
 from typing import Any
@@ -163,6 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def emit_json(target: str | None, obj: Any) -> bool:
+    """``--json [PATH]``: alone (``-``) print ``obj`` as JSON and return True (print nothing else); with PATH, write
+    it there atomically and return False (the usual output follows)."""
+    if target is None:
+        return False
+    if target == "-":
+        print(json.dumps(obj, indent=1))
+        return True
+    from seit.utils.io import atomic_write_json
+
+    atomic_write_json(target, obj)
+    return False
 
 
 def os_error_message(e: OSError) -> str:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from seit.cli import emit_json
 from seit.config import add_dataclass_args, from_args, to_dict
 from seit.tokenizer.config import PRESETS, ConvertConfig, EvalConfig, InfoConfig, TrainConfig
 
@@ -111,8 +112,7 @@ def _info(args: argparse.Namespace) -> int:
 
     cfg = from_args(InfoConfig, args)
     description = describe_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
-    if cfg.json:
-        print(json.dumps(description, indent=1))
+    if emit_json(cfg.json, description):
         return 0
     print(f"file:        {description['file']}")
     print(f"format:      {description['format']}")

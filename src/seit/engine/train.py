@@ -160,11 +160,7 @@ class Trainer:
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the steps run through: compiled and/or DDP; ``self.model`` stays the plain one."""
-        wrapped = torch.compile(model) if self.cfg.run.compile else model
-        if self.info.enabled:
-            index = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=index)
-        return wrapped
+        return seit_dist.wrap_ddp(torch.compile(model) if self.cfg.run.compile else model, self.device)
 
     def _load(self, path: Path) -> None:
         try:

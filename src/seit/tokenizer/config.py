@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seit.config import Checked, at_least, each, field, non_negative, positive
+from seit.config import Checked, at_least, each, field, json_field, non_negative, positive
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
@@ -228,7 +228,7 @@ class EvalConfig(Checked):
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")
     grid: str | None = field(None, help="write a PNG of originals over reconstructions here", metavar="PNG")
     grid_images: int = field(8, help="images in that PNG", check=at_least(1))
-    json: str | None = field(None, help="also write the figures to this JSON file", metavar="PATH")
+    json: str | None = json_field("the figures (printed as JSON either way; PATH: also written there)")
     skipped: str | None = field(
         None, help="write the unreadable images (JSONL: key, path, kind, reason) here", metavar="PATH"
     )
@@ -239,7 +239,7 @@ class InfoConfig(Checked):
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
-    json: bool = field(False, help="print JSON instead of text")
+    json: str | None = json_field("the description instead of text")
 
 
 @dataclass

@@ -210,7 +210,7 @@ class TokenizerTrainer:
         resume_from = runtime.resume_checkpoint(cfg.resume, self.checkpoint_path)
         if resume_from is not None:
             self._load(resume_from)
-        self.net, self.d_net = _ddp(self.model, self.device), _ddp(self.disc, self.device)
+        self.net, self.d_net = seit_dist.wrap_ddp(self.model, self.device), seit_dist.wrap_ddp(self.disc, self.device)
         resume_step = self.step if cfg.resume is not None else None
         self.logger = MetricsLogger(self.out, enabled=self.info.is_main, tensorboard=True, resume_step=resume_step)
 
@@ -409,12 +409,6 @@ class _SkipUnreadable:
             images = self.previous
         self.previous = images
         return images
-
-
-def _ddp(module: torch.nn.Module | None, device: torch.device):
-    if module is None or not (dist.is_available() and dist.is_initialized()):
-        return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _stack_good(items: list) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
