@@ -25,7 +25,7 @@ from seit.config import config_differences, to_dict
 from seit.images import ImageList, list_images, shard
 from seit.store import StoreWriter, TokenStore, merge_parts
 from seit.store.files import is_url
-from seit.store.format import MANIFEST
+from seit.store.format import MANIFEST, part_of, part_records
 from seit.tokenizer.amp import resolve_precision
 from seit.tokenizer.checkpoint import FILE_NAME, load_tokenizer
 from seit.tokenizer.codes import PruneResult, add_synonyms, codes_onto, prune_store
@@ -277,7 +277,7 @@ def _encode(
 
 
 def _check_parts(work: Path, world_size: int) -> None:
-    extra = sorted(p.name for p in work.glob("part-*.json") if int(p.name[5:10]) >= world_size)
+    extra = [n for n in part_records(p.name for p in work.glob("part-*.json")) if part_of(n) >= world_size]
     if extra:
         raise TokenizerError(
             f"{work}: holds writer records {extra[:4]} of a run with more processes than this one "
