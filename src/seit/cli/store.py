@@ -287,7 +287,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from seit.tokenizer.codes import prune_store
+    from seit.store.codes import prune_store
 
     cfg = from_args(PruneConfig, args)
     result = prune_store(

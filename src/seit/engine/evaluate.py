@@ -271,8 +271,8 @@ def evaluate_images(model, codebook, meta, cfg, device: torch.device, info) -> E
     """SeiT's evaluate_on_images: tokenize each image, map its ids into the classifier's codebook, centre-crop."""
     from seit.errors import SeitError
     from seit.images import list_images
+    from seit.store.codes import code_lookup, nearest_codes
     from seit.tokenizer import encode_images, load_tokenizer, summarize_skips
-    from seit.tokenizer.codes import code_lookup, nearest_codes
 
     if meta.input == "pixels":
         return evaluate(model, _PixelEval(cfg, meta, device), device)

@@ -5,7 +5,7 @@ store; rank 0 merges the parts into one manifest, so N processes write exactly t
 would. Rerunning the same command continues an interrupted job: durable shards are kept and their images
 are not encoded again. Images that cannot be used are skipped and listed with the reason in
 ``STORE/skipped.jsonl``. With ``prune`` or ``codes_from`` the full-codebook store is written to
-``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.tokenizer.codes.prune_store`.
+``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.store.codes.prune_store`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import torch
 from seit.config import config_differences, to_dict
 from seit.images import ImageList, list_images, shard
 from seit.store import StoreWriter, TokenStore, merge_parts
+from seit.store.codes import PruneResult, add_synonyms, codes_onto, prune_store
 from seit.store.files import is_url
 from seit.store.format import MANIFEST, part_of, part_records
 from seit.tokenizer.amp import resolve_precision
 from seit.tokenizer.checkpoint import FILE_NAME, load_tokenizer
-from seit.tokenizer.codes import PruneResult, add_synonyms, codes_onto, prune_store
 from seit.tokenizer.config import TokenizeConfig, TokenizerError
 from seit.tokenizer.encode import (
     SkipRecord,
