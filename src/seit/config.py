@@ -130,6 +130,22 @@ def json_field(what: str) -> Any:
     return field(None, help=f"{what} as JSON: on stdout (the flag alone) or into PATH", metavar="PATH", const="-")
 
 
+def resume_field(checkpoint: str) -> Any:
+    """``--resume [auto|PATH]`` of a long job (see :mod:`seit.runtime`); ``checkpoint``: its file in OUTPUT."""
+    return field(
+        None,
+        help=f"continue a run: 'auto' (or the flag alone) = OUTPUT/{checkpoint} if it exists (else start), or a "
+        "checkpoint PATH",
+        metavar="auto|PATH",
+        const="auto",
+    )
+
+
+def restart_field() -> Any:
+    """``--restart`` of a long job: a non-empty OUTPUT is moved aside, never deleted."""
+    return field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

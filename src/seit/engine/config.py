@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seit.augment.config import AugmentConfig
-from seit.config import Checked, at_least, between, field, non_negative, positive, probability
+from seit.config import (
+    Checked,
+    at_least,
+    between,
+    field,
+    non_negative,
+    positive,
+    probability,
+    restart_field,
+    resume_field,
+)
 from seit.errors import ConfigError
 
 
@@ -94,13 +104,8 @@ class OptimConfig(Checked):
 @dataclass
 class RunConfig(Checked):
     output: str = field("runs/train", help="output directory: checkpoints, metrics.jsonl, TensorBoard, final weights")
-    resume: str | None = field(
-        None,
-        help="continue a run: 'auto' = OUTPUT/last.pt if it exists (else start), or a checkpoint PATH",
-        metavar="auto|PATH",
-        const="auto",
-    )
-    restart: bool = field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
+    resume: str | None = resume_field("last.pt")
+    restart: bool = restart_field()
     seed: int = field(
         0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)", check=non_negative
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seit.config import Checked, at_least, each, field, json_field, non_negative, positive
+from seit.config import Checked, at_least, each, field, json_field, non_negative, positive, restart_field, resume_field
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
@@ -179,13 +179,9 @@ class TrainConfig(Checked):
     precision: str = _amp_option()
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
     seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts", check=non_negative)
-    resume: str | None = field(
-        None,
-        help="continue a run: 'auto' = OUTPUT/checkpoint.pt if it exists (else start), or a checkpoint PATH",
-        metavar="auto|PATH",
-        const="auto",
-    )
-    restart: bool = field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
+    resume: str | None = resume_field("checkpoint.pt")
+    restart: bool = restart_field()
+    tensorboard: bool = field(True, help="write TensorBoard event files to OUTPUT/tb")
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):  # the Python API's former switch: True meant "auto"

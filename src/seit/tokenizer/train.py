@@ -212,7 +212,9 @@ class TokenizerTrainer:
             self._load(resume_from)
         self.net, self.d_net = seit_dist.wrap_ddp(self.model, self.device), seit_dist.wrap_ddp(self.disc, self.device)
         resume_step = self.step if cfg.resume is not None else None
-        self.logger = MetricsLogger(self.out, enabled=self.info.is_main, tensorboard=True, resume_step=resume_step)
+        self.logger = MetricsLogger(
+            self.out, enabled=self.info.is_main, tensorboard=cfg.tensorboard, resume_step=resume_step
+        )
 
     def _load(self, path: Path) -> None:
         state = safe_torch_load(path)
