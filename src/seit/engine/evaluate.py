@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 
 from seit.utils import dist as seit_dist
 from seit.utils.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -314,5 +317,5 @@ def evaluate_images(model, codebook, meta, cfg, device: torch.device, info) -> E
         ids = lookup[torch.as_tensor(ids, device=device).long()]
         acc.add(model(pipe.eval_batch(ids)), remap[torch.as_tensor(labels, device=device)])
     if job.skipped and info.is_main:
-        print(summarize_skips(job.skipped, len(listing.samples)))
+        log.warning(summarize_skips(job.skipped, len(listing.samples)))
     return acc.result(names)

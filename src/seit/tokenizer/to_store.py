@@ -10,9 +10,9 @@ are not encoded again. Images that cannot be used are skipped and listed with th
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,8 @@ from seit.utils.io import sha256_file
 
 SKIP_REPORT = "skipped.jsonl"
 UNPRUNED = ".unpruned"
+log = logging.getLogger(__name__)
+
 DIST_TIMEOUT_S = 24 * 3600  # ranks meet only at the end; after a resume one rank may be far behind the others
 
 
@@ -195,11 +197,14 @@ def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str, classes: 
     with TokenStore.open(path, verify=False) as train:
         code_ids, train_codebook, train_classes = train.code_ids, train.codebook, train.class_names
     if classes and train_classes and classes != train_classes:
-        print(
-            f"seit: warning: the class folders here ({len(classes)}, e.g. {classes[0]!r}) differ from {path}'s "
-            f"({len(train_classes)}, e.g. {train_classes[0]!r}): labels are numbered by this folder's classes, not "
-            "the train store's",
-            file=sys.stderr,
+        log.warning(
+            "warning: the class folders here (%d, e.g. %r) differ from %s's (%d, e.g. %r): labels are numbered by "
+            "this folder's classes, not the train store's",
+            len(classes),
+            classes[0],
+            path,
+            len(train_classes),
+            train_classes[0],
         )
     if code_ids is None:
         raise TokenizerError(
