@@ -61,11 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = from_args(TokenizeConfig, args)  # flag values are checked before torch is imported
+    from seit.errors import EXIT_PREEMPTED
     from seit.tokenizer import tokenize
 
     result = tokenize(cfg)
     if os.environ.get("RANK", "0") != "0":
-        return 0
+        return EXIT_PREEMPTED if not result.finished else 0
+    if not result.finished:
+        from seit.runtime import resume_hint
+
+        where = f"after {result.samples:,} images"
+        print(f"seit: {resume_hint(result.store, where, rerun='the same command')}", file=sys.stderr)
+        return EXIT_PREEMPTED
     print(result.summary())
     if not result.samples:
         print(f"seit: error: no image could be encoded; see {result.skip_report}", file=sys.stderr)

@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train(cfg)
     if not result.finished:
-        print(f"seit: {resume_hint(result.checkpoint, result.step)}", file=sys.stderr)
+        print(f"seit: {resume_hint(result.checkpoint, f'at step {result.step}')}", file=sys.stderr)
         return EXIT_PREEMPTED
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = train(cfg)
     if result.preempted:
-        print(f"seit: {resume_hint(result.output / 'last.pt', result.global_step)}", file=sys.stderr)
+        print(f"seit: {resume_hint(result.output / 'last.pt', f'at step {result.global_step}')}", file=sys.stderr)
         return EXIT_PREEMPTED
     if result.best is not None:  # the main process: the better of model and EMA weights (best.json)
         print(f"[seit] done: {result.best}")

@@ -73,9 +73,9 @@ def resume_checkpoint(resume: str | None, default: Path) -> Path | None:
     return path
 
 
-def resume_hint(checkpoint: Path, step: int) -> str:
-    """The one message of a stopped run, for every long job."""
-    return f"stopped at step {step}; {checkpoint} saved: rerun the same command with --resume auto to continue"
+def resume_hint(saved: Path, where: str, rerun: str = "the same command with --resume auto") -> str:
+    """The one message of a stopped run, for every long job (``where``: e.g. "at step 40")."""
+    return f"stopped {where}; {saved} saved: rerun {rerun} to continue"
 
 
 class StopSignal:

@@ -23,6 +23,7 @@ import torch
 
 from seit.config import config_differences, to_dict
 from seit.images import ImageList, list_images, shard
+from seit.runtime import StopSignal
 from seit.store import StoreWriter, TokenStore, merge_parts
 from seit.store.codes import PruneResult, add_synonyms, codes_onto, prune_store
 from seit.store.files import is_url
@@ -61,6 +62,7 @@ class TokenizeResult:
     images_per_s: float  # images this run read (encoded or skipped) per second of encoding, all ranks together
     codebook_size: int
     prune: PruneResult | None = None
+    finished: bool = True  # False: a stop signal ended the run; its durable shards stay for a rerun
 
     @property
     def skip_report(self) -> Path:
@@ -92,8 +94,8 @@ def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
     """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job)."""
     _check_options(cfg)
     started = time.perf_counter()
-    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info:
-        return _tokenize(cfg, info, started)
+    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info, StopSignal() as stop:
+        return _tokenize(cfg, info, started, stop)
 
 
 def _check_options(cfg: TokenizeConfig) -> None:
@@ -106,7 +108,7 @@ def _check_options(cfg: TokenizeConfig) -> None:
         raise TokenizerError("; ".join(problems))
 
 
-def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> TokenizeResult:
+def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float, stop: StopSignal) -> TokenizeResult:
     out = Path(cfg.out)
     listing = list_images(cfg.images, root=cfg.root)
     device = dist.resolve_device(cfg.device)
@@ -130,7 +132,12 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
         _check_same_job(finished, job)
         skipped = read_skip_report(out / SKIP_REPORT)
     else:
-        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device)
+        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device, stop)
+        if stop.received is not None:  # every rank reached the gather in _encode: none merges, all keep their shards
+            return TokenizeResult(
+                out, len(listing.samples), resumed + encoded, encoded, resumed, skipped,
+                time.perf_counter() - started, rate, tokenizer.codebook_size, finished=False,
+            )  # fmt: skip
         skipped = sorted(listing.skipped + skipped, key=lambda r: r.key)  # left out while listing, then decoding
         earlier = False
         if info.is_main:
@@ -230,6 +237,7 @@ def _encode(
     job_config: dict[str, Any],
     work: Path,
     device: torch.device,
+    stop: StopSignal,
 ) -> tuple[list[SkipRecord], int, int, float]:
     """This rank's share into part ``rank`` of ``work``; returns (skipped, encoded, resumed, images/s) of all ranks."""
     if info.is_main:
@@ -273,6 +281,9 @@ def _encode(
     with writer:
         for ids, labels, keys in job:
             writer.append_batch(ids, labels, keys)
+            if stop.received is not None:  # this rank stops here; durable shards stay, the open one is dropped
+                writer.abort()
+                break
     ranks = dist.all_gather_objects((job.skipped, job.encoded, len(done)))
     seconds = time.perf_counter() - start
     skipped = sorted((r for rank_skipped, _, _ in ranks for r in rank_skipped), key=lambda r: r.key)
