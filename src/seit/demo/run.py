@@ -357,7 +357,8 @@ def _parameters(path: Path) -> int:
 def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
     """Every row's ViT on the same full-quality held-out images (the token one tokenizes them on the fly)."""
     from seit.engine.config import EvalConfig
-    from seit.engine.evaluate import run_eval, save_confusion_png
+    from seit.engine.eval_job import run_eval
+    from seit.engine.evaluate import save_confusion_png
 
     paths.report.mkdir(parents=True, exist_ok=True)
     val = str(paths.data / "val")
