@@ -38,3 +38,27 @@ def test_parser_builds_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert build_parser().prog == "seit"
+
+
+@pytest.mark.parametrize(
+    "command, former, flag, field, given, expected",
+    [
+        (["tokenizer", "train", "imgs"], "--out", "--output", "out", ["runs/tok"], "runs/tok"),
+        (["tokenizer", "train", "imgs", "--output", "o"], "--grad-clip", "--clip-grad", "grad_clip", ["0.5"], 0.5),
+        (["tokenizer", "train", "imgs", "--output", "o"], "--precision", "--amp", "precision", ["bf16"], "bf16"),
+        (["tokenize", "imgs", "--tokenizer", "t"], "--out", "--output", "out", ["tokens"], "tokens"),
+        (["tokenizer", "train", "imgs", "--output", "o"], "--resume", "--resume", "resume", [], "auto"),
+        (["train"], "--resume", "--resume", "resume", [], "auto"),
+    ],
+)
+def test_one_spelling_per_idea_and_former_spellings_still_parse_hidden(
+    command, former, flag, field, given, expected, capsys
+):
+    from seit.cli import build_parser
+
+    parser = build_parser()
+    assert getattr(parser.parse_args([*command, former, *given]), field) == expected  # --resume alone: auto
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command[: 2 if command[0] == "tokenizer" else 1], "--help"])
+    options = capsys.readouterr().out.split("examples:")[0]
+    assert flag in options and (former == flag or f"{former} " not in options)

@@ -60,3 +60,14 @@ def test_import_with_prefix_then_export_reproduces_the_release(tmp_path, capsys)
     assert "needs --tokens" in capsys.readouterr().err
     assert main(["store", "info", str(tmp_path / "nothing")]) == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_json_alone_prints_json_and_json_path_writes_it_beside_the_usual_output(tmp_path, capsys):
+    write_store(tmp_path / "s")
+    assert main(["store", "verify", str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["store", "verify", str(tmp_path / "s"), "--json", str(tmp_path / "v.json")]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")  # the usual line, and the figures in the file
+    assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
+    assert main(["store", "info", str(tmp_path / "s"), "--json", str(tmp_path / "i.json")]) == 0
+    assert "samples" in capsys.readouterr().out and json.loads((tmp_path / "i.json").read_text())["samples"] == 200

@@ -399,7 +399,7 @@ def test_tokenizer_train_stopped_by_a_signal_exits_75(monkeypatch):
     import seit.tokenizer.train
 
     class Stopped:
-        finished = False
+        finished, step, checkpoint = False, 3, Path("o/checkpoint.pt")
 
     monkeypatch.setattr(seit.tokenizer.train, "train", lambda cfg: Stopped())
     assert main(["tokenizer", "train", "imgs", "--out", "o"]) == EXIT_PREEMPTED

@@ -35,14 +35,14 @@ def folder_bytes(folder: Path, pattern: str = "*") -> int:
 def quick(tmp_path_factory):
     """The README's main command, `seit demo --quick` (about 3 minutes on 2 CPU cores)."""
     out = tmp_path_factory.mktemp("demo") / "quick"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--output", str(out)]) == 0
     return out, json.loads((out / "report" / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "tiny"
-    assert main(["demo", "--size", "tiny", "--out", str(out), "--num-workers", "0"]) == 0
+    assert main(["demo", "--size", "tiny", "--output", str(out), "--num-workers", "0"]) == 0
     return out
 
 
@@ -135,7 +135,7 @@ def test_a_rerun_reuses_every_finished_stage(tiny, capsys):
     before = json.loads((tiny / "demo-state.json").read_text())
     assert set(before["stages"]) == set(STAGES)
     capsys.readouterr()
-    assert main(["demo", "--size", "tiny", "--out", str(tiny), "--num-workers", "0"]) == 0
+    assert main(["demo", "--size", "tiny", "--output", str(tiny), "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert all(f"[demo] {name}: done earlier" in printed for name in STAGES)
     assert json.loads((tiny / "demo-state.json").read_text())["stages"] == before["stages"]
@@ -147,7 +147,7 @@ def test_a_deleted_artefact_redoes_its_stage_and_the_later_ones(tiny, capsys):
     stale = tiny / "pixel-vit" / "stale-file"
     stale.write_text("made from the old token-vit run's inputs")
     capsys.readouterr()
-    assert main(["demo", "--size", "tiny", "--out", str(tiny), "--num-workers", "0"]) == 0
+    assert main(["demo", "--size", "tiny", "--output", str(tiny), "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert "[demo] tokenizer: done earlier" in printed and "[demo] tokenize: done earlier" in printed
     assert all(f"[demo] {name} ..." in printed for name in STAGES[STAGES.index("token-vit") :])
@@ -155,6 +155,6 @@ def test_a_deleted_artefact_redoes_its_stage_and_the_later_ones(tiny, capsys):
 
 
 def test_contradicting_sizes_are_refused(tmp_path, capsys):
-    assert main(["demo", "--quick", "--size", "tiny", "--out", str(tmp_path)]) != 0
+    assert main(["demo", "--quick", "--size", "tiny", "--output", str(tmp_path)]) != 0
     assert "contradict" in capsys.readouterr().err
     assert not (tmp_path / "demo-state.json").exists()

@@ -16,9 +16,9 @@ from PIL import Image
 
 from seit.cli import main
 from seit.engine.config import TrainConfig
-from seit.engine.metrics import read_metrics
 from seit.engine.pipeline import build_pipeline
 from seit.models import load_classifier
+from seit.runtime.metrics import read_metrics
 from seit.store.format import TRAILER
 from seit.utils.dist import DistInfo
 from seit.utils.serialization import load_weights
@@ -146,7 +146,8 @@ def test_resume_refuses_other_settings_and_missing_files(stores, uninterrupted, 
     assert "nope.pt: checkpoint to resume from does not exist" in capsys.readouterr().err
 
 
-def test_sigterm_checkpoints_and_resume_finishes_the_same_run(stores, uninterrupted, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_checkpoints_and_resume_finishes_the_same_run(stores, uninterrupted, tmp_path, sig):
     out = tmp_path / "preempted"
     args = train_args(stores, out, "--epochs", "2", "--warmup-epochs", "1", "--ckpt-every", "0")
     env = {**os.environ, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -155,15 +156,37 @@ def test_sigterm_checkpoints_and_resume_finishes_the_same_run(stores, uninterrup
     )
     while proc.poll() is None:  # the run ends by itself (exit 0, failing below) if it is never signalled
         if (out / "metrics.jsonl").exists() and len(losses(out)) >= 2:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             break
         time.sleep(0.05)
     _, err = proc.communicate()
     assert proc.returncode == 75, err
     stopped = torch.load(out / "last.pt", weights_only=True)["global_step"]
     assert 2 <= stopped < 12 and not (out / "model.safetensors").exists()
+    assert f"stopped at step {stopped}; {out / 'last.pt'} saved: rerun the same command with --resume auto" in err
+    assert losses(out)[-1][0] == stopped  # the step it stopped at is logged, whatever --log-every says
     assert run_cli([*args, "--resume", "auto"], timeout=300).returncode == 0
     assert losses(out) == losses(uninterrupted)
+
+
+def test_a_run_into_a_used_output_refuses_and_restart_moves_the_old_run_aside(stores, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("an earlier run")
+    assert main(train_args(stores, out, "--max-steps", "1")) == 1
+    assert "already holds a run; continue it with --resume auto, start over with --restart" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # nothing written or removed
+    assert main(train_args(stores, out, "--max-steps", "1", "--restart", "--no-model-ema")) == 0
+    assert (tmp_path / "run.old-1" / "notes.txt").read_text() == "an earlier run"
+    assert not (out / "notes.txt").exists() and (out / "model.safetensors").exists()
+    assert main(train_args(stores, out, "--max-steps", "1", "--restart", "--no-model-ema")) == 0
+    assert (tmp_path / "run.old-2" / "model.safetensors").exists()  # never overwrites an earlier move
+
+
+def test_metrics_start_at_step_one_in_a_run_shorter_than_log_every(stores, tmp_path):
+    args = train_args(stores, tmp_path / "short", "--max-steps", "2", "--log-every", "50", "--no-model-ema")
+    assert main(args) == 0
+    assert [s for s, _ in losses(tmp_path / "short")] == [1, 2]
 
 
 def test_two_process_torchrun_counts_every_val_sample_once(stores, tmp_path):
@@ -234,7 +257,7 @@ def test_finetune_at_another_grid_and_class_count(stores, uninterrupted, tmp_pat
         str(uninterrupted / "model.safetensors"),
     )
     assert main(args) == 0
-    assert "re-initialised: nothing" in capsys.readouterr().out  # same classes: only pos_embed is resampled
+    assert "re-initialised: nothing" in capsys.readouterr().err  # same classes: only pos_embed is resampled
     model, _, meta = load_classifier(out / "model.safetensors")
     assert meta.grid_size == 5 and model.pos_embed.shape[1] == 1 + 2 * 2
 
@@ -278,7 +301,7 @@ def test_seit_release_files_train_without_conversion(tmp_path):
 def test_the_stem_reads_the_codebook_dimension(stores, tmp_path, capsys):
     out = tmp_path / "dim"
     assert main(train_args(stores, out, "--model", "deit_tiny_token_32", "--epochs", "1", "--no-model-ema")) == 0
-    assert "reads 4-dim codes" in capsys.readouterr().out
+    assert "reads 4-dim codes" in capsys.readouterr().err
     model, _, meta = load_classifier(out / "model.safetensors")
     assert meta.in_chans == 4 and model.patch_embed.proj.weight.shape[1] == 4
 
@@ -306,16 +329,16 @@ def test_an_ema_horizon_longer_than_the_run_is_announced(stores, tmp_path, capsy
     """Two steps, stopped mid-epoch (no evaluation there): the EMA is handed on only if its horizon fits the run."""
     args = train_args(stores, tmp_path, "--max-steps", "2", "--warmup-epochs", "0", "--model-ema-decay", decay)
     assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert ("EMA decay 0.99996 averages over ~25,000 steps, more than this run's 2:" in printed) == warned
+    printed = capsys.readouterr()
+    assert ("EMA decay 0.99996 averages over ~25,000 steps, more than this run's 2:" in printed.err) == warned
     assert json.loads((tmp_path / "best.json").read_text())["chosen_by"] == "EMA horizon vs steps"
-    assert f"best is {best}" in printed and f"[seit] done: {tmp_path / best}" in printed
+    assert f"best is {best}" in printed.err and f"[seit] done: {tmp_path / best}" in printed.out
 
 
 @pytest.mark.parametrize("model, ema, best", [(40.0, 55.0, "model_ema.safetensors"), (40.0, 40.0, "model.safetensors")])
 def test_the_better_validation_top1_at_the_last_step_wins(tmp_path, model, ema, best):
-    from seit.engine.metrics import MetricsLogger
     from seit.engine.train import _record_best
+    from seit.runtime.metrics import MetricsLogger
 
     logger = MetricsLogger(tmp_path, tensorboard=False)
     logger.log("eval", 5, {"top1": 90.0})  # an earlier evaluation does not count

@@ -98,12 +98,13 @@ def test_each_crop_setting_reaches_the_pixel_path(ramp_folder, setting, check):
     assert check(token_boxes(augment))  # the same rule holds for the token path
 
 
-def test_pixel_pipeline_applies_the_configured_crops_mixing_and_smoothing(ramp_folder, capsys):
+def test_pixel_pipeline_applies_the_configured_crops_mixing_and_smoothing(ramp_folder, caplog):
     cfg = TrainConfig()
     cfg.data.images, cfg.data.image_size = str(ramp_folder), PIXELS
     cfg.augment = dataclasses.replace(cfg.augment, hflip_prob=1.0, smoothing=0.2, cutmix=0.0, mixup=0.0)
-    pipe = PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
-    assert pipe.train_set.augment is cfg.augment and "Token-EDA, Emb-Noise and ColorAdapt" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="seit"):
+        pipe = PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
+    assert pipe.train_set.augment is cfg.augment and "Token-EDA, Emb-Noise and ColorAdapt" in caplog.text
     _, targets = pipe.train_batch(torch.zeros(2, 3, PIXELS, PIXELS, dtype=torch.uint8), torch.tensor([0, 0]))
     assert targets[0].tolist() == pytest.approx([0.9, 0.1])  # label smoothing 0.2 over two classes
     cfg.augment = dataclasses.replace(cfg.augment, cutmix=1.0)

@@ -12,9 +12,9 @@ import torch
 from seit.cli import main
 from seit.engine import train as train_module
 from seit.engine.config import TrainConfig
-from seit.engine.metrics import MetricsLogger, read_metrics
 from seit.engine.pipeline import build_pipeline
 from seit.engine.train import _scaled_lr, step_seed
+from seit.runtime.metrics import MetricsLogger, read_metrics
 from seit.utils import dist as seit_dist
 from seit.utils.dist import DistInfo
 from test_engine import FAST, TINY, losses, run_cli, train_args
@@ -129,7 +129,7 @@ def test_resume_refuses_another_seed(stores, uninterrupted, capsys):
 KILL_AT = 5
 KILLED_RUN = f"""
 import os, signal, sys
-from seit.engine import metrics
+from seit.runtime import metrics
 log = metrics.MetricsLogger.log
 def log_then_die(self, kind, step, values):
     log(self, kind, step, values)

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from seit.cli import main
-from seit.engine.metrics import read_metrics
 from seit.errors import SeitError
 from seit.images import ImageSkipped, list_images, open_rgb
 from seit.interop.legacy import load_legacy_pickle
@@ -27,6 +26,7 @@ from seit.interop.seit_release import (
     read_labels,
     read_synonyms,
 )
+from seit.runtime.metrics import read_metrics
 from seit.store import TokenStore
 from seit.store.writer import StoreWriter
 from tokenizer_testdata import save_tiny_tokenizer

@@ -547,3 +547,12 @@ def test_an_interrupted_remap_resumes_without_rewriting_durable_shards(tmp_path,
     assert dst.keys == keys
     np.testing.assert_array_equal(dst.get_batch(range(120))[0], mapping[ids])
     np.testing.assert_array_equal(dst.labels, labels)
+
+
+def test_writer_record_names_are_parsed_in_one_place():
+    from seit.store.format import part_name, part_of, part_records
+
+    assert part_of(part_name(3)) == 3 and part_of("part-3.json") is None and part_of("part-00003.json.tmp") is None
+    # a stray file that only looks like a record (it used to crash int(name[5:10])) is not one
+    names = ["part-notes.json", part_name(1), "manifest.json", part_name(0)]
+    assert part_records(names) == [part_name(0), part_name(1)]

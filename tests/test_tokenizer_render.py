@@ -74,7 +74,7 @@ def test_decode_command_writes_pngs_and_a_grid_through_the_stores_code_ids(tmp_p
     assert main([*args, "--indices", "7", "--grid", str(tmp_path / "g.png")]) == 1
     assert "sample index 7 out of range" in capsys.readouterr().err
     assert main(args) == 1
-    assert "give --out DIR" in capsys.readouterr().err
+    assert "give --output DIR" in capsys.readouterr().err
 
     other = tok.classifier_codebook().numpy()[code_ids][::-1].copy()
     with StoreWriter(tmp_path / "t", grid_shape=(8, 8), codebook_size=20, codebook=other, code_ids=code_ids) as w:

@@ -232,3 +232,31 @@ def test_prune_then_codes_from_and_decode_through_code_ids(tmp_path, tok, tok_pa
     with pytest.raises(StoreError, match="different tokenizers"):
         tokenize(config(root, other, tmp_path / "val2", codes_from=str(tmp_path / "train")))
     assert not (tmp_path / "val2").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_keeps_durable_shards_exits_75_and_a_rerun_finishes_the_same_store(
+    tmp_path, tok_path, monkeypatch, capsys, sig
+):
+    write_image_folder(tmp_path / "imgs" / "x", 24, 36)
+    out = tmp_path / "s"
+    args = ["tokenize", str(tmp_path / "imgs"), "--tokenizer", str(tok_path), "--output", str(out), "--shard-mb",
+            "0.0002", "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]  # fmt: skip
+    real_append = StoreWriter.append_batch
+    calls = []
+
+    def append_then_signal(self, *a, **kw):
+        real_append(self, *a, **kw)
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(StoreWriter, "append_batch", append_then_signal)
+    assert main(args) == 75
+    err = capsys.readouterr().err
+    assert f"{out} saved: rerun the same command to continue" in err and "stopped after " in err
+    assert len(calls) == 4 and not (out / "manifest.json").exists()  # stopped after that batch, not merged
+    monkeypatch.setattr(StoreWriter, "append_batch", real_append)
+    assert main(args) == 0
+    tokenize(config(tmp_path / "imgs", tok_path, tmp_path / "straight", shard_mb=0.0002))
+    assert_same_store(TokenStore.open(out), TokenStore.open(tmp_path / "straight"))

@@ -1,4 +1,3 @@
-import json
 import math
 import os
 import signal
@@ -11,13 +10,15 @@ import torch
 from torchvision.models.vgg import cfgs, make_layers
 
 import seit
-import seit.tokenizer.train as train_module
-from seit.errors import ConfigError
+from seit.cli import main
+from seit.errors import EXIT_PREEMPTED, ConfigError
 from seit.images import list_images
 from seit.interop.enhancing import config_from_yaml
+from seit.runtime import RunError
+from seit.runtime.metrics import read_metrics
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import TokenizerError, TrainConfig
-from seit.tokenizer.train import StepBatches, TrainError, train
+from seit.tokenizer.train import StepBatches, TokenizerTrainer, train
 from seit.utils.serialization import safe_torch_load
 from tokenizer_testdata import TINY32_YAML, write_image_folder
 
@@ -56,7 +57,7 @@ def _config(data, out, **changes) -> TrainConfig:
 
 
 def _log(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return read_metrics(out / "metrics.jsonl")
 
 
 def test_training_improves_reconstructions_and_keeps_the_codebook_alive(data, tmp_path, one_thread):
@@ -64,9 +65,9 @@ def test_training_improves_reconstructions_and_keeps_the_codebook_alive(data, tm
     result = train(_config(data, out, steps=300, eval_every=100, log_every=25, save_every=150))
     assert result.finished and result.step == 300
     log = _log(out)
-    train_rows = [r for r in log if r["split"] == "train"]
-    evals = {r["step"]: r for r in log if r["split"] == "eval"}
-    assert [r["step"] for r in train_rows] == list(range(25, 301, 25)) and sorted(evals) == [100, 200, 300]
+    train_rows = [r for r in log if r["kind"] == "train"]
+    evals = {r["step"]: r for r in log if r["kind"] == "eval"}
+    assert [r["step"] for r in train_rows] == [1, *range(25, 301, 25)] and sorted(evals) == [100, 200, 300]
     assert train_rows[-1]["psnr"] > train_rows[0]["psnr"] + 3  # measured: ~10 dB -> ~16 dB
     assert evals[300]["psnr"] > evals[100]["psnr"] + 1
     assert evals[300]["usage"] >= 0.25 and train_rows[-1]["codes_active"] >= 0.5  # of 64 codes
@@ -76,7 +77,7 @@ def test_training_improves_reconstructions_and_keeps_the_codebook_alive(data, tm
     assert safe_torch_load(out / "checkpoint.pt")["step"] == 300
     tok = load_tokenizer(out)
     assert tok.config == config_from_yaml(data / "tiny32.yaml")
-    with pytest.raises(TrainError, match=r"already holds a training run.*--resume"):
+    with pytest.raises(RunError, match=r"already holds a run; continue it with --resume auto"):
         train(_config(data, out, steps=10))
 
 
@@ -95,8 +96,8 @@ def test_resume_continues_exactly_where_it_stopped(data, tmp_path, one_thread):
     assert (straight.step, first.step, resumed.step) == (6, 3, 6)
 
     def rows(out):
-        train_rows = [r for r in _log(out) if r["split"] == "train"]
-        return {r["step"]: {k: v for k, v in r.items() if k != "images_per_s"} for r in train_rows}
+        train_rows = [r for r in _log(out) if r["kind"] == "train"]
+        return {r["step"]: {k: v for k, v in r.items() if k not in ("images_per_s", "time")} for r in train_rows}
 
     a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
@@ -112,7 +113,7 @@ def test_perceptual_loss_from_user_supplied_vgg_weights(data, tmp_path, one_thre
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, vgg)
     out = tmp_path / "run"
     train(_config(data, out, steps=2, batch_size=2, log_every=1, perceptual_weights=str(vgg)))
-    assert all(r["perceptual"] > 0 for r in _log(out) if r["split"] == "train")
+    assert all(r["perceptual"] > 0 for r in _log(out) if r["kind"] == "train")
     with pytest.raises(TokenizerError, match=r"missing\.pth: VGG16 weights .*not found"):
         train(_config(data, tmp_path / "other", steps=2, perceptual_weights=str(tmp_path / "missing.pth")))
 
@@ -124,23 +125,52 @@ def test_bf16_autocast_path_and_option_checks(data, tmp_path, one_thread):
         _config(data, tmp_path / "bad", eval_every=0)
 
 
-def test_a_signal_saves_a_checkpoint_and_stops(data, tmp_path, one_thread, monkeypatch):
-    real_step = train_module._train_step
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_the_step_exits_75_and_resume_repeats_the_run(data, tmp_path, monkeypatch, capsys, sig):
+    real_step = TokenizerTrainer.train_step
 
-    def step_then_sigterm(*args):
-        out = real_step(*args)
-        if args[8] == 2:  # the step index
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
+    def step_then_signal(self, x):
+        metrics = real_step(self, x)
+        if self.step == 3:
+            os.kill(os.getpid(), sig)
+        return metrics
 
-    monkeypatch.setattr(train_module, "_train_step", step_then_sigterm)
+    options = ["--config", str(data / "tiny32.yaml"), "--batch-size", "8", "--num-workers", "0",
+               "--log-every", "100", "--eval-every", "100", "--steps", "5"]  # fmt: skip
+    straight = ["tokenizer", "train", str(data / "images"), "--out", str(tmp_path / "straight"), *options]
+    args = ["tokenizer", "train", str(data / "images"), "--out", str(tmp_path / "run"), *options]
+    torch.set_num_threads(1)
+    assert main(straight) == 0
+    monkeypatch.setattr(TokenizerTrainer, "train_step", step_then_signal)
+    assert main(args) == EXIT_PREEMPTED
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert f"stopped at step 3; {checkpoint} saved: rerun the same command with --resume auto" in err
+    assert safe_torch_load(checkpoint)["step"] == 3 and not (tmp_path / "run" / "tokenizer.safetensors").exists()
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 3]  # the step it stopped at, whatever --log-every
+    monkeypatch.setattr(TokenizerTrainer, "train_step", real_step)
+    assert main([*args, "--resume", "auto"]) == 0
+
+    def losses(out):
+        return [(r["step"], r["loss"]) for r in _log(out) if r["kind"] == "train"]
+
+    resumed, whole = dict(losses(tmp_path / "run")), dict(losses(tmp_path / "straight"))
+    assert sorted(resumed) == [1, 3, 5] and sorted(whole) == [1, 5]
+    assert resumed[1] == whole[1] and resumed[5] == whole[5]  # the resumed run ends where the straight one did
+
+
+def test_restart_moves_the_old_run_aside(data, tmp_path, one_thread):
     out = tmp_path / "run"
-    stopped = train(_config(data, out, steps=1000, save_every=1000))
-    assert not stopped.finished and stopped.step == 3 and stopped.tokenizer_path is None
-    assert safe_torch_load(out / "checkpoint.pt")["step"] == 3 and not (out / "tokenizer.safetensors").exists()
-    monkeypatch.setattr(train_module, "_train_step", real_step)
-    done = train(_config(data, out, steps=5, resume=True))
-    assert done.finished and done.step == 5 and (out / "tokenizer.safetensors").exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("old")
+    with pytest.raises(RunError, match="start over with --restart"):
+        train(_config(data, out, steps=1))
+    assert train(_config(data, out, steps=1, batch_size=4, restart=True)).finished
+    assert (tmp_path / "run.old-1" / "notes.txt").read_text() == "old" and (out / "tokenizer.safetensors").exists()
+
+
+def test_the_former_resume_switch_of_the_python_api_means_auto(data, tmp_path):
+    assert _config(data, tmp_path, resume=True).resume == "auto" and _config(data, tmp_path).resume is None
 
 
 def test_step_batches_are_a_resumable_stream_split_over_ranks():
@@ -165,6 +195,6 @@ def test_torchrun_two_processes(data, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _log(out)
-    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
-    assert rows[-1]["split"] == "eval" and load_tokenizer(out).config.image_size == 32
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert rows[-1]["kind"] == "eval" and load_tokenizer(out).config.image_size == 32
     assert len(list_images(data / "images").samples) == 64

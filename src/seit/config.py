@@ -8,6 +8,9 @@ Field metadata understood here:
   help     text for ``--help``
   choices  allowed values
   positional  the field is a positional argument
+  const    the value of the flag given alone (its value is then optional)
+  flag     the flag's name when it differs from the field's (``flag="output"`` for a field ``out``)
+  hidden   former spellings still accepted but left out of ``--help`` (``hidden=("--out",)``)
   check    a predicate from this module (``at_least(1)``, ``probability``, ...) that every value must pass;
            :class:`Checked` configs run them in ``__post_init__``, so the CLI and the Python API fail the same
            way: one line naming the flag, e.g. ``--batch-size must be >= 1, got 0``
@@ -84,6 +87,11 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def field_flag(f: dataclasses.Field) -> str:
+    """The flag of a dataclass field: its ``flag`` metadata, or its name."""
+    return flag_name(f.metadata.get("flag", f.name))
+
+
 def check_fields(cfg: Any) -> None:
     """Run every field's ``check`` (unset optional values pass); raise ConfigError naming the first bad flag."""
     for f in dataclasses.fields(cfg):
@@ -92,7 +100,7 @@ def check_fields(cfg: Any) -> None:
             continue
         problem = check(value)
         if problem:
-            name = f.name.upper() if f.metadata.get("positional") else flag_name(f.name)
+            name = f.name.upper() if f.metadata.get("positional") else field_flag(f)
             shown = repr(value) if isinstance(value, str) else str(list(value) if isinstance(value, tuple) else value)
             raise ConfigError(f"{name} {problem}, got {shown}")
 
@@ -117,6 +125,27 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) ->
     elif default is not dataclasses.MISSING:
         kwargs["default"] = default
     return dataclasses.field(**kwargs)
+
+
+def json_field(what: str) -> Any:
+    """``--json [PATH]``, the same in every command: ``what`` as JSON on stdout (the flag alone) or into PATH."""
+    return field(None, help=f"{what} as JSON: on stdout (the flag alone) or into PATH", metavar="PATH", const="-")
+
+
+def resume_field(checkpoint: str) -> Any:
+    """``--resume [auto|PATH]`` of a long job (see :mod:`seit.runtime`); ``checkpoint``: its file in OUTPUT."""
+    return field(
+        None,
+        help=f"continue a run: 'auto' (or the flag alone) = OUTPUT/{checkpoint} if it exists (else start), or a "
+        "checkpoint PATH",
+        metavar="auto|PATH",
+        const="auto",
+    )
+
+
+def restart_field() -> Any:
+    """``--restart`` of a long job: a non-empty OUTPUT is moved aside, never deleted."""
+    return field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -167,17 +196,22 @@ def add_dataclass_args(
                 kwargs["default"] = default
             parser.add_argument(f.name, type=elem, nargs=nargs, metavar=f.name.upper(), **kwargs)
             continue
-        names = [flag_name(f.name), *aliases.get(f.name, ())]
+        hidden = tuple(meta.get("hidden", ()))
+        names = [field_flag(f), *aliases.get(f.name, ()), *hidden]
         if tp is bool:
             kwargs["help"] = help_text + (" (default: on)" if default else "")
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+            action = parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif typing.get_origin(tp) in (list, tuple):
             args = typing.get_args(tp)
             fixed = typing.get_origin(tp) is tuple and Ellipsis not in args
             nargs = len(args) if fixed else "+"
-            parser.add_argument(*names, type=args[0], nargs=nargs, default=default, required=required, **kwargs)
+            action = parser.add_argument(
+                *names, type=args[0], nargs=nargs, default=default, required=required, **kwargs
+            )
         else:
-            parser.add_argument(
+            if "const" in meta:  # the flag alone means this value (``--resume`` = ``--resume auto``)
+                kwargs.update(nargs="?", const=meta["const"])
+            action = parser.add_argument(
                 *names,
                 type=tp,
                 default=default,
@@ -185,6 +219,7 @@ def add_dataclass_args(
                 metavar=meta.get("metavar"),
                 **kwargs,
             )
+        action.hidden_option_strings = hidden  # seit's HelpFormatter leaves them out of --help
 
 
 def from_args(cls: type[T], ns: argparse.Namespace) -> T:

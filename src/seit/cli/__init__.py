@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import json
+import logging
 import sys
 from typing import Any
 
@@ -38,8 +40,9 @@ exit status:
   {EXIT_OK:<4} done
   {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
-  {EXIT_PREEMPTED:<4} stopped by SIGTERM after saving a checkpoint (seit train, seit tokenizer train): rerun to resume
-  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
+  {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
+       --resume auto to continue (`seit train`, `seit tokenizer train`; `seit tokenize`: rerun as it was)
+  {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
 # What to do about an environment error, by errno; the message also names the path and the system's reason.
@@ -61,6 +64,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=100)
 
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_option_strings", ())
+        if not hidden:
+            return super()._format_action_invocation(action)
+        shown = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(_with_options(action, shown))
+
+
+def _with_options(action: argparse.Action, options: list[str]) -> argparse.Action:
+    """A shallow copy of ``action`` showing only ``options`` (a former spelling stays accepted, not shown)."""
+    import copy
+
+    shown = copy.copy(action)
+    shown.option_strings = options
+    return shown
+
 
 class Parser(argparse.ArgumentParser):
     """Every seit parser: no abbreviated flags (``--drop`` must never mean ``--drop-path``).
@@ -80,12 +99,50 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in GROUPS:
         importlib.import_module(f"seit.cli.{name}").register(sub)
+    _add_verbosity(parser, top=True)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-v`` / ``-q`` on ``seit`` and on every command (given after the command, they override the top's)."""
+    default = 0 if top else argparse.SUPPRESS
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also log debugging detail")  # fmt: skip
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="log only warnings and errors")  # fmt: skip
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_verbosity(child)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest's capture swaps it per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(verbosity: int) -> None:
+    """Library modules log through ``logging`` (logger ``seit``); the CLI shows them as ``seit: ...`` lines."""
+    logger = logging.getLogger("seit")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("seit: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[verbosity])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.verbosity)
     run = getattr(args, "run", None)
     if run is None:
         # A group name alone (e.g. `seit store`) prints that group's help.
@@ -107,6 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def emit_json(target: str | None, obj: Any) -> bool:
+    """``--json [PATH]``: alone (``-``) print ``obj`` as JSON and return True (print nothing else); with PATH, write
+    it there atomically and return False (the usual output follows)."""
+    if target is None:
+        return False
+    if target == "-":
+        print(json.dumps(obj, indent=1))
+        return True
+    from seit.utils.io import atomic_write_json
+
+    atomic_write_json(target, obj)
+    return False
 
 
 def os_error_message(e: OSError) -> str:

@@ -7,7 +7,7 @@ import importlib
 import platform
 
 from seit.bench import BENCHMARKS
-from seit.utils.io import atomic_write_json
+from seit.cli import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION, formatter_class=HelpFormatter
         )
         module.add_arguments(b)
-        b.add_argument("--json", metavar="PATH", help="also write the figures (and the machine) to this JSON file")
+        b.add_argument(
+            "--json",
+            nargs="?",
+            const="-",
+            metavar="PATH",
+            help="the figures (and the machine) as JSON: on stdout (the flag alone) or into PATH",
+        )
         b.set_defaults(run=_runner(module))
 
 
@@ -41,7 +47,7 @@ def _runner(module):
                 "machine": platform.machine(),
                 "processor": platform.processor(),
             }
-            atomic_write_json(args.json, {"figures": figures, "machine": machine})
+            emit_json(args.json, {"figures": figures, "machine": machine})
         return 0
 
     return run

@@ -12,14 +12,14 @@ Decode samples of a token store back to images with the tokenizer's decoder, to 
 keep. Ids of a pruned store are mapped back to tokenizer codes through the store's code_ids first; the
 tokenizer must be the one that made the store (checked against the store's codebook).
 
-Output: --out DIR gets one PNG per sample, named INDEX-KEY.png; --grid writes all of them tiled into one
+Output: --output DIR gets one PNG per sample, named INDEX-KEY.png; --grid writes all of them tiled into one
 PNG. Samples: --indices I ..., or --count N evenly spread over the store.
 """
 
 EPILOG = """\
 examples:
   seit decode tokens/val --tokenizer tok.safetensors --grid val-decoded.png
-  seit decode tokens/train --tokenizer tok.safetensors --indices 0 1 2 1000 --out decoded/
+  seit decode tokens/train --tokenizer tok.safetensors --indices 0 1 2 1000 --output decoded/
 """
 
 

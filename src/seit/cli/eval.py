@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 
     seit_flags.apply_reference_flags(args, seit_flags.EVAL, args.group_parser)
     cfg = from_args(EvalConfig, args)
-    from seit.engine.evaluate import run_eval
+    from seit.engine.eval_job import run_eval
     from seit.utils.dist import current
 
     result = run_eval(cfg)

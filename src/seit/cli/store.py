@@ -8,7 +8,18 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from seit.config import Checked, add_dataclass_args, at_least, each, field, from_args, non_negative, positive
+from seit.cli import emit_json
+from seit.config import (
+    Checked,
+    add_dataclass_args,
+    at_least,
+    each,
+    field,
+    from_args,
+    json_field,
+    non_negative,
+    positive,
+)
 from seit.store.codec import CODECS, DEFAULT_CODEC
 
 STORE_HELP = "token store: a directory, or any fsspec URL (file://, s3://, gs://, https://, ...)"
@@ -17,13 +28,13 @@ STORE_HELP = "token store: a directory, or any fsspec URL (file://, s3://, gs://
 @dataclass
 class InfoConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
-    json: bool = field(False, help="print the figures as JSON instead of a table")
+    json: str | None = json_field("the figures instead of a table")
 
 
 @dataclass
 class StatsConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
-    json: bool = field(False, help="print the figures (incl. the full code histogram) as JSON")
+    json: str | None = json_field("the figures (incl. the full code histogram)")
     png: str | None = field(None, help="also write a PNG of the code usage to this path", metavar="PATH")
     max_samples: int | None = field(
         None, help="decode a seeded random subset of this many samples (default: all)", metavar="N", check=at_least(1)
@@ -34,7 +45,7 @@ class StatsConfig(Checked):
 @dataclass
 class VerifyConfig(Checked):
     store: str = field(help=STORE_HELP, positional=True)
-    json: bool = field(False, help="print the summary as JSON")
+    json: str | None = json_field("the summary")
 
 
 @dataclass
@@ -229,7 +240,8 @@ def run_info(args: argparse.Namespace) -> int:
 
     cfg = from_args(InfoConfig, args)
     info = store_info(_open(cfg.store))
-    print(json.dumps(info, indent=1) if cfg.json else _table(_info_rows(info)))
+    if not emit_json(cfg.json, info):
+        print(_table(_info_rows(info)))
     return 0
 
 
@@ -243,8 +255,7 @@ def run_stats(args: argparse.Namespace) -> int:
     stats = store_stats(store, max_samples=cfg.max_samples, show_progress=True)
     if cfg.png:
         plot_code_usage(np.array(stats["code_usage"]), cfg.png, title=f"code usage: {cfg.store}")
-    if cfg.json:
-        print(json.dumps(stats))
+    if emit_json(cfg.json, stats):
         return 0
     counts = np.array(stats["code_usage"])
     top = np.argsort(counts)[::-1][: cfg.top]
@@ -270,15 +281,13 @@ def run_verify(args: argparse.Namespace) -> int:
 
     cfg = from_args(VerifyConfig, args)
     summary = verify_store(cfg.store, show_progress=True)
-    if cfg.json:
-        print(json.dumps({**summary, "ok": True}))
-    else:
+    if not emit_json(cfg.json, {**summary, "ok": True}):
         print(f"ok: {summary['samples']:,} samples in {summary['shards']} shards ({_mb(summary['bytes'])}) verified")
     return 0
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from seit.tokenizer.codes import prune_store
+    from seit.store.codes import prune_store
 
     cfg = from_args(PruneConfig, args)
     result = prune_store(

@@ -1,4 +1,4 @@
-"""`seit synonyms`: the top-k similar-code table Token-EDA draws from (a thin shell over seit.tokenizer.codes)."""
+"""`seit synonyms`: the top-k similar-code table Token-EDA draws from (a thin shell over seit.store.codes)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = from_args(SynonymsConfig, args)
-    from seit.tokenizer.codes import add_synonyms
+    from seit.store.codes import add_synonyms
 
     table = add_synonyms(cfg.store, cfg.k, json_path=cfg.json)
     print(

@@ -31,13 +31,13 @@ writes its own part, and rank 0 merges the parts: the result is the store one pr
 
 EPILOG = """\
 examples:
-  seit tokenize data/imagenet/train --tokenizer tok.safetensors --out tokens/train --prune --synonyms 10
-  seit tokenize data/imagenet/val --tokenizer tok.safetensors --out tokens/val --codes-from tokens/train
+  seit tokenize data/imagenet/train --tokenizer tok.safetensors --output tokens/train --prune --synonyms 10
+  seit tokenize data/imagenet/val --tokenizer tok.safetensors --output tokens/val --codes-from tokens/train
   torchrun --nproc-per-node 8 -m seit tokenize /data/imagenet/train --tokenizer tok.safetensors \\
-      --out /data/tokens/train --prune --synonyms 10    # one node, 8 GPUs
+      --output /data/tokens/train --prune --synonyms 10    # one node, 8 GPUs
   torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-      -m seit tokenize /shared/imagenet/train --tokenizer tok.safetensors --out /shared/tokens/train
-  seit tokenize list.txt --root /data/images --tokenizer runs/tok --out tokens/mine --resize crop
+      -m seit tokenize /shared/imagenet/train --tokenizer tok.safetensors --output /shared/tokens/train
+  seit tokenize list.txt --root /data/images --tokenizer runs/tok --output tokens/mine --resize crop
 
 The tokenizer: our .safetensors (or the folder `seit tokenizer train` wrote), an enhancing-transformers
 Lightning .ckpt (with --config its yaml if needed), or SeiT's pickled tokenizer.ckpt with
@@ -61,11 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = from_args(TokenizeConfig, args)  # flag values are checked before torch is imported
+    from seit.errors import EXIT_PREEMPTED
     from seit.tokenizer import tokenize
 
     result = tokenize(cfg)
     if os.environ.get("RANK", "0") != "0":
-        return 0
+        return EXIT_PREEMPTED if not result.finished else 0
+    if not result.finished:
+        from seit.runtime import resume_hint
+
+        where = f"after {result.samples:,} images"
+        print(f"seit: {resume_hint(result.store, where, rerun='the same command')}", file=sys.stderr)
+        return EXIT_PREEMPTED
     print(result.summary())
     if not result.samples:
         print(f"seit: error: no image could be encoded; see {result.skip_report}", file=sys.stderr)

@@ -6,20 +6,22 @@ import argparse
 import json
 import sys
 
+from seit.cli import emit_json
 from seit.config import add_dataclass_args, from_args, to_dict
 from seit.tokenizer.config import PRESETS, ConvertConfig, EvalConfig, InfoConfig, TrainConfig
 
 TRAIN_EXAMPLES = """\
 examples:
-  seit tokenizer train data/train --preset vitvq-tiny --image-size 64 --steps 5000 --out runs/tok
+  seit tokenizer train data/train --preset vitvq-tiny --image-size 64 --steps 5000 --output runs/tok
   torchrun --nproc-per-node 8 -m seit tokenizer train /data/imagenet/train --preset vitvq-base \\
-      --batch-size 8 --perceptual-weights vgg16-397923af.pth --disc-start 50000 --out runs/vitvq-base
-  seit tokenizer train data/train --out runs/tok --resume      # continue after a crash or preemption
+      --batch-size 8 --perceptual-weights vgg16-397923af.pth --disc-start 50000 --output runs/vitvq-base
+  seit tokenizer train data/train --output runs/tok --resume auto   # continue after a crash or preemption
+  seit tokenizer train data/train --output runs/tok --restart       # start over (the old run -> runs/tok.old-1)
 
 Presets: {presets}.
-The run writes OUT/checkpoint.pt (resumable; also on SIGTERM/SIGINT, which then exit with status 75),
-OUT/log.jsonl, OUT/samples/*.png and, when done, OUT/tokenizer.safetensors for `seit tokenizer eval/info`
-and `seit tokenize`.
+The run writes OUT/checkpoint.pt (resumable; also on Ctrl-C, SIGTERM or SIGUSR1, which then exit with
+status 75), OUT/metrics.jsonl, OUT/tb/ (TensorBoard), OUT/samples/*.png and, when done,
+OUT/tokenizer.safetensors for `seit tokenizer eval/info` and `seit tokenize`.
 """
 
 
@@ -73,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite a foreign tokenizer checkpoint in our safe format (safetensors + config)",
         description="Read a tokenizer file once (e.g. SeiT's tokenizer.ckpt with --allow-legacy-pickle) and write\n"
         "it as safetensors with its config, which loads without pickle from then on.",
-        epilog="example:\n  seit tokenizer convert weights/tokenizer.ckpt --allow-legacy-pickle --out tok.safetensors",
+        epilog="example:\n  seit tokenizer convert weights/tokenizer.ckpt --allow-legacy-pickle \\\n"
+        "      --output tok.safetensors",
         formatter_class=HelpFormatter,
     )
     add_dataclass_args(convert, ConvertConfig)
@@ -83,11 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     cfg = from_args(TrainConfig, args)
     from seit.errors import EXIT_PREEMPTED
+    from seit.runtime import resume_hint
     from seit.tokenizer.train import train
 
     result = train(cfg)
     if not result.finished:
-        return EXIT_PREEMPTED  # stopped by a signal after saving checkpoint.pt: rerun with --resume
+        print(f"seit: {resume_hint(result.checkpoint, f'at step {result.step}')}", file=sys.stderr)
+        return EXIT_PREEMPTED
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)
     return 0
@@ -107,8 +112,7 @@ def _info(args: argparse.Namespace) -> int:
 
     cfg = from_args(InfoConfig, args)
     description = describe_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
-    if cfg.json:
-        print(json.dumps(description, indent=1))
+    if emit_json(cfg.json, description):
         return 0
     print(f"file:        {description['file']}")
     print(f"format:      {description['format']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.engine.config import TrainConfig
@@ -21,8 +22,10 @@ examples:
       --val-token-file imagenet1k-val-token.data.bin.gz --val-label-file imagenet1k-val-label.txt \\
       --codebook-path codebook.ckpt --token-synonym-dict synonyms.json --model deit_base_token_32
 
-  # resume after a preemption (SIGTERM saves OUTPUT/last.pt and exits with code 75)
+  # resume after a preemption (Ctrl-C, SIGTERM or SIGUSR1 save OUTPUT/last.pt and exit with code 75)
   seit train ... --output runs/b32 --resume auto
+  # start over in the same folder (the old run is moved to runs/b32.old-1, not deleted)
+  seit train ... --output runs/b32 --restart
 
   # the pixel baseline: the same ViT on images
   seit train --images photos/train --val-images photos/val --model deit_small_pixel_16 --image-size 224
@@ -69,10 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = from_args(TrainConfig, args)  # flag values are checked before torch is imported
     from seit.engine.train import train
     from seit.errors import EXIT_PREEMPTED
+    from seit.runtime import resume_hint
 
     result = train(cfg)
     if result.preempted:
-        print(f"[seit] preempted: checkpoint saved to {result.output / 'last.pt'}; rerun with --resume auto")
+        print(f"seit: {resume_hint(result.output / 'last.pt', f'at step {result.global_step}')}", file=sys.stderr)
         return EXIT_PREEMPTED
     if result.best is not None:  # the main process: the better of model and EMA weights (best.json)
         print(f"[seit] done: {result.best}")

@@ -37,7 +37,9 @@ SIZES = {
 
 @dataclass
 class DemoConfig(Checked):
-    out: str = field("seit-demo", help="output folder (every stage's artefacts and the report)")
+    out: str = field(
+        "seit-demo", help="output folder (every stage's artefacts and the report)", flag="output", hidden=("--out",)
+    )
     quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
     size: str | None = field(
         None,

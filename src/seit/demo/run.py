@@ -31,6 +31,7 @@ from typing import Any
 
 from seit.demo.config import DemoConfig, DemoSize
 from seit.demo.squeeze import MANIFEST
+from seit.store.format import MANIFEST as MANIFEST_FILE
 from seit.errors import SeitError
 
 STATE = "demo-state.json"
@@ -92,8 +93,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     stores = stages.run(
         "tokenize",
         lambda: _tokenize(paths, size, cfg),
-        paths.train_store / "manifest.json",
-        paths.val_store / "manifest.json",
+        paths.train_store / MANIFEST_FILE,
+        paths.val_store / MANIFEST_FILE,
         folder=paths.out / "stores",
     )
     squeezed = stages.run(
@@ -221,12 +222,12 @@ def _train_tokenizer(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str
         num_workers=cfg.num_workers,
         device=cfg.device,
         seed=cfg.seed,
-        resume=True,
+        resume="auto",
     )
     result = train(tcfg)
     if not result.finished:
         raise SeitError("tokenizer training was interrupted; rerun `seit demo` to continue it")
-    evals = [r for r in _jsonl(paths.tokenizer_dir / "log.jsonl") if r.get("split") == "eval"]
+    evals = [r for r in _jsonl(paths.tokenizer_dir / "metrics.jsonl") if r.get("kind") == "eval"]
     return {
         "steps": steps,
         "images": steps * tcfg.batch_size,
@@ -249,6 +250,8 @@ def _tokenize(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
         )
     )
     for result in (train, val):
+        if not result.finished:
+            raise SeitError("tokenizing was stopped by a signal; rerun `seit demo` to continue it")
         print(result.summary(), flush=True)
     seconds = train.seconds + val.seconds
     return {
@@ -360,7 +363,8 @@ def _parameters(path: Path) -> int:
 def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
     """Every row's ViT on the same full-quality held-out images (the token one tokenizes them on the fly)."""
     from seit.engine.config import EvalConfig
-    from seit.engine.evaluate import run_eval, save_confusion_png
+    from seit.engine.eval_job import run_eval
+    from seit.engine.evaluate import save_confusion_png
 
     paths.report.mkdir(parents=True, exist_ok=True)
     val = str(paths.data / "val")
@@ -600,7 +604,7 @@ def _curves(paths: _Paths, png: Path) -> None:
         label = ROW_TITLES[row]
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=label, alpha=0.8)
         axes[1].plot([r["epoch"] for r in evals], [r["top1"] for r in evals], marker="o", ms=3, label=label)
-    tok = [r for r in _jsonl(paths.tokenizer_dir / "log.jsonl") if r.get("split") == "train"]
+    tok = [r for r in _jsonl(paths.tokenizer_dir / "metrics.jsonl") if r.get("kind") == "train"]
     axes[2].plot([r["step"] for r in tok], [r["psnr"] for r in tok], color="tab:green")
     axes[0].set(title="training loss", xlabel="step", ylabel="soft-target cross-entropy")
     axes[1].set(title="held-out top-1 (val split)", xlabel="epoch", ylabel="%")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seit.augment.config import AugmentConfig
-from seit.config import Checked, at_least, between, field, non_negative, positive, probability
+from seit.config import (
+    Checked,
+    at_least,
+    between,
+    field,
+    non_negative,
+    positive,
+    probability,
+    restart_field,
+    resume_field,
+)
 from seit.errors import ConfigError
 
 
@@ -100,7 +110,8 @@ class OptimConfig(Checked):
 @dataclass
 class RunConfig(Checked):
     output: str = field("runs/train", help="output directory: checkpoints, metrics.jsonl, TensorBoard, final weights")
-    resume: str | None = field(None, help="checkpoint to resume from; 'auto' = OUTPUT/last.pt if it exists")
+    resume: str | None = resume_field("last.pt")
+    restart: bool = restart_field()
     seed: int = field(
         0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)", check=non_negative
     )

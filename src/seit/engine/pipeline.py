@@ -6,6 +6,7 @@ random and float happens on the training device in batches (``train_batch``), se
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,7 +19,10 @@ from seit.engine.config import TrainConfig
 from seit.engine.pixels import normalise
 from seit.errors import SeitError
 from seit.models.checkpoint import ClassifierMeta
+from seit.runtime import ignore_stop_signals
 from seit.utils.dist import DistInfo
+
+log = logging.getLogger(__name__)
 
 
 class _Pipeline:
@@ -61,6 +65,7 @@ class _Pipeline:
             num_workers=workers,
             collate_fn=collate_fn,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=ignore_stop_signals,
             persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
         )
@@ -90,6 +95,7 @@ class _Pipeline:
                 batch_size=None,
                 num_workers=workers,
                 pin_memory=self.device.type == "cuda",
+                worker_init_fn=ignore_stop_signals,
                 prefetch_factor=4 if workers > 0 else None,
             )
         sampler = ElasticBatchSampler(self.num_train, self.cfg.optim.batch_size, **common)
@@ -160,7 +166,7 @@ class TokenPipeline(_Pipeline):
         m = re.search(r"_token_(\d+)$", name)
         if m and int(m.group(1)) != dim and self.info.is_main:
             # the suffix names the released models' code dim; the stem always reads this codebook's
-            print(f"[seit] {name}: its Stem-Adaptor reads {dim}-dim codes (this codebook), not {m.group(1)}")
+            log.info("%s: its Stem-Adaptor reads %d-dim codes (this codebook), not %s", name, dim, m.group(1))
         model = timm.create_model(
             name,
             num_classes=self.num_classes,
@@ -305,11 +311,10 @@ class PixelPipeline(_Pipeline):
         self.num_classes = len(self.class_names)
         self.targets = SoftTargets(cfg.augment, self.num_classes)  # the same Mixup/CutMix as the token path
         if info.is_main:
-            print(
-                f"[seit] pixel baseline: the token path's crops ({cfg.augment.crop}) and flips (p "
+            log.info(
+                f"pixel baseline: the token path's crops ({cfg.augment.crop}) and flips (p "
                 f"{cfg.augment.hflip_prob}), Mixup/CutMix and label smoothing; Token-EDA, Emb-Noise and "
-                "ColorAdapt are token-only",
-                flush=True,
+                "ColorAdapt are token-only"
             )
 
     def create_model(self, timm):

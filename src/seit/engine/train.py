@@ -4,16 +4,15 @@ Reproducibility and elastic resume come from two choices:
 - every random draw of a step (augmentation, Mixup/CutMix, drop-path) is seeded from (seed, step, rank), so
   no RNG state has to be checkpointed and a resumed run draws exactly what the uninterrupted run drew;
 - the data position is the number of samples the epoch has consumed, and the epoch's global order depends
-  only on (seed, epoch), so a run resumes mid-epoch, also on another number of processes at the same global
-  batch (the same samples per step; the augmentation draws then differ, being seeded per rank).
+  only on (seed, epoch), so a run resumes mid-epoch, also on a different number of processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from seit import runtime
 from seit.config import to_dict
 from seit.engine.config import TrainConfig
 from seit.engine.evaluate import EvalResult, evaluate
-from seit.engine.metrics import MetricsLogger, read_metrics
 from seit.engine.pipeline import build_pipeline
 from seit.errors import SeitError
 from seit.models.checkpoint import BEST_FILE, EMA_FILE, MODEL_FILE, classifier_entry, save_classifier, write_best
+from seit.runtime.metrics import MetricsLogger, read_metrics
 from seit.utils import dist as seit_dist
-from seit.utils.progress import progress
 from seit.utils.serialization import CheckpointError, atomic_torch_save, safe_torch_load
+
+log = logging.getLogger(__name__)
 
 
 class TrainingError(SeitError):
@@ -62,35 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-class Preemption:
-    """Turns SIGTERM (and SIGUSR1, which SLURM can send before the deadline) into a flag read between steps."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Preemption:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def agreed(self, device: torch.device) -> bool:
-        """True on every rank as soon as any rank was signalled (all ranks must stop at the same step)."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-
 def _autocast(device: torch.device, amp: str):
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
@@ -109,198 +80,275 @@ def _scaled_lr(cfg: TrainConfig, world_size: int) -> float:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a classifier as ``cfg`` says; returns where the artefacts are and the final evaluation."""
-    with seit_dist.process_group(cfg.run.device) as info:
-        return _train(cfg, info)
-
-
-def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
-    import timm
-    from timm.loss import SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3
-
-    from seit.engine.layer_decay import layer_decay_param_groups
     from seit.models import check_model_args
 
-    check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)
-    device = seit_dist.resolve_device(cfg.run.device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    out = Path(cfg.run.output)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.run.seed)
+    check_model_args(cfg.model.model, cfg.model.embed_dim, cfg.model.num_heads)  # before touching --output
+    seit_dist.resolve_device(cfg.run.device)
+    r = cfg.run
+    with runtime.start(r.output, device=r.device, resume=r.resume, restart=r.restart) as run:
+        return Trainer(cfg, run).fit()
 
-    pipe = build_pipeline(cfg, info, device)
-    model = pipe.create_model(timm)
-    if cfg.model.finetune:
-        from seit.models import load_classifier, load_for_finetune
 
-        dropped = load_for_finetune(model, load_classifier(cfg.model.finetune).model.state_dict())
-        if info.is_main:
-            print(f"[seit] fine-tuning from {cfg.model.finetune} (re-initialised: {dropped or 'nothing'})")
-    model.to(device)
-    ema = ModelEmaV3(model, decay=cfg.optim.model_ema_decay) if cfg.optim.model_ema else None
-    lr = _scaled_lr(cfg, info.world_size)
-    params = model
-    if cfg.optim.layer_decay is not None:
-        params = layer_decay_param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
-    optimizer = create_optimizer_v2(params, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=cfg.optim.epochs,
-        lr_min=cfg.optim.min_lr,
-        warmup_t=cfg.optim.warmup_epochs,
-        warmup_lr_init=cfg.optim.warmup_lr,
-        t_in_epochs=True,
-    )
-    autocast, scaler = _autocast(device, cfg.run.amp)
+@dataclass
+class Position:
+    """Where a run is: the epoch, the samples that epoch has consumed, and the optimizer steps so far."""
 
-    epoch, position, global_step = 0, 0, 0
-    resume_path = _resume_path(cfg, out)
-    if resume_path is not None:
+    epoch: int = 0
+    samples: int = 0
+    step: int = 0
+
+
+class Trainer:
+    """The DeiT recipe; the run (process group, output, signals) comes from :mod:`seit.runtime`."""
+
+    def __init__(self, cfg: TrainConfig, run: runtime.Run) -> None:
+        import timm
+        from timm.loss import SoftTargetCrossEntropy
+        from timm.utils import ModelEmaV3
+
+        self.cfg, self.run, self.info, self.out = cfg, run, run.info, run.output
+        self.device = seit_dist.resolve_device(cfg.run.device)
+        if self.device.type == "cuda" and self.info.enabled:
+            self.device = torch.device("cuda", self.info.local_rank)
+        seed_everything(cfg.run.seed)
+        self.pipe = build_pipeline(cfg, self.info, self.device)
+        self.model = self._create_model(timm)
+        self.ema = ModelEmaV3(self.model, decay=cfg.optim.model_ema_decay) if cfg.optim.model_ema else None
+        self.optimizer, self.scheduler = self._create_optimizer()
+        self.autocast, self.scaler = _autocast(self.device, cfg.run.amp)
+        self.criterion = SoftTargetCrossEntropy()
+        self.batch_global = cfg.optim.batch_size * self.info.world_size
+        self.at = Position()
+        resume_from = runtime.resume_checkpoint(cfg.run.resume, self.out / "last.pt")
+        if resume_from is not None:
+            self._load(resume_from)
+        self.train_model = self._wrap(self.model)
+        # a resumed (or resume-requested) run drops what an interrupted run logged after its checkpoint
+        resume_step = self.at.step if cfg.run.resume is not None else None
+        self.logger = MetricsLogger(
+            self.out, enabled=self.info.is_main, tensorboard=cfg.run.tensorboard, resume_step=resume_step
+        )
+        self.final_eval: EvalResult | None = None
+        self.final_eval_ema: EvalResult | None = None
+
+    def _create_model(self, timm) -> torch.nn.Module:
+        model = self.pipe.create_model(timm)
+        if self.cfg.model.finetune:
+            from seit.models import load_classifier, load_for_finetune
+
+            dropped = load_for_finetune(model, load_classifier(self.cfg.model.finetune).model.state_dict())
+            if self.info.is_main:
+                log.info("fine-tuning from %s (re-initialised: %s)", self.cfg.model.finetune, dropped or "nothing")
+        return model.to(self.device)
+
+    def _create_optimizer(self):
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+
+        from seit.engine.layer_decay import layer_decay_param_groups
+
+        o = self.cfg.optim
+        lr = _scaled_lr(self.cfg, self.info.world_size)
+        params = self.model
+        if o.layer_decay is not None:
+            params = layer_decay_param_groups(self.model, o.weight_decay, o.layer_decay)
+        optimizer = create_optimizer_v2(params, o.opt, lr=lr, weight_decay=o.weight_decay)
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=o.epochs,
+            lr_min=o.min_lr,
+            warmup_t=o.warmup_epochs,
+            warmup_lr_init=o.warmup_lr,
+            t_in_epochs=True,
+        )
+        return optimizer, scheduler
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the steps run through: compiled and/or DDP; ``self.model`` stays the plain one."""
+        return seit_dist.wrap_ddp(torch.compile(model) if self.cfg.run.compile else model, self.device)
+
+    def _load(self, path: Path) -> None:
         try:
-            ckpt = safe_torch_load(resume_path)
+            ckpt = safe_torch_load(path)
         except CheckpointError as e:
             raise TrainingError(
-                f"{e}; cannot resume from it. Resume from another checkpoint (--resume PATH), or move it away and "
-                "rerun to start over"
+                f"{e}; cannot resume from it. Resume from another checkpoint (--resume PATH), or start over with "
+                "--restart"
             ) from None
-        _check_resumable(ckpt, cfg, resume_path, info.world_size)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, position, global_step = ckpt["epoch"], ckpt["position"], ckpt["global_step"]
-        if info.is_main:
-            print(f"[seit] resumed {resume_path} at epoch {epoch}, sample {position}, step {global_step}", flush=True)
+        _check_resumable(ckpt, self.cfg, path, self.info.world_size)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.at = Position(ckpt["epoch"], ckpt["position"], ckpt["global_step"])
+        if self.info.is_main:
+            log.info("resumed %s at epoch %d, sample %d, step %d", path, *vars(self.at).values())
 
-    train_model = torch.compile(model) if cfg.run.compile else model
-    if info.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    resume_step = global_step if resume_path is not None else None
-    logger = MetricsLogger(out, enabled=info.is_main, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
-
-    def checkpoint(tag: str = "last") -> None:
-        if not info.is_main:
+    def checkpoint(self) -> None:
+        """``OUTPUT/last.pt``, atomically (main rank)."""
+        if not self.info.is_main:
             return
+        pipe = self.pipe
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "ema": ema.module.state_dict() if ema is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "position": position,
-            "global_step": global_step,
-            "world_size": info.world_size,
-            "config": to_dict(cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.at.epoch,
+            "position": self.at.samples,
+            "global_step": self.at.step,
+            "world_size": self.info.world_size,
+            "config": to_dict(self.cfg),
             "kind": "seit.train",
-            "classifier": classifier_entry(pipe.meta(cfg), pipe.codebook_for_artifact()),  # load_classifier reads it
+            "classifier": classifier_entry(pipe.meta(self.cfg), pipe.codebook_for_artifact()),  # load_classifier
         }
-        atomic_torch_save(state, out / f"{tag}.pt")
+        atomic_torch_save(state, self.out / "last.pt")
 
-    final_eval = final_eval_ema = None
-    preempted = False
-    if pipe.steps_per_epoch(position=0) == 0:
-        raise TrainingError(
-            f"the training data has {pipe.num_train} samples, fewer than one global batch "
-            f"({cfg.optim.batch_size} x {info.world_size} processes): lower --batch-size"
-        )
-    if ema is not None and info.is_main:
-        _warn_long_ema_horizon(cfg, pipe.steps_per_epoch(position=0))
-    criterion = SoftTargetCrossEntropy()
-    batch_global = cfg.optim.batch_size * info.world_size
-    with Preemption() as preemption:
-        while epoch < cfg.optim.epochs and not preempted:
-            loader = pipe.train_loader(epoch, position)
-            model.train()
-            bar = progress(total=pipe.steps_per_epoch(position), desc=f"epoch {epoch}", unit="step")
-            t0, seen = time.perf_counter(), 0
-            for inputs, labels in loader:
-                seed = step_seed(cfg.run.seed, global_step, info.rank)
-                seed_everything(seed)
-                pipe.reseed(seed)
-                scheduler.step(epoch + position / pipe.num_train)
-                x, targets = pipe.train_batch(inputs, labels)
-                with autocast:
-                    logits = train_model(x)
-                loss = criterion(logits.float(), targets)
-                if not torch.isfinite(loss):
-                    where = f"at epoch {epoch}, step {global_step} (lr {optimizer.param_groups[0]['lr']:.3g})"
-                    raise TrainingError(_non_finite_loss(loss.item(), where, x, model, out / "last.pt"))
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.optim.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if ema is not None:
-                    ema.update(model, step=global_step)
-                global_step += 1
-                position += batch_global
-                seen += batch_global
-                bar.update(1)
-                if global_step % cfg.run.log_every == 0 or position + batch_global > pipe.num_train:
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    values = {
-                        "loss": loss.item(),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "epoch": epoch,
-                        "samples_per_s": rate,
-                    }
-                    logger.log("train", global_step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", rate=f"{rate:.0f}/s")
-                stop_now = cfg.run.max_steps is not None and global_step >= cfg.run.max_steps
-                if preemption.agreed(device):
-                    checkpoint()
-                    preempted = True
-                    break
-                if cfg.run.ckpt_every and global_step % cfg.run.ckpt_every == 0:
-                    checkpoint()
-                if stop_now:
-                    break
-            bar.close()
+    def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; every random draw in it is seeded from (seed, step, rank)."""
+        seed = step_seed(self.cfg.run.seed, self.at.step, self.info.rank)
+        seed_everything(seed)
+        self.pipe.reseed(seed)
+        self.scheduler.step(self.at.epoch + self.at.samples / self.pipe.num_train)
+        x, targets = self.pipe.train_batch(inputs, labels)
+        with self.autocast:
+            logits = self.train_model(x)
+        loss = self.criterion(logits.float(), targets)
+        if not torch.isfinite(loss):
+            where = f"at epoch {self.at.epoch}, step {self.at.step} (lr {self.optimizer.param_groups[0]['lr']:.3g})"
+            raise TrainingError(_non_finite_loss(loss.item(), where, x, self.model, self.out / "last.pt"))
+        self._backward_and_step(loss)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.at.step)
+        self.at.step += 1
+        self.at.samples += self.batch_global
+        return loss
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler, clip = self.scaler, self.cfg.optim.clip_grad
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+
+    def epoch_ends(self) -> bool:
+        """Whether the epoch has no full global batch left (the loader drops the rest)."""
+        return self.at.samples + self.batch_global > self.pipe.num_train
+
+    def reached_max_steps(self) -> bool:
+        return self.cfg.run.max_steps is not None and self.at.step >= self.cfg.run.max_steps
+
+    def _log_due(self) -> bool:
+        """Every --log-every steps, and the first and last step of an epoch or a run, however short."""
+        at = self.at.step
+        return at % self.cfg.run.log_every == 0 or at == 1 or self.epoch_ends() or self.reached_max_steps()
+
+    def _log_step(self, loss: torch.Tensor, rate: float) -> dict[str, float]:
+        values = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.at.epoch}
+        self.logger.log("train", self.at.step, {**values, "samples_per_s": rate})
+        return values
+
+    def train_epoch(self, bar: runtime.RunProgress) -> bool:
+        """Steps to the end of this epoch (or --max-steps); True when a stop signal ended it (checkpoint saved)."""
+        self.model.train()
+        bar.start_epoch(self.at.epoch, self.pipe.steps_per_epoch(self.at.samples))
+        t0, seen, shown = time.perf_counter(), 0, {}
+        for inputs, labels in self.pipe.train_loader(self.at.epoch, self.at.samples):
+            loss = self.train_step(inputs, labels)
+            seen += self.batch_global
+            stopping = self.run.stop.agreed(self.device)
+            if self._log_due() or stopping:
+                values = self._log_step(loss, seen / max(time.perf_counter() - t0, 1e-9))
+                shown = {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}"}
+            bar.step(**shown)
+            if stopping:
+                self.checkpoint()
+                return True
+            if self.cfg.run.ckpt_every and self.at.step % self.cfg.run.ckpt_every == 0:
+                self.checkpoint()
+            if self.reached_max_steps():
+                break
+        return False
+
+    def evaluate(self) -> None:
+        """Validation top-1 of the model (and its EMA), logged and announced."""
+        epoch, step = self.at.epoch, self.at.step
+        self.final_eval = evaluate(self.model, self.pipe, self.device, self.autocast)
+        self.logger.log("eval", step, {"epoch": epoch, **self.final_eval.summary()})
+        line = f"epoch {epoch}: top-1 {self.final_eval.top1:.2f}%"
+        if self.ema is not None:
+            self.final_eval_ema = evaluate(self.ema.module, self.pipe, self.device, self.autocast)
+            self.logger.log("eval_ema", step, {"epoch": epoch, **self.final_eval_ema.summary()})
+            line += f" (EMA {self.final_eval_ema.top1:.2f}%)"
+        if self.info.is_main:
+            log.info(line)
+
+    def _check_can_start(self) -> int:
+        """Steps of a full epoch; refuse data smaller than one global batch, announce a lagging EMA."""
+        steps = self.pipe.steps_per_epoch(position=0)
+        if steps == 0:
+            raise TrainingError(
+                f"the training data has {self.pipe.num_train} samples, fewer than one global batch "
+                f"({self.cfg.optim.batch_size} x {self.info.world_size} processes): lower --batch-size"
+            )
+        if self.ema is not None and self.info.is_main:
+            _warn_long_ema_horizon(self.cfg, steps)
+        return steps
+
+    def fit(self) -> TrainResult:
+        """Epochs until --epochs (or --max-steps, or a stop signal); then the final artefacts."""
+        cfg = self.cfg
+        planned = self._check_can_start() * cfg.optim.epochs
+        self.run.announce("seit train")
+        bar = runtime.RunProgress(min(planned, cfg.run.max_steps or planned), self.at.step, cfg.optim.epochs)
+        preempted = False
+        while self.at.epoch < cfg.optim.epochs and not preempted:
+            preempted = self.train_epoch(bar)
             if preempted:
                 break
-            epoch_done = position + batch_global > pipe.num_train
+            epoch_done = self.epoch_ends()
             if epoch_done:
-                epoch, position = epoch + 1, 0
-            checkpoint()
-            if epoch_done and (epoch % cfg.run.eval_every == 0 or epoch == cfg.optim.epochs) and pipe.has_val:
-                final_eval = evaluate(model, pipe, device, autocast)
-                logger.log("eval", global_step, {"epoch": epoch, **final_eval.summary()})
-                if ema is not None:
-                    final_eval_ema = evaluate(ema.module, pipe, device, autocast)
-                    logger.log("eval_ema", global_step, {"epoch": epoch, **final_eval_ema.summary()})
-                if info.is_main:
-                    line = f"[seit] epoch {epoch}: top-1 {final_eval.top1:.2f}%"
-                    if final_eval_ema is not None:
-                        line += f" (EMA {final_eval_ema.top1:.2f}%)"
-                    print(line, flush=True)
-            if cfg.run.max_steps is not None and global_step >= cfg.run.max_steps:
+                self.at = Position(self.at.epoch + 1, 0, self.at.step)
+            self.checkpoint()
+            due = self.at.epoch % cfg.run.eval_every == 0 or self.at.epoch == cfg.optim.epochs
+            if epoch_done and due and self.pipe.has_val:
+                self.evaluate()
+            if self.reached_max_steps():
                 break
+        bar.close()
+        return self._finish(preempted)
 
-    best = best_top1 = None
-    if info.is_main and not preempted:
-        save_classifier(out / MODEL_FILE, model, pipe.meta(cfg), pipe.codebook_for_artifact())
-        if ema is not None:
-            save_classifier(out / EMA_FILE, ema.module, pipe.meta(cfg), pipe.codebook_for_artifact())
-        best, best_top1 = _record_best(cfg, out, logger, global_step)
-    logger.close()
-    seit_dist.barrier()
-    return TrainResult(out, global_step, epoch, preempted, final_eval, final_eval_ema, best, best_top1)
+    def _finish(self, preempted: bool) -> TrainResult:
+        best = best_top1 = None
+        if self.info.is_main and not preempted:
+            meta, codebook = self.pipe.meta(self.cfg), self.pipe.codebook_for_artifact()
+            save_classifier(self.out / MODEL_FILE, self.model, meta, codebook)
+            if self.ema is not None:
+                save_classifier(self.out / EMA_FILE, self.ema.module, meta, codebook)
+            best, best_top1 = _record_best(self.cfg, self.out, self.logger, self.at.step)
+        self.logger.close()
+        seit_dist.barrier()
+        return TrainResult(
+            self.out,
+            self.at.step,
+            self.at.epoch,
+            preempted,
+            self.final_eval,
+            self.final_eval_ema,
+            best,
+            best_top1,
+        )
 
 
 def ema_horizon(decay: float) -> float:
@@ -314,12 +362,11 @@ def _warn_long_ema_horizon(cfg: TrainConfig, steps_per_epoch: int) -> None:
         planned = min(planned, cfg.run.max_steps)
     horizon = ema_horizon(cfg.optim.model_ema_decay)
     if horizon > planned:
-        print(
-            f"[seit] EMA decay {cfg.optim.model_ema_decay} averages over ~{horizon:,.0f} steps, more than this run's "
+        log.warning(
+            f"EMA decay {cfg.optim.model_ema_decay} averages over ~{horizon:,.0f} steps, more than this run's "
             f"{planned:,}: the EMA weights will lag the model. Both are evaluated and "
             f"{Path(cfg.run.output) / BEST_FILE} names the better file (--model-ema-decay "
-            f"{1 - 10 / max(planned, 10):.4g} would average over a tenth of the run)",
-            flush=True,
+            f"{1 - 10 / max(planned, 10):.4g} would average over a tenth of the run)"
         )
 
 
@@ -350,7 +397,7 @@ def _record_best(cfg: TrainConfig, out: Path, logger: MetricsLogger, step: int) 
     best = write_best(out, weights, chosen_by, **figures)
     logger.log("best", step, {"file": best.name, "weights": weights, "chosen_by": chosen_by, "top1": top1})
     scores = ", ".join(f"{'EMA' if k == 'ema' else k} {v:.2f}%" for k, v in top1.items())
-    print(f"[seit] final{' top-1 ' + scores if scores else ''}: best is {best.name} ({chosen_by}; {BEST_FILE})")
+    log.info("final%s: best is %s (%s; %s)", " top-1 " + scores if scores else "", best.name, chosen_by, BEST_FILE)
     return best, top1.get(weights)
 
 
@@ -367,18 +414,6 @@ def _non_finite_loss(loss: float, where: str, inputs: torch.Tensor, model: torch
         f"loss is {loss} {where}: training diverged{weights}. Start again with a lower --lr, --clip-grad 1.0, or "
         f"--amp bf16 instead of fp16.{keep}"
     )
-
-
-def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
-    if cfg.run.resume is None:
-        return None
-    if cfg.run.resume == "auto":
-        path = out / "last.pt"
-        return path if path.exists() else None
-    path = Path(cfg.run.resume)
-    if not path.exists():
-        raise TrainingError(f"{path}: checkpoint to resume from does not exist (use --resume auto to start fresh)")
-    return path
 
 
 # Settings that may differ between the run that wrote a checkpoint and the run resuming it ("run": all but

@@ -32,7 +32,7 @@ import json
 import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,17 @@ def shard_name(part: int, index: int) -> str:
 def part_name(part: int) -> str:
     """The progress record of writer part ``part`` while the store is being written."""
     return f"part-{part:05d}.json"
+
+
+def part_of(name: str) -> int | None:
+    """The part number of a writer record's file name (``part-00003.json`` -> 3), None for any other name."""
+    match = re.fullmatch(r"part-(\d{5})\.json", name)
+    return int(match.group(1)) if match else None
+
+
+def part_records(names: Iterable[str]) -> list[str]:
+    """The writer records among ``names``, sorted."""
+    return sorted(n for n in names if part_of(n) is not None)
 
 
 def codec_state_name(part: int) -> str:

@@ -11,7 +11,7 @@ mid-epoch on any world size (and batch size) without repeating or skipping a sam
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -92,6 +92,20 @@ class EpochOrder:
             length = min(self.chunk_size, self.num_samples - chunk * self.chunk_size)
             self._within[chunk] = _rng(self.seed, self.epoch, 2, chunk).permutation(length)
         return self._within[chunk]
+
+
+class BatchOrder(TypedDict, total=False):
+    """The options of an epoch's batch order (see :class:`GlobalBatches`), passed on as they are by
+    :class:`~seit.store.ElasticBatchSampler` and :class:`~seit.store.TokenStream`."""
+
+    seed: int
+    epoch: int
+    start: int
+    rank: int
+    world_size: int
+    shuffle: bool | str
+    drop_last: bool
+    chunk_size: int
 
 
 class GlobalBatches:

@@ -16,7 +16,7 @@ from seit.store.arrays import read_array, read_checked
 from seit.store.codec import Codec, codec_class, ids_dtype
 from seit.store.errors import StoreError
 from seit.store.files import StoreFiles
-from seit.store.format import MANIFEST, MAX_MANIFEST_BYTES, load_json, validate_manifest
+from seit.store.format import MANIFEST, MAX_MANIFEST_BYTES, load_json, part_records, validate_manifest
 from seit.store.shard import ShardReader
 from seit.utils.progress import progress
 
@@ -53,7 +53,7 @@ class TokenStore:
         if files.is_local and not os.path.isdir(files.root):
             raise StoreError(f"{files.url}: no such directory (expected a token store)")
         if not files.exists(MANIFEST):
-            parts = [n for n in files.listdir() if n.startswith("part-") and n.endswith(".json")]
+            parts = part_records(files.listdir())
             if parts:
                 raise StoreError(
                     f"{files.url}: unfinished token store (no {MANIFEST}; writer records {', '.join(parts[:4])}): "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Unpack
 
 import torch.utils.data
 
 from seit.store.errors import StoreError
-from seit.store.order import DEFAULT_CHUNK_SIZE, FollowsGlobalBatches, GlobalBatches
+from seit.store.order import BatchOrder, FollowsGlobalBatches, GlobalBatches
 
 
 class ElasticBatchSampler(FollowsGlobalBatches, torch.utils.data.Sampler[list[int]]):
@@ -19,32 +20,8 @@ class ElasticBatchSampler(FollowsGlobalBatches, torch.utils.data.Sampler[list[in
     restored with ``load_state_dict`` continues the epoch exactly, at any world size.
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        epoch: int = 0,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool | str = True,
-        drop_last: bool = True,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> None:
-        self.plan = GlobalBatches(
-            num_samples,
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            start=start,
-            rank=rank,
-            world_size=world_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            chunk_size=chunk_size,
-        )
+    def __init__(self, num_samples: int, batch_size: int, **order: Unpack[BatchOrder]) -> None:
+        self.plan = GlobalBatches(num_samples, batch_size, **order)
 
     def __iter__(self) -> Iterator[list[int]]:
         for g in range(len(self.plan)):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 
-from seit.store.order import DEFAULT_CHUNK_SIZE, FollowsGlobalBatches, GlobalBatches
+from seit.store.order import BatchOrder, FollowsGlobalBatches, GlobalBatches
 from seit.store.reader import TokenStore
 
 
@@ -40,34 +40,16 @@ class TokenStream(FollowsGlobalBatches, torch.utils.data.IterableDataset):
         url: str | os.PathLike,
         batch_size: int,
         *,
-        seed: int = 0,
-        epoch: int = 0,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool | str = True,
-        drop_last: bool = True,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
         verify: bool = False,
         storage_options: dict[str, Any] | None = None,
+        **order: Unpack[BatchOrder],
     ) -> None:
         self.url = os.fspath(url)
         self.verify = verify
         self.storage_options = storage_options
         self._store: TokenStore | None = TokenStore.open(self.url, verify=verify, storage_options=storage_options)
         self._pid = os.getpid()
-        self.plan = GlobalBatches(
-            len(self._store),
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            start=start,
-            rank=rank,
-            world_size=world_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            chunk_size=chunk_size,
-        )
+        self.plan = GlobalBatches(len(self._store), batch_size, **order)
 
     @property
     def store(self) -> TokenStore:

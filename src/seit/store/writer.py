@@ -37,6 +37,8 @@ from seit.store.format import (
     codec_state_name,
     load_json,
     part_name,
+    part_of,
+    part_records,
     sealed,
     shard_name,
     validate_manifest,
@@ -421,12 +423,12 @@ def merge_parts(path: str | os.PathLike, num_parts: int) -> dict[str, Any]:
     Returns the manifest. Calling it again on a merged store returns the existing manifest.
     """
     path = local_path(path)
-    records_present = sorted(p.name for p in path.glob("part-*.json"))
+    records_present = part_records(p.name for p in path.glob("part-*.json"))
     if (path / MANIFEST).exists() and not records_present:
         files = StoreFiles(path)
         where = files.where(MANIFEST)
         return validate_manifest(load_json(files.read_bytes(MANIFEST, MAX_MANIFEST_BYTES), where), where)
-    extra = [n for n in records_present if int(n[5:10]) >= num_parts]
+    extra = [n for n in records_present if part_of(n) >= num_parts]
     if extra:
         raise StoreError(
             f"{path}: found writer records {extra} beyond num_parts={num_parts}; pass the job's world size"

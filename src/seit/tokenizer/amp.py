@@ -15,7 +15,7 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
         raise TokenizerError(f"precision {precision!r} not in {PRECISIONS}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+    return "fp32" if precision == "none" else precision
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

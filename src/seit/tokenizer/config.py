@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seit.config import Checked, at_least, each, field, non_negative, positive
+from seit.config import Checked, at_least, each, field, json_field, non_negative, positive, restart_field, resume_field
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "bf16", "none", "fp32")  # none = fp32, the spelling `seit train --amp` uses
 TOKENIZER_HELP = "tokenizer: ours (.safetensors or its folder), a Lightning .ckpt or state dict, a SeiT pickle"
 
 
@@ -94,10 +94,29 @@ def preset(name: str, **overrides) -> TokenizerConfig:
     return PRESETS[name].replace(**changes) if changes else PRESETS[name]
 
 
+# One spelling per idea across commands (the former ones stay accepted, hidden from --help).
+_OUTPUT = {"flag": "output", "hidden": ("--out",)}
+
+
+def _amp_option():
+    return field(
+        "auto",
+        help="autocast dtype: bf16, none (float32); auto = bf16 on GPU, none on CPU",
+        choices=PRECISIONS,
+        metavar="{auto,bf16,none}",
+        flag="amp",
+        hidden=("--precision",),
+    )
+
+
 @dataclass
 class TrainConfig(Checked):
     images: str = field(help="training images: an ImageFolder tree, a flat folder or a list file", positional=True)
-    out: str = field(help="output folder (checkpoint.pt, log.jsonl, samples/, tokenizer.safetensors)", metavar="DIR")
+    out: str = field(
+        help="output folder (checkpoint.pt, metrics.jsonl, tb/, samples/, tokenizer.safetensors)",
+        metavar="DIR",
+        **_OUTPUT,
+    )
     preset: str = field("vitvq-tiny", help=f"model size: {', '.join(PRESETS)}", choices=tuple(PRESETS), metavar="NAME")
     config: str | None = field(
         None, help="enhancing-transformers ViTVQ yaml giving the model sizes (overrides --preset)", metavar="YAML"
@@ -117,7 +136,13 @@ class TrainConfig(Checked):
     min_lr: float = field(1e-5, help="learning rate at the end of the cosine decay", check=non_negative)
     warmup_steps: int = field(500, help="linear warm-up steps", check=non_negative)
     weight_decay: float = field(1e-4, help="AdamW weight decay on weight matrices and kernels", check=non_negative)
-    grad_clip: float = field(1.0, help="clip the gradient norm to this (0: off)", check=non_negative)
+    grad_clip: float = field(
+        1.0,
+        help="clip the gradient norm to this (0: off)",
+        check=non_negative,
+        flag="clip_grad",
+        hidden=("--grad-clip",),
+    )
     l2_weight: float = field(1.0, help="weight of the L2 reconstruction loss", check=non_negative)
     l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss", check=non_negative)
     codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss", check=non_negative)
@@ -151,12 +176,17 @@ class TrainConfig(Checked):
     num_workers: int | None = field(
         None, help="image-decoding worker processes (default: up to 8 cores)", check=non_negative
     )
-    precision: str = field(
-        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
-    )
+    precision: str = _amp_option()
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
     seed: int = field(0, help="seed for the initial weights, data order, flips and code restarts", check=non_negative)
-    resume: bool = field(False, help="continue from OUT/checkpoint.pt when it exists")
+    resume: str | None = resume_field("checkpoint.pt")
+    restart: bool = restart_field()
+    tensorboard: bool = field(True, help="write TensorBoard event files to OUTPUT/tb")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # the Python API's former switch: True meant "auto"
+            self.resume = "auto" if self.resume else None
+        super().__post_init__()
 
 
 def _yaml_option():
@@ -190,13 +220,11 @@ class EvalConfig(Checked):
         choices=RESIZE_MODES,
         metavar="{squash,crop}",
     )
-    precision: str = field(
-        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
-    )
+    precision: str = _amp_option()
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: the GPU if any)", metavar="DEVICE")
     grid: str | None = field(None, help="write a PNG of originals over reconstructions here", metavar="PNG")
     grid_images: int = field(8, help="images in that PNG", check=at_least(1))
-    json: str | None = field(None, help="also write the figures to this JSON file", metavar="PATH")
+    json: str | None = json_field("the figures (printed as JSON either way; PATH: also written there)")
     skipped: str | None = field(
         None, help="write the unreadable images (JSONL: key, path, kind, reason) here", metavar="PATH"
     )
@@ -207,14 +235,16 @@ class InfoConfig(Checked):
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
-    json: bool = field(False, help="print JSON instead of text")
+    json: str | None = json_field("the description instead of text")
 
 
 @dataclass
 class ConvertConfig(Checked):
     tokenizer: str = field(help=TOKENIZER_HELP, positional=True)
     out: str = field(
-        help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)", metavar="PATH"
+        help="write our format here (.safetensors file, or a folder for tokenizer.safetensors)",
+        metavar="PATH",
+        **_OUTPUT,
     )
     config: str | None = _yaml_option()
     allow_legacy_pickle: bool = _legacy_option()
@@ -233,6 +263,7 @@ class TokenizeConfig(Checked):
     out: str = field(
         help="output token store directory (new, or the same directory to continue an interrupted run)",
         metavar="STORE",
+        **_OUTPUT,
     )
     root: str | None = field(
         None, help="folder that relative paths of a list file start from (default: its folder)", metavar="DIR"
@@ -258,9 +289,7 @@ class TokenizeConfig(Checked):
         check=non_negative,
     )
     device: str | None = field(None, help="cuda, cuda:N or cpu (default: this rank's GPU if any)", metavar="DEVICE")
-    precision: str = field(
-        "auto", help="auto: bf16 autocast on GPU, fp32 on CPU", choices=PRECISIONS, metavar="{auto,fp32,bf16}"
-    )
+    precision: str = _amp_option()
     shard_mb: float = field(128.0, help="target size of a store shard in MB", metavar="MB", check=positive)
     codec: str | None = field(
         None, help="codec of the store (default: the store's default; see docs/store-codec.md)", metavar="NAME"
@@ -291,7 +320,7 @@ class DecodeConfig(Checked):
 
     store: str = field(help="token store (a directory or any fsspec URL)", positional=True)
     tokenizer: str = field(help=TOKENIZER_HELP + " (the one that made the store)", metavar="PATH")
-    out: str | None = field(None, help="write one PNG per sample into this folder", metavar="DIR")
+    out: str | None = field(None, help="write one PNG per sample into this folder", metavar="DIR", **_OUTPUT)
     indices: list[int] | None = field(
         None, help="store indices of the samples to decode", metavar="I", check=each(non_negative)
     )

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seit.images import DEFAULT_MAX_PIXELS, ImageDataset, ImageList, Sample, SkipRecord, list_images, shard
+from seit.runtime import ignore_stop_signals
 from seit.store.codec import ids_dtype
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.config import TokenizerError
@@ -83,6 +84,7 @@ def image_batches(
         num_workers=workers,
         collate_fn=_keep_list,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=ignore_stop_signals,
     )
     for items in loader:
         good = [(i, image) for i, image, _, _ in items if image is not None]

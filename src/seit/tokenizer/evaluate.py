@@ -120,7 +120,7 @@ def evaluate_images(cfg: EvalConfig) -> EvalReport:
         grid_path=cfg.grid,
         grid_images=cfg.grid_images,
     )
-    if cfg.json:
+    if cfg.json not in (None, "-"):  # "-" (--json alone): the CLI prints the report, as it always does
         atomic_write_json(cfg.json, report.to_json())
     if cfg.skipped:
         write_skip_report(cfg.skipped, report.skipped)

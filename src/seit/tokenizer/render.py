@@ -138,7 +138,7 @@ class DecodeResult:
 def decode_samples(cfg: DecodeConfig) -> DecodeResult:
     """``seit decode``: decode stored samples with the tokenizer; PNG files and/or one grid PNG."""
     if cfg.out is None and cfg.grid is None:
-        raise TokenizerError("nothing to write: give --out DIR (one PNG per sample) and/or --grid PNG")
+        raise TokenizerError("nothing to write: give --output DIR (one PNG per sample) and/or --grid PNG")
     with TokenStore.open(cfg.store) as store:
         n = len(store)
         indices = np.asarray(cfg.indices if cfg.indices else spread_indices(n, cfg.count), dtype=np.int64)

@@ -5,14 +5,14 @@ store; rank 0 merges the parts into one manifest, so N processes write exactly t
 would. Rerunning the same command continues an interrupted job: durable shards are kept and their images
 are not encoded again. Images that cannot be used are skipped and listed with the reason in
 ``STORE/skipped.jsonl``. With ``prune`` or ``codes_from`` the full-codebook store is written to
-``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.tokenizer.codes.prune_store`.
+``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.store.codes.prune_store`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +23,13 @@ import torch
 
 from seit.config import config_differences, to_dict
 from seit.images import ImageList, list_images, shard
+from seit.runtime import StopSignal
 from seit.store import StoreWriter, TokenStore, merge_parts
+from seit.store.codes import PruneResult, add_synonyms, codes_onto, prune_store
 from seit.store.files import is_url
-from seit.store.format import MANIFEST
+from seit.store.format import MANIFEST, part_of, part_records
 from seit.tokenizer.amp import resolve_precision
 from seit.tokenizer.checkpoint import FILE_NAME, load_tokenizer
-from seit.tokenizer.codes import PruneResult, add_synonyms, codes_onto, prune_store
 from seit.tokenizer.config import TokenizeConfig, TokenizerError
 from seit.tokenizer.encode import (
     SkipRecord,
@@ -44,6 +45,8 @@ from seit.utils.io import sha256_file
 
 SKIP_REPORT = "skipped.jsonl"
 UNPRUNED = ".unpruned"
+log = logging.getLogger(__name__)
+
 DIST_TIMEOUT_S = 24 * 3600  # ranks meet only at the end; after a resume one rank may be far behind the others
 
 
@@ -59,6 +62,7 @@ class TokenizeResult:
     images_per_s: float  # images this run read (encoded or skipped) per second of encoding, all ranks together
     codebook_size: int
     prune: PruneResult | None = None
+    finished: bool = True  # False: a stop signal ended the run; its durable shards stay for a rerun
 
     @property
     def skip_report(self) -> Path:
@@ -90,8 +94,8 @@ def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
     """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job)."""
     _check_options(cfg)
     started = time.perf_counter()
-    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info:
-        return _tokenize(cfg, info, started)
+    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info, StopSignal() as stop:
+        return _tokenize(cfg, info, started, stop)
 
 
 def _check_options(cfg: TokenizeConfig) -> None:
@@ -99,12 +103,12 @@ def _check_options(cfg: TokenizeConfig) -> None:
     if cfg.prune and cfg.codes_from:
         problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
     if is_url(cfg.out):
-        problems.append(f"--out {cfg.out}: write to a local or mounted directory, then copy the store")
+        problems.append(f"--output {cfg.out}: write to a local or mounted directory, then copy the store")
     if problems:
         raise TokenizerError("; ".join(problems))
 
 
-def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> TokenizeResult:
+def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float, stop: StopSignal) -> TokenizeResult:
     out = Path(cfg.out)
     listing = list_images(cfg.images, root=cfg.root)
     device = dist.resolve_device(cfg.device)
@@ -128,7 +132,12 @@ def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float) -> Token
         _check_same_job(finished, job)
         skipped = read_skip_report(out / SKIP_REPORT)
     else:
-        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device)
+        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device, stop)
+        if stop.received is not None:  # every rank reached the gather in _encode: none merges, all keep their shards
+            return TokenizeResult(
+                out, len(listing.samples), resumed + encoded, encoded, resumed, skipped,
+                time.perf_counter() - started, rate, tokenizer.codebook_size, finished=False,
+            )  # fmt: skip
         skipped = sorted(listing.skipped + skipped, key=lambda r: r.key)  # left out while listing, then decoding
         earlier = False
         if info.is_main:
@@ -195,11 +204,14 @@ def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str, classes: 
     with TokenStore.open(path, verify=False) as train:
         code_ids, train_codebook, train_classes = train.code_ids, train.codebook, train.class_names
     if classes and train_classes and classes != train_classes:
-        print(
-            f"seit: warning: the class folders here ({len(classes)}, e.g. {classes[0]!r}) differ from {path}'s "
-            f"({len(train_classes)}, e.g. {train_classes[0]!r}): labels are numbered by this folder's classes, not "
-            "the train store's",
-            file=sys.stderr,
+        log.warning(
+            "warning: the class folders here (%d, e.g. %r) differ from %s's (%d, e.g. %r): labels are numbered by "
+            "this folder's classes, not the train store's",
+            len(classes),
+            classes[0],
+            path,
+            len(train_classes),
+            train_classes[0],
         )
     if code_ids is None:
         raise TokenizerError(
@@ -225,6 +237,7 @@ def _encode(
     job_config: dict[str, Any],
     work: Path,
     device: torch.device,
+    stop: StopSignal,
 ) -> tuple[list[SkipRecord], int, int, float]:
     """This rank's share into part ``rank`` of ``work``; returns (skipped, encoded, resumed, images/s) of all ranks."""
     if info.is_main:
@@ -268,6 +281,9 @@ def _encode(
     with writer:
         for ids, labels, keys in job:
             writer.append_batch(ids, labels, keys)
+            if stop.received is not None:  # this rank stops here; durable shards stay, the open one is dropped
+                writer.abort()
+                break
     ranks = dist.all_gather_objects((job.skipped, job.encoded, len(done)))
     seconds = time.perf_counter() - start
     skipped = sorted((r for rank_skipped, _, _ in ranks for r in rank_skipped), key=lambda r: r.key)
@@ -277,7 +293,7 @@ def _encode(
 
 
 def _check_parts(work: Path, world_size: int) -> None:
-    extra = sorted(p.name for p in work.glob("part-*.json") if int(p.name[5:10]) >= world_size)
+    extra = [n for n in part_records(p.name for p in work.glob("part-*.json")) if part_of(n) >= world_size]
     if extra:
         raise TokenizerError(
             f"{work}: holds writer records {extra[:4]} of a run with more processes than this one "

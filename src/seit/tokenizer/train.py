@@ -5,7 +5,7 @@ codes, an optional LPIPS-style perceptual loss (user-supplied VGG16 weights) and
 hinge loss with an adaptive weight from ``--disc-start``. Codes unused for ``--dead-code-steps`` steps
 are restarted from the current encoder outputs so the codebook does not collapse.
 
-Outputs in ``--out``: ``checkpoint.pt`` (everything to resume, written atomically every
+Outputs in ``--output``: ``checkpoint.pt`` (everything to resume, written atomically every
 ``--save-every`` steps and on SIGTERM/SIGINT), ``log.jsonl`` (one JSON object per logged step and per
 evaluation), ``samples/step_NNNNNNN.png`` (originals over reconstructions at each evaluation), and at
 the end ``tokenizer.safetensors`` (weights + config) that :func:`seit.tokenizer.load_tokenizer` reads.
@@ -14,10 +14,8 @@ the end ``tokenizer.safetensors`` (weights + config) that :func:`seit.tokenizer.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,9 +29,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from seit import runtime
 from seit.config import from_dict, to_dict
 from seit.images import ImageDataset, ImageSkipped, list_images, load_image
 from seit.interop.enhancing import config_from_yaml
+from seit.runtime.metrics import MetricsLogger
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.checkpoint import TRAIN_FORMAT, save_tokenizer
 from seit.tokenizer.config import TokenizerConfig, TokenizerError, TrainConfig, preset
@@ -49,9 +49,9 @@ from seit.tokenizer.metrics import CodeUsage, psnr, ssim
 from seit.tokenizer.model import Tokenizer
 from seit.tokenizer.render import to_uint8, write_comparison
 from seit.utils import dist as seit_dist
-from seit.utils.io import atomic_open
-from seit.utils.progress import progress
 from seit.utils.serialization import atomic_torch_save, safe_torch_load
+
+log = logging.getLogger(__name__)
 
 
 class TrainError(TokenizerError):
@@ -61,9 +61,15 @@ class TrainError(TokenizerError):
 @dataclass
 class TrainResult:
     step: int
-    finished: bool  # False when a signal stopped the run (checkpoint saved; rerun with --resume)
+    finished: bool  # False when a signal stopped the run (checkpoint saved; rerun with --resume auto)
     tokenizer_path: Path | None
     last: dict[str, float]
+    checkpoint: Path | None = None  # OUT/checkpoint.pt
+
+    @property
+    def preempted(self) -> bool:
+        """The name ``seit train``'s result uses."""
+        return not self.finished
 
 
 def tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
@@ -115,27 +121,6 @@ def param_groups(model: Tokenizer, weight_decay: float) -> list[dict[str, Any]]:
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and not name.startswith("quantizer.") else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-class StopSignal:
-    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and stops at the end of the step."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignal:
-        with contextlib.suppress(ValueError):  # not the main thread: no handlers
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 class DeadCodes:
@@ -192,195 +177,246 @@ class DeadCodes:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training job as ``cfg`` describes; returns where it stopped."""
-    with seit_dist.process_group(cfg.device) as info:
-        return _train(cfg, info)
+    seit_dist.resolve_device(cfg.device)  # a bad --device is refused before touching --output
+    with runtime.start(cfg.out, device=cfg.device, resume=cfg.resume, restart=cfg.restart) as run:
+        return TokenizerTrainer(cfg, run).fit()
 
 
-def _train(cfg: TrainConfig, info: seit_dist.DistInfo) -> TrainResult:
-    device = seit_dist.resolve_device(cfg.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", info.local_rank)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not cfg.resume:
-        raise TrainError(
-            f"{out} already holds a training run (checkpoint.pt); pass --resume to continue it or choose another --out"
+class TokenizerTrainer:
+    """The ViT-VQGAN's losses and step; the run (process group, output, signals) comes from :mod:`seit.runtime`."""
+
+    def __init__(self, cfg: TrainConfig, run: runtime.Run) -> None:
+        self.cfg, self.run, self.info, self.out = cfg, run, run.info, run.output
+        self.device = seit_dist.resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.info.local_rank)
+        self.samples = list_images(cfg.images).samples
+        self.tok_cfg = tokenizer_config(cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = Tokenizer(self.tok_cfg, beta=cfg.beta).to(self.device)
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
+        self.disc = self.disc_opt = self.perceptual = None
+        if cfg.disc_start is not None:
+            self.disc = PatchDiscriminator(cfg.disc_layers).to(self.device)
+            self.disc_opt = torch.optim.AdamW(
+                self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+            )
+        if cfg.perceptual_weights:
+            self.perceptual = PerceptualLoss.from_files(cfg.perceptual_weights, cfg.lpips_weights).to(self.device)
+        self.rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.codes = DeadCodes(self.tok_cfg.codebook_size, cfg.dead_code_steps)
+        self.step = 0
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        resume_from = runtime.resume_checkpoint(cfg.resume, self.checkpoint_path)
+        if resume_from is not None:
+            self._load(resume_from)
+        self.net, self.d_net = seit_dist.wrap_ddp(self.model, self.device), seit_dist.wrap_ddp(self.disc, self.device)
+        resume_step = self.step if cfg.resume is not None else None
+        self.logger = MetricsLogger(
+            self.out, enabled=self.info.is_main, tensorboard=cfg.tensorboard, resume_step=resume_step
         )
-    samples = list_images(cfg.images).samples
-    tok_cfg = tokenizer_config(cfg)
-    state = safe_torch_load(ckpt_path) if cfg.resume and ckpt_path.exists() else None
-    if state is not None and from_dict(TokenizerConfig, state["config"]) != tok_cfg:
-        raise TrainError(
-            f"{ckpt_path} was trained with {from_dict(TokenizerConfig, state['config'])}, not {tok_cfg}; "
-            "give the same model options when resuming"
-        )
 
-    torch.manual_seed(cfg.seed)
-    model = Tokenizer(tok_cfg, beta=cfg.beta).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
-    disc = disc_opt = perceptual = None
-    if cfg.disc_start is not None:
-        disc = PatchDiscriminator(cfg.disc_layers).to(device)
-        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    if cfg.perceptual_weights:
-        perceptual = PerceptualLoss.from_files(cfg.perceptual_weights, cfg.lpips_weights).to(device)
-    rng = torch.Generator().manual_seed(cfg.seed + 1)
-    codes = DeadCodes(tok_cfg.codebook_size, cfg.dead_code_steps)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if disc is not None and "disc" in state:
-            disc.load_state_dict(state["disc"])
-            disc_opt.load_state_dict(state["disc_optimizer"])
-        rng.set_state(state["rng"])
-        codes.load_state_dict(state["codes"])
-        step = int(state["step"])
+    def _load(self, path: Path) -> None:
+        state = safe_torch_load(path)
+        saved = from_dict(TokenizerConfig, state["config"])
+        if saved != self.tok_cfg:
+            raise TrainError(
+                f"{path} was trained with {saved}, not {self.tok_cfg}; give the same model options when resuming"
+            )
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.disc is not None and "disc" in state:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_optimizer"])
+        self.rng.set_state(state["rng"])
+        self.codes.load_state_dict(state["codes"])
+        self.step = int(state["step"])
+        if self.info.is_main:
+            log.info("resumed %s at step %d", path, self.step)
 
-    def save() -> None:
-        if info.is_main:
-            _save_checkpoint(ckpt_path, cfg, step, model, opt, disc, disc_opt, rng, codes)
+    def checkpoint(self) -> None:
+        """``OUT/checkpoint.pt``, atomically (main rank); every rank waits for it."""
+        if self.info.is_main:
+            state = {
+                "format": TRAIN_FORMAT,
+                "config": to_dict(self.model.config),
+                "train": to_dict(self.cfg),
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "rng": self.rng.get_state(),
+                "codes": self.codes.state_dict(),
+            }
+            if self.disc is not None:
+                state.update(disc=self.disc.state_dict(), disc_optimizer=self.disc_opt.state_dict())
+            atomic_torch_save(state, self.checkpoint_path)
         seit_dist.barrier()
 
-    net, d_net = _ddp(model, device, info.enabled), _ddp(disc, device, info.enabled)
-    log = _Log(out / "log.jsonl", step) if info.is_main else None
-    eval_batch = _eval_batch(cfg, tok_cfg, samples) if info.is_main else None
-    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    loader = DataLoader(
-        ImageDataset(samples, tok_cfg.image_size, cfg.resize),
-        batch_sampler=StepBatches(len(samples), cfg.batch_size, cfg.seed, info.rank, info.world_size, step, cfg.steps),
-        num_workers=workers,
-        collate_fn=_stack_good,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_ignore_stop_signals,
-    )
-    last: dict[str, float] = {}
-    previous: torch.Tensor | None = None
-    reported: set[int] = set()
-    finished = True
-    seen, tick = 0, time.perf_counter()
-    with (
-        StopSignal() as stop,
-        progress(total=cfg.steps, initial=step, desc="train", unit="step") as bar,
-        contextlib.closing(log) if log is not None else contextlib.nullcontext(),
-        cpu_threads(device, workers),
-    ):
-        for images, bad in loader:
-            for i, reason in bad:
-                if i not in reported and log is not None:
-                    bar.write(f"skipping {samples[i].key}: {reason}", file=sys.stderr)
-                reported.add(i)
-            if images is None:  # every image of this batch was unreadable: repeat the last batch
-                if previous is None:
-                    raise TrainError(f"{cfg.images}: the first batch has no readable image; see the messages above")
-                images = previous
-            previous = images
-            x = images.to(device, non_blocking=True).float().div_(255)
-            if cfg.hflip:
-                flip = torch.rand(len(x), generator=rng) < 0.5
-                x = torch.where(flip.to(device).view(-1, 1, 1, 1), x.flip(-1), x)
-            for optimizer in (opt, disc_opt):
-                for group in optimizer.param_groups if optimizer is not None else ():
-                    group["lr"] = lr_at(cfg, step)
-            metrics, result = _train_step(cfg, net, model, d_net, opt, disc_opt, perceptual, x, step, device)
-            step += 1
-            codes.update(result.ids, result.latents, step, model, opt, rng)
-            del result
-            seen += len(x)
+    def _loader(self, workers: int) -> DataLoader:
+        cfg, info = self.cfg, self.info
+        batches = StepBatches(
+            len(self.samples), cfg.batch_size, cfg.seed, info.rank, info.world_size, self.step, cfg.steps
+        )
+        return DataLoader(
+            ImageDataset(self.samples, self.tok_cfg.image_size, cfg.resize),
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_stack_good,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=runtime.ignore_stop_signals,
+        )
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                metrics = _mean_over_ranks(metrics, device)
-                now = time.perf_counter()
-                metrics.update(
-                    lr=lr_at(cfg, step - 1),
-                    codes_active=codes.active_fraction(step),
-                    codes_restarted=float(codes.restarted),
-                    images_per_s=seen * info.world_size / max(now - tick, 1e-9),
-                )
-                seen, tick, last = 0, now, metrics
-                if log is not None:
-                    log.write({"step": step, "split": "train", **metrics})
-                    bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "psnr", "usage")})
-            bar.update(1)
-            if eval_batch is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                log.write({"step": step, "split": "eval", **_evaluate(model, eval_batch, out, step, device, cfg)})
-            stopping = _any_rank(stop.raised, device, info.enabled)
-            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
-                save()
-            if stopping and step < cfg.steps:
-                finished = False
-                if log is not None:
-                    message = f"stopped by a signal at step {step}; {ckpt_path} saved, rerun with --resume to continue"
-                    bar.write(message, file=sys.stderr)
-                break
-    path = save_tokenizer(model, out / "tokenizer.safetensors") if finished and info.is_main else None
-    seit_dist.barrier()
-    return TrainResult(step, finished, path, last)
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> [0, 1] floats on the device, flipped at random (--hflip)."""
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        if self.cfg.hflip:
+            flip = torch.rand(len(x), generator=self.rng) < 0.5
+            x = torch.where(flip.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        return x
+
+    def _set_lr(self) -> None:
+        for optimizer in (self.opt, self.disc_opt):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = lr_at(self.cfg, self.step)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step (and one discriminator step once the GAN is on); metrics stay on the device."""
+        cfg, precision = self.cfg, self.cfg.precision
+        self._set_lr()
+        with autocast(self.device, precision):
+            out = self.net(x)
+        rec = out.reconstructions.float()
+        l2, l1 = F.mse_loss(rec, x), (rec - x).abs().mean()
+        nll = cfg.l2_weight * l2 + cfg.l1_weight * l1
+        metrics: dict[str, torch.Tensor] = {"l2": l2.detach(), "l1": l1.detach(), "vq": out.vq_loss.detach()}
+        if self.perceptual is not None:
+            with autocast(self.device, precision):
+                p_loss = self.perceptual(rec, x)
+            nll = nll + cfg.perceptual_weight * p_loss
+            metrics["perceptual"] = p_loss.detach()
+        loss = nll + cfg.codebook_weight * out.vq_loss
+        gan_on = self.d_net is not None and self.step >= cfg.disc_start
+        if gan_on:
+            loss = loss + self._generator_term(rec, nll, metrics)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        if gan_on:
+            metrics["d_loss"] = self._discriminator_step(x, rec)
+        metrics.update(loss=loss.detach(), **self._code_figures(out.ids, rec, x))
+        self.step += 1
+        self.codes.update(out.ids, out.latents, self.step, self.model, self.opt, self.rng)
+        return metrics
+
+    def _generator_term(self, rec: torch.Tensor, nll: torch.Tensor, metrics: dict) -> torch.Tensor:
+        # The discriminator's gradients from this pass are discarded: no need to all-reduce them.
+        d_net = self.d_net
+        no_sync = d_net.no_sync() if isinstance(d_net, DistributedDataParallel) else contextlib.nullcontext()
+        with autocast(self.device, self.cfg.precision), no_sync:
+            g_loss = generator_loss(d_net(rec).float())
+        d_weight = self.cfg.adversarial_weight * adaptive_weight(nll, g_loss, self.model.decoder.last_layer)
+        metrics.update(g_loss=g_loss.detach(), d_weight=d_weight)
+        return d_weight * g_loss
+
+    def _discriminator_step(self, x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.cfg.precision):
+            d_loss = hinge_d_loss(self.d_net(x).float(), self.d_net(rec.detach()).float())
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()
+        return d_loss.detach()
+
+    def _code_figures(self, ids: torch.Tensor, rec: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        counts = torch.bincount(ids.flatten(), minlength=self.model.codebook_size)
+        p = counts.double() / counts.sum()
+        return {
+            "psnr": psnr(rec.detach().clamp(0, 1), x).mean(),
+            "usage": (counts > 0).double().mean(),
+            "perplexity": torch.special.entr(p).sum().exp(),
+        }
+
+    def _log_due(self, stopping: bool) -> bool:
+        """Every --log-every steps, and the first and last step of the run, however short."""
+        return self.step % self.cfg.log_every == 0 or self.step in (1, self.cfg.steps) or stopping
+
+    def _log_train(self, metrics: dict[str, torch.Tensor], images_per_s: float) -> dict[str, float]:
+        figures = _mean_over_ranks(metrics, self.device)
+        figures.update(
+            lr=lr_at(self.cfg, self.step - 1),
+            codes_active=self.codes.active_fraction(self.step),
+            codes_restarted=float(self.codes.restarted),
+            images_per_s=images_per_s,
+        )
+        self.logger.log("train", self.step, figures)
+        return figures
+
+    def fit(self) -> TrainResult:
+        """Steps up to --steps (or a stop signal); then ``tokenizer.safetensors``."""
+        cfg = self.cfg
+        eval_batch = _eval_batch(cfg, self.tok_cfg, self.samples) if self.info.is_main else None
+        workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+        batches = _SkipUnreadable(self.samples, cfg.images, report=self.info.is_main)
+        last: dict[str, float] = {}
+        stopped = False
+        seen, tick = 0, time.perf_counter()
+        self.run.announce("seit tokenizer train")
+        bar = runtime.RunProgress(cfg.steps, self.step, epochs=1)
+        bar.start_epoch(0, cfg.steps - self.step)
+        with cpu_threads(self.device, workers):
+            for images, bad in self._loader(workers):
+                x = self._inputs(batches.usable(images, bad))
+                metrics = self.train_step(x)
+                seen += len(x)
+                stopped = self.run.stop.agreed(self.device) and self.step < cfg.steps
+                if self._log_due(stopped):
+                    now = time.perf_counter()
+                    last = self._log_train(metrics, seen * self.info.world_size / max(now - tick, 1e-9))
+                    seen, tick = 0, now
+                bar.step(**{k: f"{last[k]:.4g}" for k in ("loss", "psnr", "usage") if k in last})
+                if eval_batch is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    self.logger.log("eval", self.step, _evaluate(self.model, eval_batch, self.out, self.step, cfg))
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps or stopped:
+                    self.checkpoint()
+                if stopped:
+                    break
+        bar.close()
+        self.logger.close()
+        path = (
+            save_tokenizer(self.model, self.out / "tokenizer.safetensors")
+            if not stopped and self.info.is_main
+            else None
+        )
+        seit_dist.barrier()
+        return TrainResult(self.step, not stopped, path, last, self.checkpoint_path)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Workers leave SIGTERM/SIGINT to the main process, which saves and then shuts them down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class _SkipUnreadable:
+    """Names each unreadable image once; a batch with none readable repeats the previous batch."""
 
+    def __init__(self, samples: list, images: str, report: bool) -> None:
+        self.samples, self.images, self.report = samples, images, report
+        self.reported: set[int] = set()
+        self.previous: torch.Tensor | None = None
 
-def _ddp(module: torch.nn.Module | None, device: torch.device, enabled: bool):
-    if module is None or not enabled:
-        return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    def usable(self, images: torch.Tensor | None, bad: list[tuple[int, str]]) -> torch.Tensor:
+        for i, reason in bad:
+            if i not in self.reported and self.report:
+                log.warning("skipping %s: %s", self.samples[i].key, reason)
+            self.reported.add(i)
+        if images is None:
+            if self.previous is None:
+                raise TrainError(f"{self.images}: the first batch has no readable image; see the messages above")
+            images = self.previous
+        self.previous = images
+        return images
 
 
 def _stack_good(items: list) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
     good = [torch.from_numpy(image) for _, image, _, _ in items if image is not None]
     bad = [(i, reason) for i, image, _, reason in items if image is None]
     return (torch.stack(good) if good else None), bad
-
-
-def _train_step(cfg, net, model, d_net, opt, disc_opt, perceptual, x, step, device):
-    """One optimizer step (and one discriminator step once the GAN is on); metrics stay on the device."""
-    with autocast(device, cfg.precision):
-        out = net(x)
-    rec = out.reconstructions.float()
-    l2 = F.mse_loss(rec, x)
-    l1 = (rec - x).abs().mean()
-    nll = cfg.l2_weight * l2 + cfg.l1_weight * l1
-    metrics: dict[str, torch.Tensor] = {"l2": l2.detach(), "l1": l1.detach(), "vq": out.vq_loss.detach()}
-    if perceptual is not None:
-        with autocast(device, cfg.precision):
-            p_loss = perceptual(rec, x)
-        nll = nll + cfg.perceptual_weight * p_loss
-        metrics["perceptual"] = p_loss.detach()
-    loss = nll + cfg.codebook_weight * out.vq_loss
-    gan_on = d_net is not None and step >= cfg.disc_start
-    if gan_on:
-        # The discriminator's gradients from this pass are discarded: no need to all-reduce them.
-        no_sync = d_net.no_sync() if isinstance(d_net, DistributedDataParallel) else contextlib.nullcontext()
-        with autocast(device, cfg.precision), no_sync:
-            g_loss = generator_loss(d_net(rec).float())
-        d_weight = cfg.adversarial_weight * adaptive_weight(nll, g_loss, model.decoder.last_layer)
-        loss = loss + d_weight * g_loss
-        metrics.update(g_loss=g_loss.detach(), d_weight=d_weight)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip > 0:
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    if gan_on:
-        with autocast(device, cfg.precision):
-            d_loss = hinge_d_loss(d_net(x).float(), d_net(rec.detach()).float())
-        disc_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        disc_opt.step()
-        metrics["d_loss"] = d_loss.detach()
-    counts = torch.bincount(out.ids.flatten(), minlength=model.codebook_size)
-    p = counts.double() / counts.sum()
-    metrics.update(
-        loss=loss.detach(),
-        psnr=psnr(rec.detach().clamp(0, 1), x).mean(),
-        usage=(counts > 0).double().mean(),
-        perplexity=torch.special.entr(p).sum().exp(),
-    )
-    return metrics, out
 
 
 def _mean_over_ranks(metrics: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
@@ -390,14 +426,6 @@ def _mean_over_ranks(metrics: dict[str, torch.Tensor], device: torch.device) -> 
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return dict(zip(names, values.tolist()))
-
-
-def _any_rank(flag: bool, device: torch.device, enabled: bool) -> bool:
-    if not enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _eval_batch(cfg: TrainConfig, tok_cfg: TokenizerConfig, samples) -> torch.Tensor:
@@ -416,8 +444,9 @@ def _eval_batch(cfg: TrainConfig, tok_cfg: TokenizerConfig, samples) -> torch.Te
 
 
 @torch.no_grad()
-def _evaluate(model: Tokenizer, images: torch.Tensor, out: Path, step: int, device, cfg: TrainConfig) -> dict:
+def _evaluate(model: Tokenizer, images: torch.Tensor, out: Path, step: int, cfg: TrainConfig) -> dict:
     model.eval()
+    device = next(model.parameters()).device
     x = images.to(device).float().div_(255)
     with autocast(device, cfg.precision):
         result = model(x)
@@ -432,46 +461,3 @@ def _evaluate(model: Tokenizer, images: torch.Tensor, out: Path, step: int, devi
         "usage": usage.usage,
         "perplexity": usage.perplexity,
     }
-
-
-def _save_checkpoint(path, cfg, step, model, opt, disc, disc_opt, rng, codes: DeadCodes) -> None:
-    state = {
-        "format": TRAIN_FORMAT,
-        "config": to_dict(model.config),
-        "train": to_dict(cfg),
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "rng": rng.get_state(),
-        "codes": codes.state_dict(),
-    }
-    if disc is not None:
-        state.update(disc=disc.state_dict(), disc_optimizer=disc_opt.state_dict())
-    atomic_torch_save(state, path)
-
-
-class _Log:
-    """Append-only JSONL; on resume, lines past the checkpoint's step (a crash's leftovers) are dropped."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
-            with atomic_open(path, "w") as f:
-                f.writelines(line + "\n" for line in kept)
-        self.file = open(path, "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return 1 << 62  # unreadable (torn) line: drop it

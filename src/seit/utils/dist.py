@@ -69,6 +69,15 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+def wrap_ddp(module: torch.nn.Module | None, device: torch.device) -> torch.nn.Module | None:
+    """``module`` under DistributedDataParallel when a process group is up (as is otherwise, or None)."""
+    if module is None or not (dist.is_available() and dist.is_initialized()):
+        return module
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

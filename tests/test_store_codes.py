@@ -9,8 +9,7 @@ from seit.augment import synonyms_from_codebook
 from seit.cli import main
 from seit.interop.seit_release import import_seit, read_synonyms
 from seit.store import StoreError, StoreWriter, TokenStore, verify_store
-from seit.tokenizer.codes import add_synonyms, code_lookup, prune_store
-from seit.tokenizer.config import TokenizerError
+from seit.store.codes import add_synonyms, code_lookup, prune_store
 
 TOKENS = Path(__file__).parent / "fixtures" / "seit-reference" / "tokens"
 FULL = 40  # codes of the "tokenizer" these stores pretend to come from
@@ -60,9 +59,9 @@ def test_code_lookup_keeps_kept_codes_and_sends_the_others_to_the_nearest(full_c
     np.testing.assert_array_equal(lookup[kept].numpy(), np.arange(len(kept)))
     assert lookup[8] == 3  # row of code 17
     np.testing.assert_array_equal(code_lookup(kept, book, chunk_rows=3), lookup)  # chunking changes nothing
-    with pytest.raises(TokenizerError, match="another tokenizer"):
+    with pytest.raises(StoreError, match="another tokenizer"):
         code_lookup([3, 40], book)
-    with pytest.raises(TokenizerError, match="distinct"):
+    with pytest.raises(StoreError, match="distinct"):
         code_lookup([3, 3], book)
 
 

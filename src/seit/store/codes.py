@@ -1,4 +1,5 @@
-"""What a store's ids mean: tokenizer ids onto a pruned codebook, pruning stores, synonym tables.
+"""What a store's ids mean (owned by the store package): tokenizer ids onto a pruned codebook, pruning stores,
+synonym tables.
 
 SeiT keeps only the codes its training split uses (8192 -> 391 for ImageNet) and renumbers them. A
 store's ``code_ids`` records which tokenizer code each row is. Every other split, and images classified
@@ -21,7 +22,6 @@ from seit.augment.tables import synonyms_from_codebook
 from seit.interop.seit_release import write_synonyms
 from seit.store import StoreError, TokenStore, remap_store, set_synonyms
 from seit.store.stats import code_usage
-from seit.tokenizer.config import TokenizerError
 
 
 def code_lookup(code_ids, full_codebook, chunk_rows: int = 4096) -> torch.Tensor:
@@ -35,15 +35,15 @@ def code_lookup(code_ids, full_codebook, chunk_rows: int = 4096) -> torch.Tensor
     full = torch.as_tensor(np.asarray(full_codebook) if not torch.is_tensor(full_codebook) else full_codebook)
     kept = torch.as_tensor(np.asarray(code_ids)).long().reshape(-1)
     if full.ndim != 2 or not full.is_floating_point():
-        raise TokenizerError(f"full_codebook must be a float array [K, D], got {full.dtype} {list(full.shape)}")
+        raise StoreError(f"full_codebook must be a float array [K, D], got {full.dtype} {list(full.shape)}")
     if not len(kept) or kept.min() < 0 or kept.max() >= len(full):
         lo, hi = (int(kept.min()), int(kept.max())) if len(kept) else (0, -1)
-        raise TokenizerError(
+        raise StoreError(
             f"code ids in [{lo}, {hi}] do not fit a codebook of {len(full)} codes: the store was made with "
             "another tokenizer (or its code_ids are empty)"
         )
     if len(torch.unique(kept)) != len(kept):
-        raise TokenizerError("code ids must be distinct (each kept code is one codebook row)")
+        raise StoreError("code ids must be distinct (each kept code is one codebook row)")
     lookup = nearest_codes(full, full[kept], chunk_rows)
     lookup[kept] = torch.arange(len(kept))
     return lookup
