@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from seit.cli import main
-from seit.engine.metrics import read_metrics
+from seit.runtime.metrics import read_metrics
 from seit.utils.serialization import load_weights
 
 TINY = ["--model", "deit_tiny_token_4", "--embed-dim", "32", "--depth", "2", "--num-heads", "2"]

@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 
 import seit.store.files
 from seit.cli import main
-from seit.engine.metrics import read_metrics
+from seit.runtime.metrics import read_metrics
 from seit.store import StoreError, TokenStore
 from seit.store.files import StoreFiles
 

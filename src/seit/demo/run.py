@@ -31,8 +31,8 @@ from typing import Any
 
 from seit.demo.config import DemoConfig, DemoSize
 from seit.demo.squeeze import MANIFEST
-from seit.store.format import MANIFEST as MANIFEST_FILE
 from seit.errors import SeitError
+from seit.store.format import MANIFEST as MANIFEST_FILE
 
 STATE = "demo-state.json"
 STATE_VERSION = 5  # bump when a stage records other fields: an older state is then redone, not misread
