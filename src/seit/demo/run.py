@@ -82,6 +82,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"state_version": STATE_VERSION, "size": size_name, **dataclasses.asdict(size), "seed": cfg.seed}
+    settings = json.loads(json.dumps(settings))  # as a rerun reads them back (tuples become lists)
     stages = _Stages(out, settings)
     started = time.perf_counter()
     paths = _Paths(out)
@@ -409,7 +410,7 @@ def _report(
     stored_as = {
         "tokens": f"{stores['codes_kept']}-code ids, {size.image_size // 8}x{size.image_size // 8} per image, "
         "every file of the store",
-        "jpeg": f"the dataset's JPEG files (quality {_dataset_quality(paths)})",
+        "jpeg": f"the dataset's JPEG files, quality {_dataset_quality(paths)}",
         **{row: squeezed[row]["describe"] for row in SQUEEZED_ROWS},
     }
     rows = [
@@ -494,30 +495,36 @@ def _dataset_quality(paths: _Paths) -> Any:
 
 
 def _verdict(rows: list[dict[str, Any]], chance: float) -> str:
-    """In words: which input wins at about equal bytes, and by how much; where full-quality pixels stand."""
+    """In words: which input wins at equal bytes, and by how much; the rows that could not get that small."""
     by = {r["row"]: r for r in rows}
     tokens = by["tokens"]
+    budget = tokens["bytes_per_image"]
+
+    def versus(r: dict[str, Any]) -> str:
+        gap = tokens["top1"] - r["top1"]
+        return f"tokens are {abs(gap):.1f} points {'above' if gap >= 0 else 'below'} it"
+
     squeezed = [by[row] for row in SQUEEZED_ROWS]
-    best = max(squeezed, key=lambda r: r["top1"])
-    gap = tokens["top1"] - best["top1"]
-    words = (
-        f"At about the token store's bytes ({tokens['bytes_per_image']:.0f} per image), tokens reach "
-        f"{tokens['top1']:.1f}% top-1 and the best squeezed pixels ({best['stored_as']}, "
-        f"{best['bytes_per_image']:.0f} bytes per image) {best['top1']:.1f}%: tokens are "
-        f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} them."
-    )
-    over = [r for r in squeezed if r["bytes_per_image"] > 1.05 * tokens["bytes_per_image"]]
-    if over:
-        words += " " + " ".join(
-            f"({r['title']} could not get below {r['bytes_per_image']:.0f} bytes per image, "
-            f"{r['bytes_per_image'] / tokens['bytes_per_image']:.1f}x the tokens'.)"
-            for r in over
+    equal = [r for r in squeezed if r["bytes_per_image"] <= 1.05 * budget]
+    words = f"Tokens reach {tokens['top1']:.1f}% top-1 at {budget:.0f} bytes per training image."
+    if equal:
+        best = max(equal, key=lambda r: r["top1"])
+        words += (
+            f" At those bytes, the best squeezed pixels ({best['title']}: {best['stored_as']}, "
+            f"{best['bytes_per_image']:.0f} bytes per image) reach {best['top1']:.1f}%: {versus(best)}."
         )
+    for r in squeezed:
+        if r not in equal:
+            words += (
+                f" {r['title'].capitalize()} cannot get below {r['bytes_per_image']:.0f} bytes per image "
+                f"({r['stored_as']}, {r['bytes_per_image'] / budget:.1f}x the tokens' bytes) and reach "
+                f"{r['top1']:.1f}%: {versus(r)}."
+            )
     jpeg = by["jpeg"]
     words += (
-        f" The JPEGs as stored take {jpeg['bytes_per_image'] / tokens['bytes_per_image']:.0f}x the tokens' bytes "
-        f"and reach {jpeg['top1']:.1f}% ({'at least' if jpeg['top1'] >= 2 * chance else 'less than'} twice "
-        f"chance: {2 * chance:.0f}%)."
+        f" The JPEGs as stored take {jpeg['bytes_per_image'] / budget:.0f}x the tokens' bytes and reach "
+        f"{jpeg['top1']:.1f}% ({'at least' if jpeg['top1'] >= 2 * chance else 'less than'} twice chance, "
+        f"{2 * chance:.0f}%): {versus(jpeg)}."
     )
     return words
 
@@ -532,7 +539,7 @@ def _tradeoff_png(rows: list[dict[str, Any]], chance: float, png: Path) -> None:
     from seit.utils.io import atomic_open
 
     markers = {"tokens": ("*", "tab:red"), "jpeg": ("o", "tab:blue"), "jpeg-low": ("s", "tab:cyan")}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for r in rows:
         marker, colour = markers.get(r["row"], ("^", "tab:green"))
         ax.scatter(
@@ -541,9 +548,11 @@ def _tradeoff_png(rows: list[dict[str, Any]], chance: float, png: Path) -> None:
             marker=marker,
             s=160 if marker == "*" else 70,
             color=colour,
-            label=f"{r['title']}: {r['top1']:.1f}%",
+            label=f"{r['title']}: {r['top1']:.1f}% at {r['bytes_per_image']:.0f} B",
             zorder=3,
         )
+    tokens = next(r for r in rows if r["row"] == "tokens")
+    ax.axvline(tokens["bytes_per_image"], color="tab:red", linestyle="--", alpha=0.4, label="the token store's bytes")
     ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0f}%)")
     ax.set_xscale("log")
     ax.set(
