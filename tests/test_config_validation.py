@@ -518,3 +518,20 @@ def test_every_example_in_help_and_readme_parses(argv):
 def test_examples_are_found():
     examples = [p.values[0] for p in _help_examples()]
     assert len(examples) > 30 and ["train", "--output", "runs/b32", "--resume", "auto"] in examples
+
+
+def test_disk_full_while_writing_a_store_shard_names_the_shard(tmp_path):
+    from seit.store.shard import ShardWriter
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writer = ShardWriter(tmp_path, "part-00000-00000.bin")
+    writer._file = FullDisk()
+    with pytest.raises(OSError) as e:
+        writer.add(b"ids", 0, "key")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "part-00000-00000.bin")
+    assert cli.os_error_message(e.value).startswith(f"{tmp_path / 'part-00000-00000.bin'}: No space left on device")
+    writer.discard()
+    assert os.listdir(tmp_path) == []

@@ -33,8 +33,8 @@ class ShardWriter:
     """One shard being written: samples stream into a temporary file; commit() renames it into place."""
 
     def __init__(self, directory: Path, name: str) -> None:
-        self.name = name
-        self._target = atomic_open(directory / name, "wb")
+        self.name, self.path = name, directory / name
+        self._target = atomic_open(self.path, "wb")
         self._file = self._target.__enter__()
         self._sha = hashlib.sha256()
         self._offsets = [0]
@@ -54,7 +54,7 @@ class ShardWriter:
             if not self._groups or self._groups[-1][1] is not blob.header:
                 self._groups.append((len(self), blob.header))
             blob = blob.body
-        self._file.write(blob)
+        self._write(blob)
         self._sha.update(blob)
         self._offsets.append(self._offsets[-1] + len(blob))
         self._labels.append(label)
@@ -65,7 +65,7 @@ class ShardWriter:
         tail = encode_index(
             np.asarray(self._offsets, dtype=np.int64), np.asarray(self._labels), self._keys, self._groups
         )
-        self._file.write(tail)
+        self._write(tail)
         self._sha.update(tail)
         self._target.__exit__(None, None, None)
         return {
@@ -78,6 +78,14 @@ class ShardWriter:
 
     def discard(self) -> None:
         self._target.__exit__(_Discarded, _Discarded(), None)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as e:  # a full disk: name the shard, as every other write error does
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
 
 
 def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int) -> list[tuple[int, int, int, int]]:
