@@ -516,7 +516,7 @@ def _verdict(rows: list[dict[str, Any]], chance: float) -> str:
     for r in squeezed:
         if r not in equal:
             words += (
-                f" {r['title'].capitalize()} cannot get below {r['bytes_per_image']:.0f} bytes per image "
+                f" {r['title'][0].upper()}{r['title'][1:]} cannot get below {r['bytes_per_image']:.0f} bytes per image "
                 f"({r['stored_as']}, {r['bytes_per_image'] / budget:.1f}x the tokens' bytes) and reach "
                 f"{r['top1']:.1f}%: {versus(r)}."
             )
