@@ -40,10 +40,10 @@ class DemoConfig(Checked):
     out: str = field(
         "seit-demo", help="output folder (every stage's artefacts and the report)", flag="output", hidden=("--out",)
     )
-    quick: bool = field(False, help="the ~3-minute version: fewer images, shorter training (same as --size quick)")
+    quick: bool = field(False, help="the ~5-minute version: 4 classes, fewer images (same as --size quick)")
     size: str | None = field(
         None,
-        help="default (~10 min on 2 CPU cores), quick (~3 min) or tiny (a smoke run of every stage in "
+        help="default (~25 min on 2 CPU cores), quick (~5 min) or tiny (a smoke run of every stage in "
         "seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
