@@ -7,6 +7,7 @@ two bytes (255, id - 255). The index holds N+1 int64 byte offsets into the decom
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -121,16 +122,23 @@ def _read_exact(f: io.BufferedIOBase, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _gunzip(path: Path, size: int) -> bytes:
-    """The ``size`` bytes a gzip file must hold, refusing one that holds more or less (no bomb can fill memory)."""
+@contextlib.contextmanager
+def _open_gzip(path: Path) -> Iterator[gzip.GzipFile]:
+    """``gzip.open(path)`` whose missing file and damaged or cut stream are one-line store errors."""
     try:
         with gzip.open(path, "rb") as f:
-            data = _read_exact(f, size)
-            longer = bool(f.read(1))
+            yield f
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise StoreError(f"{path}: not a complete gzip file ({e}); re-download it") from None
+
+
+def _gunzip(path: Path, size: int) -> bytes:
+    """The ``size`` bytes a gzip file must hold, refusing one that holds more or less (no bomb can fill memory)."""
+    with _open_gzip(path) as f:
+        data = _read_exact(f, size)
+        longer = bool(f.read(1))
     if len(data) != size or longer:
         raise StoreError(
             f"{path}: decompresses to {'more than ' if longer else ''}{len(data)} bytes, its index says {size}; "
@@ -146,15 +154,10 @@ def read_index(path: str | os.PathLike, *, numel: int | None = None, stream_byte
     ``stream_bytes`` (see :func:`stream_bound`) bounds the offsets and, with it, how many the file may hold.
     """
     path = Path(path)
-    try:
-        with gzip.open(path, "rb") as f:
-            offsets = _read_offsets(f, path, numel or 1, stream_bytes)
-            if f.read(1):
-                raise StoreError(f"{path}: holds data after its offsets array (corrupt index)")
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such file") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise StoreError(f"{path}: not a complete gzip file ({e}); re-download it") from None
+    with _open_gzip(path) as f:
+        offsets = _read_offsets(f, path, numel or 1, stream_bytes)
+        if f.read(1):
+            raise StoreError(f"{path}: holds data after its offsets array (corrupt index)")
     if offsets[0] != 0:
         raise StoreError(f"{path}: offsets must start at 0, found {offsets[0]} (corrupt index)")
     sizes = np.diff(offsets)
@@ -280,31 +283,26 @@ def iter_release(
     """Stream the grids of a token file as (first index, grids [b, *grid] int64), without holding the file."""
     tokens, numel = Path(tokens), math.prod(grid_shape)
     n = len(offsets) - 1
-    try:
-        with gzip.open(tokens, "rb") as f:
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                data = _read_exact(f, int(offsets[stop] - offsets[start]))
-                if len(data) != offsets[stop] - offsets[start]:
-                    end = int(offsets[start]) + len(data)
-                    cut = int(np.searchsorted(offsets, end, side="right")) - 1
-                    raise StoreError(f"{tokens}: stream ends at byte {end}, inside sample {cut} (truncated file)")
-                grids = np.empty((stop - start, *grid_shape), dtype=np.int64)
-                base = offsets[start]
-                for i in range(start, stop):
-                    try:
-                        grids[i - start] = decode_sample(
-                            data[offsets[i] - base : offsets[i + 1] - base], numel
-                        ).reshape(grid_shape)
-                    except StoreError as e:
-                        raise StoreError(f"{tokens}: sample {i}: {e} (wrong --grid?)") from None
-                yield start, grids
-            if f.read(1):
-                raise StoreError(f"{tokens}: longer than its index says; the files do not belong together")
-    except FileNotFoundError:
-        raise StoreError(f"{tokens}: no such file") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise StoreError(f"{tokens}: not a complete gzip file ({e}); re-download it") from None
+    with _open_gzip(tokens) as f:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            data = _read_exact(f, int(offsets[stop] - offsets[start]))
+            if len(data) != offsets[stop] - offsets[start]:
+                end = int(offsets[start]) + len(data)
+                cut = int(np.searchsorted(offsets, end, side="right")) - 1
+                raise StoreError(f"{tokens}: stream ends at byte {end}, inside sample {cut} (truncated file)")
+            grids = np.empty((stop - start, *grid_shape), dtype=np.int64)
+            base = offsets[start]
+            for i in range(start, stop):
+                try:
+                    grids[i - start] = decode_sample(data[offsets[i] - base : offsets[i + 1] - base], numel).reshape(
+                        grid_shape
+                    )
+                except StoreError as e:
+                    raise StoreError(f"{tokens}: sample {i}: {e} (wrong --grid?)") from None
+            yield start, grids
+        if f.read(1):
+            raise StoreError(f"{tokens}: longer than its index says; the files do not belong together")
 
 
 class SeitReleaseDataset(torch.utils.data.Dataset):
