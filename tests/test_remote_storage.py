@@ -76,11 +76,16 @@ def local_stores(tmp_path_factory, class_token_store):
     return class_token_store(root / "train", 64, seed=0), class_token_store(root / "val", 20, seed=1)
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up on a dropped connection: the server's own traceback is no seit output
+
+
 @pytest.fixture(scope="module")
 def http_server(local_stores):
     root = local_stores[0].parent
     handler = lambda *a, **kw: RangeHandler(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads, server.lock = True, threading.Lock()
     server.faults = server.short_bodies = 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
