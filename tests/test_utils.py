@@ -88,3 +88,44 @@ def test_process_group_destroys_only_the_group_it_created(tmp_path, monkeypatch)
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
+
+
+def _collectives_on_rank(rank: int, rendezvous: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from seit.utils import dist as seit_dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        cpu = torch.device("cpu")
+        figures = {
+            "mean": seit_dist.mean_over_ranks({"x": torch.tensor(float(rank)), "y": torch.tensor(2.0)}, cpu),
+            "any": seit_dist.any_rank(rank == 1, cpu),
+            "none": seit_dist.any_rank(False, cpu),
+            "max": seit_dist.all_reduce(torch.tensor([rank, 5 - rank]), op="max").tolist(),
+            "sum": seit_dist.all_reduce(torch.tensor([rank + 1])).tolist(),
+        }
+    finally:
+        dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(figures, f)
+
+
+def test_collectives_agree_across_two_ranks_and_are_identities_without_a_group(tmp_path):
+    """The one set of helpers every loop uses: metric means, stop agreement, confusion sums."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from seit.utils import dist as seit_dist
+
+    cpu = torch.device("cpu")
+    assert seit_dist.mean_over_ranks({"x": torch.tensor(3.0)}, cpu) == {"x": 3.0}
+    assert seit_dist.any_rank(True, cpu) and not seit_dist.any_rank(False, cpu)
+    assert seit_dist.all_reduce(torch.tensor([4]), op="max").tolist() == [4]
+    mp.spawn(_collectives_on_rank, args=(str(tmp_path / "rdzv"), str(tmp_path / "out")), nprocs=2)
+    for rank in range(2):
+        figures = json.loads((tmp_path / f"out.{rank}").read_text())
+        assert figures == {"mean": {"x": 0.5, "y": 2.0}, "any": True, "none": False, "max": [1, 5], "sum": [3]}

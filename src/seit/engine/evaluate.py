@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from seit.utils.dist import all_reduce
 from seit.utils.progress import progress
 
 
@@ -74,9 +74,8 @@ class Accumulator:
         self.loss += F.cross_entropy(logits, labels, reduction="sum").double()
 
     def result(self, class_names: list[str]) -> EvalResult:
-        if dist.is_available() and dist.is_initialized():
-            for t in (self.confusion, self.top5, self.loss):
-                dist.all_reduce(t)
+        for t in (self.confusion, self.top5, self.loss):
+            all_reduce(t)
         c = self.num_classes
         return EvalResult(self.confusion.view(c, c).cpu().numpy(), int(self.top5), float(self.loss), class_names)
 

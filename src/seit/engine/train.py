@@ -255,7 +255,8 @@ class Trainer:
         return at % self.cfg.run.log_every == 0 or at == 1 or self.epoch_ends() or self.reached_max_steps()
 
     def _log_step(self, loss: torch.Tensor, rate: float) -> dict[str, float]:
-        values = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.at.epoch}
+        values = seit_dist.mean_over_ranks({"loss": loss}, self.device)  # every rank's loss, not rank 0's
+        values.update(lr=self.optimizer.param_groups[0]["lr"], epoch=self.at.epoch)
         self.logger.log("train", self.at.step, {**values, "samples_per_s": rate})
         return values
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from seit.errors import SeitError
 from seit.utils import dist as seit_dist
@@ -103,12 +102,7 @@ class StopSignal:
 
     def agreed(self, device: torch.device) -> bool:
         """True on every rank as soon as any rank was signalled (all ranks must stop at the same step)."""
-        requested = self.received is not None
-        if not (dist.is_available() and dist.is_initialized()):
-            return requested
-        flag = torch.tensor([1.0 if requested else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return seit_dist.any_rank(self.received is not None, device)
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

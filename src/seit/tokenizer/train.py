@@ -149,11 +149,8 @@ class DeadCodes:
 
     @torch.no_grad()
     def update(self, ids: torch.Tensor, latents: torch.Tensor, step: int, model: Tokenizer, opt, rng) -> None:
-        used = torch.bincount(ids.flatten(), minlength=len(self.last_seen)) > 0
-        if dist.is_available() and dist.is_initialized():
-            used_any = used.to(torch.int32)
-            dist.all_reduce(used_any, op=dist.ReduceOp.MAX)
-            used = used_any.bool()
+        counts = torch.bincount(ids.flatten(), minlength=len(self.last_seen))
+        used = seit_dist.all_reduce(counts.clamp_(max=1).to(torch.int32), op="max").bool()
         self.last_seen[used.cpu()] = step
         if self.patience <= 0:
             return
@@ -164,7 +161,7 @@ class DeadCodes:
         pool = latents.reshape(-1, latents.shape[-1])
         picks = torch.randint(len(pool), (len(dead),), generator=rng).to(pool.device)
         rows = pool[picks].to(weight.dtype)
-        if dist.is_available() and dist.is_initialized():
+        if seit_dist.is_distributed():
             dist.broadcast(rows, src=0)  # every rank takes rank 0's rows
         index = dead.to(weight.device)
         weight[index] = rows
@@ -342,7 +339,7 @@ class TokenizerTrainer:
         return self.step % self.cfg.log_every == 0 or self.step in (1, self.cfg.steps) or stopping
 
     def _log_train(self, metrics: dict[str, torch.Tensor], images_per_s: float) -> dict[str, float]:
-        figures = _mean_over_ranks(metrics, self.device)
+        figures = seit_dist.mean_over_ranks(metrics, self.device)
         figures.update(
             lr=lr_at(self.cfg, self.step - 1),
             codes_active=self.codes.active_fraction(self.step),
@@ -417,15 +414,6 @@ def _stack_good(items: list) -> tuple[torch.Tensor | None, list[tuple[int, str]]
     good = [torch.from_numpy(image) for _, image, _, _ in items if image is not None]
     bad = [(i, reason) for i, image, _, reason in items if image is None]
     return (torch.stack(good) if good else None), bad
-
-
-def _mean_over_ranks(metrics: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    names = sorted(metrics)
-    values = torch.stack([metrics[k].detach().double().to(device) for k in names])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return dict(zip(names, values.tolist()))
 
 
 def _eval_batch(cfg: TrainConfig, tok_cfg: TokenizerConfig, samples) -> torch.Tensor:

@@ -54,7 +54,7 @@ def process_group(device: str | None = None, timeout_s: int = 1800) -> Iterator[
     Leaving a gloo/NCCL group alive until interpreter exit lets its threads race the C++ destructors
     (seen as a rank dying with "terminate called without an active exception").
     """
-    owns_group = not (dist.is_available() and dist.is_initialized())
+    owns_group = not is_distributed()
     info = init_distributed(device, timeout_s)
     try:
         yield info
@@ -63,15 +63,20 @@ def process_group(device: str | None = None, timeout_s: int = 1800) -> Iterator[
             cleanup()
 
 
+def is_distributed() -> bool:
+    """Whether a process group is up (the collectives below are no-ops without one)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def current() -> DistInfo:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     return DistInfo()
 
 
 def wrap_ddp(module: torch.nn.Module | None, device: torch.device) -> torch.nn.Module | None:
     """``module`` under DistributedDataParallel when a process group is up (as is otherwise, or None)."""
-    if module is None or not (dist.is_available() and dist.is_initialized()):
+    if module is None or not is_distributed():
         return module
     return torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None
@@ -79,13 +84,33 @@ def wrap_ddp(module: torch.nn.Module | None, device: torch.device) -> torch.nn.M
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.barrier()
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``tensor`` reduced in place over all ranks (``op``: sum or max); as it is without a process group."""
+    if is_distributed():
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (all ranks then take the same branch)."""
+    return bool(all_reduce(torch.tensor([float(flag)], device=device), op="max").item())
+
+
+def mean_over_ranks(metrics: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Scalar metrics averaged over all ranks, as floats (one collective for all of them)."""
+    names = sorted(metrics)
+    values = all_reduce(torch.stack([metrics[k].detach().double().to(device) for k in names]))
+    values /= dist.get_world_size() if is_distributed() else 1
+    return dict(zip(names, values.tolist()))
 
 
 def all_gather_objects(obj: object) -> list[object]:
     """Every rank's ``obj``, in rank order (just ``[obj]`` without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return [obj]
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -93,7 +118,7 @@ def all_gather_objects(obj: object) -> list[object]:
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
