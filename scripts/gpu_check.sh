@@ -33,7 +33,7 @@ DEMO="$WORK/demo"
 STORES="$DEMO/stores"
 
 # data: the demo's tiny size draws images, trains a tokenizer and writes token stores in seconds
-seit demo demo --size tiny --device cuda --out "$DEMO"
+seit demo demo --size tiny --device cuda --output "$DEMO"
 
 TRAIN_COMMON=(--epochs 1 --max-steps 30 --batch-size 64 --num-workers 4 --device cuda --amp bf16 --log-every 10)
 # bf16 autocast steps: the token ViT-S, then the pixel ViT-S
@@ -68,9 +68,9 @@ fi
 
 # tokenizer training steps and encoding on the GPU (bf16)
 seit tokenizer-train tokenizer train "$DEMO/data/train" --preset vitvq-tiny --steps 50 --batch-size 32 \
-    --device cuda --precision bf16 --num-workers 4 --out "$WORK/tokenizer" --restart
+    --device cuda --amp bf16 --num-workers 4 --output "$WORK/tokenizer" --restart
 seit tokenize tokenize "$DEMO/data/val" --tokenizer "$DEMO/tokenizer/tokenizer.safetensors" --device cuda \
-    --precision bf16 --batch-size 256 --out "$WORK/tokens-val"
+    --amp bf16 --batch-size 256 --output "$WORK/tokens-val" --restart
 
 # benchmarks on the GPU at ViT-S size, batch 256
 seit bench-pipeline bench pipeline --batch-size 256 --json "$OUT/bench-pipeline.json"

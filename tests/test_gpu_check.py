@@ -20,4 +20,4 @@ def test_gpu_check_is_valid_bash_and_every_seit_command_in_it_parses(tmp_path):
     commands = [line.split()[2] for line in parsed if line.startswith("parsed: seit ")]
     assert commands == ["demo", "train", "train", "train", "tokenizer", "tokenize", "bench", "bench"]
     assert "parsed: nccl check" in parsed
-    assert "--compile" in proc.stdout and proc.stdout.count("--amp bf16") == 4  # 3 training runs + bench train
+    assert "--compile" in proc.stdout and proc.stdout.count("--amp bf16") == 6  # 4 training runs, tokenize, bench

@@ -295,8 +295,8 @@ def test_names_a_store_key_cannot_hold_are_skipped_at_listing_and_tokenize_finis
     keys = sorted([*keys, "b/-ünï cødé\t.png"])
     out = tmp_path / "store"
     args = ["tokenize", str(root), "--tokenizer", str(tiny_tokenizer), "--out", str(out), "--num-workers", "0"]
-    for _ in range(2):  # the rerun finds the finished store and the same report
-        assert main([*args, "--device", "cpu"]) == 0
+    for again in ([], ["--resume", "auto"]):  # the resumed rerun finds the finished store and the same report
+        assert main([*args, "--device", "cpu", *again]) == 0
         assert TokenStore.open(out).keys == keys
         report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
         assert [(r["key"], r["kind"]) for r in report] == [

@@ -15,6 +15,7 @@ import seit
 from seit.cli import main
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, load_image
+from seit.runtime import RunError
 from seit.store import StoreError, StoreWriter, TokenStore, verify_store
 from seit.store.lock import WriterLock
 from seit.tokenizer import TokenizeConfig, load_tokenizer, tokenize
@@ -96,12 +97,12 @@ def test_bad_files_are_reported_and_every_good_image_is_stored(tmp_path, tok, to
     }
     verify_store(out, show_progress=False)
 
-    # a rerun has nothing left to do; other settings are refused, naming the difference
-    again = tokenize(config(root, tok_path, out))
+    # a resumed rerun has nothing left to do; other settings are refused, naming the difference
+    again = tokenize(config(root, tok_path, out, resume="auto"))
     assert (again.encoded, again.resumed, len(again.skipped)) == (0, len(labels), 4)
     with pytest.raises(TokenizerError, match=r"tokenize.resize: 'squash' there, 'crop' now"):
-        tokenize(config(root, tok_path, out, resize="crop"))
-    with pytest.raises(TokenizerError, match="holds the finished store of an earlier run"):
+        tokenize(config(root, tok_path, out, resize="crop", resume="auto"))
+    with pytest.raises(RunError, match="already holds a run; continue it with --resume auto"):
         tokenize(config(root, tok_path, out, resume=False))
 
 
@@ -111,10 +112,10 @@ def test_a_second_tokenize_into_the_same_output_stops_and_the_first_is_untouched
     out.mkdir()
     first = WriterLock(out, 0)  # what a running `seit tokenize --out s` holds
     with pytest.raises(SeitError, match=rf"{out}: already being written by pid {os.getpid()}"):
-        tokenize(config(root, tok_path, out))
+        tokenize(config(root, tok_path, out, resume="auto"))
     assert os.listdir(out) == [".writer-00000.lock"]
     first.release()
-    assert len(TokenStore.open(tokenize(config(root, tok_path, out)).store)) > 0
+    assert len(TokenStore.open(tokenize(config(root, tok_path, out, resume="auto")).store)) > 0
 
 
 KILL_CHILD_ENV = {**os.environ, "PYTHONPATH": SRC, "SEIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -139,7 +140,9 @@ def test_sigkill_then_rerun_continues_without_duplicates_or_redoing_durable_work
     durable = sum(s["samples"] for s in record["shards"])
     assert 3 * 4 <= durable < 240  # shards 0-2 are listed; shard 3 may have been renamed just before its record
 
-    resumed = tokenize(config(tmp_path / "imgs", tok_path, out, shard_mb=0.0002, max_pixels=DEFAULT_MAX_PIXELS))
+    resumed = tokenize(
+        config(tmp_path / "imgs", tok_path, out, shard_mb=0.0002, max_pixels=DEFAULT_MAX_PIXELS, resume="auto")
+    )
     assert (resumed.resumed, resumed.encoded) == (durable, 240 - durable)  # durable work is not redone
     assert [r.key for r in resumed.skipped] == ["y/broken.png"]
     tokenize(config(tmp_path / "imgs", tok_path, tmp_path / "straight", shard_mb=0.0002))  # uninterrupted
@@ -254,9 +257,45 @@ def test_a_stop_signal_keeps_durable_shards_exits_75_and_a_rerun_finishes_the_sa
     monkeypatch.setattr(StoreWriter, "append_batch", append_then_signal)
     assert main(args) == 75
     err = capsys.readouterr().err
-    assert f"{out} saved: rerun the same command to continue" in err and "stopped after " in err
+    assert f"{out} saved: rerun the same command with --resume auto to continue" in err and "stopped after " in err
     assert len(calls) == 4 and not (out / "manifest.json").exists()  # stopped after that batch, not merged
     monkeypatch.setattr(StoreWriter, "append_batch", real_append)
-    assert main(args) == 0
+    durable = sum(s["samples"] for s in json.loads((out / "part-00000.json").read_text())["shards"])
+    monkeypatch.delenv("SEIT_NO_PROGRESS", raising=False)
+    assert main([*args, "--resume", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert f"seit tokenize: writing to {out}" in err  # named as it starts
+    assert f"encode: {100 * durable // 24:3d}%" in err and f"| {durable}/24 [" in err  # the bar counts the whole job
     tokenize(config(tmp_path / "imgs", tok_path, tmp_path / "straight", shard_mb=0.0002))
     assert_same_store(TokenStore.open(out), TokenStore.open(tmp_path / "straight"))
+
+
+def test_a_used_output_is_refused_without_resume_and_restart_moves_it_aside(tmp_path, tok_path, capsys):
+    write_image_folder(tmp_path / "imgs" / "x", 6, 36)
+    out = tmp_path / "s"
+    args = ["tokenize", str(tmp_path / "imgs"), "--tokenizer", str(tok_path), "--output", str(out),
+            "--num-workers", "0", "--device", "cpu"]  # fmt: skip
+    out.mkdir()
+    (out / "notes.txt").write_text("someone's files")
+    for refused in ([], ["--no-resume"]):  # the former switch parses and means what no flag means now
+        assert main([*args, *refused]) == 1
+        assert f"{out} already holds a run; continue it with --resume auto, start over with --restart" in (
+            capsys.readouterr().err
+        )
+        assert os.listdir(out) == ["notes.txt"]  # nothing written, nothing lost
+    assert main([*args, "--resume", str(tmp_path / "elsewhere")]) == 1
+    assert "seit tokenize continues the store in --output" in capsys.readouterr().err
+    assert main([*args, "--restart"]) == 0
+    assert (tmp_path / "s.old-1" / "notes.txt").read_text() == "someone's files"
+    assert len(TokenStore.open(out)) == 6 and not (out / "notes.txt").exists()
+    assert main([*args, "--resume", str(out)]) == 0  # PATH = OUTPUT: a finished store, nothing left to do
+    assert "already complete, nothing left to encode" in capsys.readouterr().out
+
+
+def test_the_python_api_keeps_resume_true_and_a_failed_check_leaves_no_output(tmp_path, tok_path):
+    assert config(tmp_path, tok_path, tmp_path / "o", resume=True).resume == "auto"
+    assert config(tmp_path, tok_path, tmp_path / "o", resume=False).resume is None
+    write_image_folder(tmp_path / "imgs" / "x", 2, 36)
+    with pytest.raises(SeitError, match="missing-tokenizer"):
+        tokenize(config(tmp_path / "imgs", tmp_path / "missing-tokenizer", tmp_path / "never"))
+    assert not (tmp_path / "never").exists()

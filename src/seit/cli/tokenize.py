@@ -24,9 +24,10 @@ used (empty, not an image, truncated, too large, ...) with the reason. Bad image
 --prune keeps only the codes the images use, renumbered in tokenizer-id order (SeiT: 8192 -> 391 on
 ImageNet); tokenize the other splits with --codes-from TRAIN_STORE so their ids mean the same codes.
 
-Resumable: rerun the same command after a crash, kill or preemption; durable shards are kept and the
-rest is encoded. Parallel: under torchrun every process takes a contiguous share of the sorted images and
-writes its own part, and rank 0 merges the parts: the result is the store one process would write.
+Resumable: after a crash, kill or preemption rerun the same command with --resume auto; durable shards
+are kept and the rest is encoded. A used OUTPUT is refused without --resume (--restart moves it aside).
+Parallel: under torchrun every process takes a contiguous share of the sorted images and writes its own
+part, and rank 0 merges the parts: the result is the store one process would write.
 """
 
 EPILOG = """\
@@ -56,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     add_dataclass_args(p, TokenizeConfig)
+    # the former switch: refusing a used OUTPUT is now what happens without --resume
+    p.add_argument("--no-resume", dest="resume", action="store_const", const=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run, group_parser=p)
 
 
@@ -70,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.finished:
         from seit.runtime import resume_hint
 
-        where = f"after {result.samples:,} images"
-        print(f"seit: {resume_hint(result.store, where, rerun='the same command')}", file=sys.stderr)
+        print(f"seit: {resume_hint(result.store, f'after {result.samples:,} images')}", file=sys.stderr)
         return EXIT_PREEMPTED
     print(result.summary())
     if not result.samples:

@@ -241,7 +241,7 @@ def _tokenize(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
     from seit.tokenizer.config import TokenizeConfig
     from seit.tokenizer.to_store import tokenize
 
-    common = dict(tokenizer=str(paths.tokenizer), num_workers=cfg.num_workers, device=cfg.device)
+    common = dict(tokenizer=str(paths.tokenizer), num_workers=cfg.num_workers, device=cfg.device, resume="auto")
     train = tokenize(
         TokenizeConfig(images=str(paths.data / "train"), out=str(paths.train_store), prune=True, synonyms=10, **common)
     )

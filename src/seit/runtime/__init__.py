@@ -126,12 +126,15 @@ class Run:
 
 
 @contextlib.contextmanager
-def start(output: str | Path, *, device: str | None, resume: str | None, restart: bool) -> Iterator[Run]:
+def start(
+    output: str | Path, *, device: str | None, resume: str | None, restart: bool, timeout_s: int = 1800
+) -> Iterator[Run]:
     """Join the process group, claim ``output`` (refusing a run in use, see :func:`check_output`), catch stop signals.
 
-    Every rank checks the folder before the main rank changes it, so all ranks decide alike.
+    Every rank checks the folder before the main rank changes it, so all ranks decide alike. ``timeout_s``: how
+    long a collective waits for the slowest rank (longer for jobs whose ranks meet only at the end).
     """
-    with seit_dist.process_group(device) as info:
+    with seit_dist.process_group(device, timeout_s=timeout_s) as info:
         check_output(output, resume=resume, restart=restart)
         seit_dist.barrier()
         if info.is_main:

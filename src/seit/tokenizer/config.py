@@ -309,9 +309,19 @@ class TokenizeConfig(Checked):
         metavar="K",
         check=at_least(1),
     )
-    resume: bool = field(
-        True, help="continue an interrupted run into the same STORE (--no-resume: refuse to touch an existing one)"
+    resume: str | None = field(
+        None,
+        help="continue an interrupted run: 'auto' (or the flag alone) keeps the durable shards in OUTPUT and encodes "
+        "the rest (a finished store: nothing left to do); a PATH must be OUTPUT itself",
+        metavar="auto|PATH",
+        const="auto",
     )
+    restart: bool = restart_field()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # the Python API's former switch: True meant "continue"
+            self.resume = "auto" if self.resume else None
+        super().__post_init__()
 
 
 @dataclass

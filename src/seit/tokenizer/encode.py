@@ -135,6 +135,7 @@ class EncodeJob:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
         todo = self.todo()
+        share = len(shard(self.samples, self.rank, self.world_size))  # the bar and its ETA cover the whole share
         tokenizer = self.tokenizer.to(self.device).eval()
         dtype = ids_dtype(tokenizer.codebook_size)
         workers = default_workers() if self.num_workers is None else self.num_workers
@@ -148,7 +149,7 @@ class EncodeJob:
             pin_memory=self.device.type == "cuda",
         )
         with (
-            progress(total=len(todo), desc="encode", unit="img") as bar,
+            progress(total=share, initial=share - len(todo), desc="encode", unit="img") as bar,
             torch.inference_mode(),
             cpu_threads(self.device, workers, self.threads),
         ):

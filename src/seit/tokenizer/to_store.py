@@ -2,8 +2,9 @@
 
 Each rank of a torchrun job encodes a contiguous share of the sorted image list into its own part of the
 store; rank 0 merges the parts into one manifest, so N processes write exactly the store one process
-would. Rerunning the same command continues an interrupted job: durable shards are kept and their images
-are not encoded again. Images that cannot be used are skipped and listed with the reason in
+would. The job runs on :mod:`seit.runtime`: it refuses a used output folder unless ``--resume auto``
+continues it (durable shards are kept and their images are not encoded again) or ``--restart`` moves it
+aside; a stop signal keeps the durable shards. Images that cannot be used are skipped and listed with the reason in
 ``STORE/skipped.jsonl``. With ``prune`` or ``codes_from`` the full-codebook store is written to
 ``STORE/.unpruned`` first and then renumbered into STORE by :func:`seit.store.codes.prune_store`.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seit import runtime
 from seit.config import config_differences, to_dict
 from seit.images import ImageList, list_images, shard
 from seit.runtime import StopSignal
@@ -91,11 +93,20 @@ def default_num_workers() -> int:
 
 
 def tokenize(cfg: TokenizeConfig) -> TokenizeResult:
-    """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job)."""
+    """Encode the images of ``cfg.images`` into the token store ``cfg.out`` (one process or a torchrun job).
+
+    Runs on :mod:`seit.runtime`: a non-empty ``cfg.out`` is refused unless ``cfg.resume`` continues it (or
+    ``cfg.restart`` moves it aside); a stop signal keeps the durable shards and returns ``finished=False``.
+    """
     _check_options(cfg)
     started = time.perf_counter()
-    with dist.process_group(cfg.device, timeout_s=DIST_TIMEOUT_S) as info, StopSignal() as stop:
-        return _tokenize(cfg, info, started, stop)
+    runtime.check_output(cfg.out, resume=cfg.resume, restart=cfg.restart)  # before the slow set-up below
+    job = _Job.prepare(cfg)  # every input checked before the output folder is touched
+    with runtime.start(
+        cfg.out, device=cfg.device, resume=cfg.resume, restart=cfg.restart, timeout_s=DIST_TIMEOUT_S
+    ) as run:
+        run.announce("seit tokenize")
+        return job.run(run.info, run.stop, started)
 
 
 def _check_options(cfg: TokenizeConfig) -> None:
@@ -104,61 +115,98 @@ def _check_options(cfg: TokenizeConfig) -> None:
         problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
     if is_url(cfg.out):
         problems.append(f"--output {cfg.out}: write to a local or mounted directory, then copy the store")
+    if cfg.resume not in (None, "auto") and Path(cfg.resume).resolve() != Path(cfg.out).resolve():
+        problems.append(
+            f"--resume {cfg.resume}: seit tokenize continues the store in --output ({cfg.out}); give --resume auto"
+        )
     if problems:
         raise TokenizerError("; ".join(problems))
 
 
-def _tokenize(cfg: TokenizeConfig, info: dist.DistInfo, started: float, stop: StopSignal) -> TokenizeResult:
-    out = Path(cfg.out)
-    listing = list_images(cfg.images, root=cfg.root)
-    device = dist.resolve_device(cfg.device)
-    tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
-    codebook = tokenizer.classifier_codebook().float().numpy()
-    job = _job_config(cfg, tokenizer, device)
-    if cfg.codes_from:
-        _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer, listing.classes if info.is_main else None)
-    post = cfg.prune or cfg.codes_from is not None
-    work = out / UNPRUNED if post else out
-    encoded = resumed = 0
-    rate, earlier = 0.0, True  # earlier: every sample was encoded by an earlier run
-    # a finished store, or (pruning) a finished full-codebook store of which only the renumbering is left
-    finished = next((path for path in (out, work) if (path / MANIFEST).exists()), None)
-    if finished is not None:
-        if not cfg.resume:
-            raise TokenizerError(
-                f"{finished}: holds the finished store of an earlier run; write to a new directory (or rerun "
-                "without --no-resume to use it)"
-            )
-        _check_same_job(finished, job)
-        skipped = read_skip_report(out / SKIP_REPORT)
-    else:
-        skipped, encoded, resumed, rate = _encode(cfg, info, listing, tokenizer, codebook, job, work, device, stop)
-        if stop.received is not None:  # every rank reached the gather in _encode: none merges, all keep their shards
-            return TokenizeResult(
-                out, len(listing.samples), resumed + encoded, encoded, resumed, skipped,
-                time.perf_counter() - started, rate, tokenizer.codebook_size, finished=False,
-            )  # fmt: skip
-        skipped = sorted(listing.skipped + skipped, key=lambda r: r.key)  # left out while listing, then decoding
-        earlier = False
+@dataclass
+class _Job:
+    """One tokenize run: its inputs, loaded and checked, and where it writes (``work``: the full-codebook store)."""
+
+    cfg: TokenizeConfig
+    listing: ImageList
+    tokenizer: Tokenizer
+    codebook: np.ndarray
+    device: torch.device
+    config: dict[str, Any]  # what the ids depend on (see _job_config)
+
+    @classmethod
+    def prepare(cls, cfg: TokenizeConfig) -> _Job:
+        listing = list_images(cfg.images, root=cfg.root)
+        device = dist.resolve_device(cfg.device)
+        tokenizer = load_tokenizer(cfg.tokenizer, config=cfg.config, allow_legacy_pickle=cfg.allow_legacy_pickle)
+        codebook = tokenizer.classifier_codebook().float().numpy()
+        if cfg.codes_from:
+            main = os.environ.get("RANK", "0") == "0"  # the process group is not up yet: warn from rank 0 only
+            _check_codes_from(cfg.codes_from, codebook, cfg.tokenizer, listing.classes if main else None)
+        return cls(cfg, listing, tokenizer, codebook, device, _job_config(cfg, tokenizer, device))
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def post(self) -> bool:
+        """Whether the ids are renumbered after encoding (--prune, --codes-from)."""
+        return self.cfg.prune or self.cfg.codes_from is not None
+
+    @property
+    def work(self) -> Path:
+        return self.out / UNPRUNED if self.post else self.out
+
+    def run(self, info: dist.DistInfo, stop: StopSignal, started: float) -> TokenizeResult:
+        # a finished store, or (pruning) a finished full-codebook store of which only the renumbering is left
+        finished = next((path for path in (self.out, self.work) if (path / MANIFEST).exists()), None)
+        if finished is not None:  # only with --resume: the runtime refused a used output without it
+            _check_same_job(finished, self.config)
+            counts = _Counts()
+            skipped = read_skip_report(self.out / SKIP_REPORT)
+        else:
+            skipped, counts = _encode(self, info, stop)
+            if stop.received is not None:  # every rank reached the gather in _encode: none merges, all keep shards
+                return self._result(counts, skipped, started)
+            skipped = sorted(self.listing.skipped + skipped, key=lambda r: r.key)  # listing, then decoding
+            if info.is_main:
+                write_skip_report(self.out / SKIP_REPORT, skipped)  # before the manifest: a finished store has it
+                merge_parts(self.work, info.world_size)
         if info.is_main:
-            write_skip_report(out / SKIP_REPORT, skipped)  # before the manifest: a finished store has its report
-            merge_parts(work, info.world_size)
-    if info.is_main:
-        _complete(cfg, out, work, post)
-    dist.barrier()
-    with TokenStore.open(out, verify=False) as store:
+            _complete(self.cfg, self.out, self.work, self.post)
+        dist.barrier()
+        with TokenStore.open(self.out, verify=False) as store:
+            resumed = len(store) if finished is not None else counts.resumed  # all encoded by an earlier run
+            counts = _Counts(counts.encoded, resumed, counts.images_per_s)
+            return self._result(counts, skipped, started, store)
+
+    def _result(
+        self, counts: _Counts, skipped: list[SkipRecord], started: float, store: TokenStore | None = None
+    ) -> TokenizeResult:
+        """The figures of this run; without the finished ``store`` a stop signal ended it."""
         return TokenizeResult(
-            store=out,
-            images=len(listing.samples) + len(listing.skipped),
-            samples=len(store),
-            encoded=encoded,
-            resumed=len(store) if earlier else resumed,
+            store=self.out,
+            images=len(self.listing.samples) + len(self.listing.skipped),
+            samples=counts.resumed + counts.encoded if store is None else len(store),
+            encoded=counts.encoded,
+            resumed=counts.resumed,
             skipped=skipped,
             seconds=time.perf_counter() - started,
-            images_per_s=rate,
-            codebook_size=store.codebook_size,
-            prune=PruneResult.from_config(out, store) if post else None,
+            images_per_s=counts.images_per_s,
+            codebook_size=self.tokenizer.codebook_size if store is None else store.codebook_size,
+            prune=PruneResult.from_config(self.out, store) if self.post and store is not None else None,
+            finished=store is not None,
         )
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """What the ranks of this run did together."""
+
+    encoded: int = 0  # images encoded by this run
+    resumed: int = 0  # samples already durable when it started
+    images_per_s: float = 0.0  # images read (encoded or skipped) per second of encoding
 
 
 def _job_config(cfg: TokenizeConfig, tokenizer: Tokenizer, device: torch.device) -> dict[str, Any]:
@@ -195,7 +243,7 @@ def _check_same_job(path: Path, job: dict[str, Any]) -> None:
     if changed:
         raise TokenizerError(
             f"{path}: holds a store made with other settings ({'; '.join(changed[:4])}); rerun with the original "
-            "settings, or write to a new directory"
+            "settings, start over with --restart, or choose another --output"
         )
 
 
@@ -228,48 +276,27 @@ def _check_codes_from(path: str, codebook: np.ndarray, tokenizer: str, classes: 
     )
 
 
-def _encode(
-    cfg: TokenizeConfig,
-    info: dist.DistInfo,
-    listing: ImageList,
-    tokenizer: Tokenizer,
-    codebook: np.ndarray,
-    job_config: dict[str, Any],
-    work: Path,
-    device: torch.device,
-    stop: StopSignal,
-) -> tuple[list[SkipRecord], int, int, float]:
-    """This rank's share into part ``rank`` of ``work``; returns (skipped, encoded, resumed, images/s) of all ranks."""
+def _encode(job: _Job, info: dist.DistInfo, stop: StopSignal) -> tuple[list[SkipRecord], _Counts]:
+    """This rank's share into part ``rank`` of ``job.work``; returns what all ranks skipped and did."""
     if info.is_main:
-        _check_parts(work, info.world_size)
-    writer = StoreWriter(
-        work,
-        grid_shape=tokenizer.grid_shape,
-        codebook_size=tokenizer.codebook_size,
-        class_names=listing.classes or None,
-        codebook=codebook,
-        code_ids=np.arange(tokenizer.codebook_size),
-        shard_bytes=max(1, int(cfg.shard_mb * (1 << 20))),
-        part=info.rank,
-        config=job_config,
-        resume=cfg.resume,
-        **({"codec": cfg.codec} if cfg.codec else {}),
-    )
+        _check_parts(job.work, info.world_size)
+    writer = _writer(job, info.rank)
     done = writer.done_keys
-    foreign = done - {s.key for s in shard(listing.samples, info.rank, info.world_size)}
+    foreign = done - {s.key for s in shard(job.listing.samples, info.rank, info.world_size)}
     if foreign:
         writer.abort()
         raise TokenizerError(
-            f"{work}: part {info.rank} holds {len(foreign)} images that are not in this process's share of "
-            f"{cfg.images} (e.g. {min(foreign)!r}): the run was started on other images or with another number "
-            "of processes; rerun it as it was started, or delete the directory to start over"
+            f"{job.work}: part {info.rank} holds {len(foreign)} images that are not in this process's share of "
+            f"{job.cfg.images} (e.g. {min(foreign)!r}): the run was started on other images or with another number "
+            "of processes; rerun it as it was started, or start over with --restart"
         )
-    job = encode_images(
-        tokenizer,
-        listing.samples,
+    cfg = job.cfg
+    encoding = encode_images(
+        job.tokenizer,
+        job.listing.samples,
         batch_size=cfg.batch_size,
         num_workers=default_num_workers() if cfg.num_workers is None else cfg.num_workers,
-        device=device,
+        device=job.device,
         rank=info.rank,
         world_size=info.world_size,
         skip_keys=done,
@@ -279,17 +306,34 @@ def _encode(
     )
     start = time.perf_counter()
     with writer:
-        for ids, labels, keys in job:
+        for ids, labels, keys in encoding:
             writer.append_batch(ids, labels, keys)
             if stop.received is not None:  # this rank stops here; durable shards stay, the open one is dropped
                 writer.abort()
                 break
-    ranks = dist.all_gather_objects((job.skipped, job.encoded, len(done)))
+    ranks = dist.all_gather_objects((encoding.skipped, encoding.encoded, len(done)))
     seconds = time.perf_counter() - start
     skipped = sorted((r for rank_skipped, _, _ in ranks for r in rank_skipped), key=lambda r: r.key)
     encoded = sum(n for _, n, _ in ranks)
-    resumed = sum(n for _, _, n in ranks)
-    return skipped, encoded, resumed, (encoded + len(skipped)) / max(seconds, 1e-9)
+    rate = (encoded + len(skipped)) / max(seconds, 1e-9)
+    return skipped, _Counts(encoded, sum(n for _, _, n in ranks), rate)
+
+
+def _writer(job: _Job, part: int) -> StoreWriter:
+    """Part ``part`` of the full-codebook store (continuing its durable shards with --resume)."""
+    return StoreWriter(
+        job.work,
+        grid_shape=job.tokenizer.grid_shape,
+        codebook_size=job.tokenizer.codebook_size,
+        class_names=job.listing.classes or None,
+        codebook=job.codebook,
+        code_ids=np.arange(job.tokenizer.codebook_size),
+        shard_bytes=max(1, int(job.cfg.shard_mb * (1 << 20))),
+        part=part,
+        config=job.config,
+        resume=job.cfg.resume is not None,
+        **({"codec": job.cfg.codec} if job.cfg.codec else {}),
+    )
 
 
 def _check_parts(work: Path, world_size: int) -> None:
@@ -297,7 +341,7 @@ def _check_parts(work: Path, world_size: int) -> None:
     if extra:
         raise TokenizerError(
             f"{work}: holds writer records {extra[:4]} of a run with more processes than this one "
-            f"({world_size}); rerun it with the original number of processes, or delete the directory"
+            f"({world_size}); rerun it with the original number of processes, or start over with --restart"
         )
 
 
