@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from seit.store import ElasticBatchSampler, EvalBatchSampler, TokenDataset, collate
+from seit.store import ElasticBatchSampler, EvalBatchSampler, StoreError, TokenDataset, collate
 from store_util import indices_of, make_samples, write_store
 
 N, B = 203, 8
@@ -72,3 +72,21 @@ def test_dataset_items_and_pickling(store):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._store is None and len(pickle.dumps(ds)) < 2000
     np.testing.assert_array_equal(clone.__getitems__([150, 0])[0], ids[[150, 0]])
+
+
+def test_step_batches_are_an_endless_resumable_stream_split_over_ranks():
+    from seit.store import EpochOrder, StepBatchSampler
+
+    whole = list(StepBatchSampler(10, 3, start=0, stop=15, seed=3))
+    flat = [i for batch in whole for i in batch]
+    assert all(len(b) == 3 for b in whole)  # full batches: step 3 spans the end of epoch 0 and epoch 1's start
+    assert flat[:10] == EpochOrder(10, seed=3, epoch=0).take(0, 10).tolist()  # the epoch orders of seit.store
+    assert flat[10:20] == EpochOrder(10, seed=3, epoch=1).take(0, 10).tolist() and flat[:10] != flat[10:20]
+    assert list(StepBatchSampler(10, 3, start=7, stop=15, seed=3)) == whole[7:]  # resume at any step
+    ranks = [list(StepBatchSampler(10, 1, start=0, stop=15, seed=3, rank=r, world_size=3)) for r in range(3)]
+    assert [b for triple in zip(*ranks) for b in triple] == [[i] for i in flat[:45]]  # ranks interleave
+    tiny = list(StepBatchSampler(2, 4, start=0, stop=2, seed=1, rank=1, world_size=2))  # fewer than one batch
+    assert len(tiny) == 2 and all(len(b) == 4 and set(b) == {0, 1} for b in tiny)
+    assert len(StepBatchSampler(10, 3, start=5, stop=4)) == 0
+    with pytest.raises(StoreError, match="rank 2, world 2"):
+        StepBatchSampler(10, 3, start=0, stop=1, rank=2, world_size=2)

@@ -18,7 +18,7 @@ from seit.runtime import RunError
 from seit.runtime.metrics import read_metrics
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import TokenizerError, TrainConfig
-from seit.tokenizer.train import StepBatches, TokenizerTrainer, train
+from seit.tokenizer.train import TokenizerTrainer, train
 from seit.utils.serialization import safe_torch_load
 from tokenizer_testdata import TINY32_YAML, write_image_folder
 
@@ -171,15 +171,6 @@ def test_restart_moves_the_old_run_aside(data, tmp_path, one_thread):
 
 def test_the_former_resume_switch_of_the_python_api_means_auto(data, tmp_path):
     assert _config(data, tmp_path, resume=True).resume == "auto" and _config(data, tmp_path).resume is None
-
-
-def test_step_batches_are_a_resumable_stream_split_over_ranks():
-    whole = list(StepBatches(10, 2, seed=3, rank=0, world=1, start=0, stop=10))
-    assert sorted(i for batch in whole[:5] for i in batch) == list(range(10))  # one epoch, each sample once
-    later = list(StepBatches(10, 2, seed=3, rank=0, world=1, start=7, stop=10))
-    assert later == whole[7:]
-    ranks = [list(StepBatches(10, 1, seed=3, rank=r, world=2, start=0, stop=5)) for r in range(2)]
-    assert [b for pair in zip(*ranks) for b in pair] == [[i] for batch in whole[:5] for i in batch]
 
 
 @pytest.mark.slow

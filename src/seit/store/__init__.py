@@ -25,6 +25,7 @@ _LAZY = {
     "collate": "seit.store.dataset",
     "ElasticBatchSampler": "seit.store.sampler",
     "EvalBatchSampler": "seit.store.sampler",
+    "StepBatchSampler": "seit.store.sampler",
     "TokenStream": "seit.store.stream",
 }
 

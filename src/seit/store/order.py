@@ -66,6 +66,12 @@ class EpochOrder:
     def __len__(self) -> int:
         return self.num_samples
 
+    def of_epoch(self, epoch: int) -> EpochOrder:
+        """The order of ``epoch`` with these settings (this one when it is that epoch)."""
+        if epoch == self.epoch:
+            return self
+        return EpochOrder(self.num_samples, seed=self.seed, epoch=epoch, shuffle=self.mode, chunk_size=self.chunk_size)
+
     def take(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(self.num_samples, stop)
         if stop <= start:

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from seit.config import from_dict, to_dict
 from seit.images import ImageDataset, ImageSkipped, list_images, load_image
 from seit.interop.enhancing import config_from_yaml
 from seit.runtime.metrics import MetricsLogger
+from seit.store.sampler import StepBatchSampler
 from seit.tokenizer.amp import autocast
 from seit.tokenizer.checkpoint import TRAIN_FORMAT, save_tokenizer
 from seit.tokenizer.config import TokenizerConfig, TokenizerError, TrainConfig, preset
@@ -76,34 +76,6 @@ def tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
     base = config_from_yaml(cfg.config) if cfg.config else preset(cfg.preset)
     changes = {k: v for k, v in (("image_size", cfg.image_size), ("codebook_size", cfg.codebook_size)) if v}
     return base.replace(**changes) if changes else base
-
-
-class StepBatches:
-    """Sample indices for every step from ``start``: epochs are seeded permutations, so any step can resume.
-
-    Step s covers global positions [s*B*W, (s+1)*B*W) of the endless concatenation of permutations;
-    rank r takes its own B of them.
-    """
-
-    def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start: int, stop: int) -> None:
-        self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
-        self.start, self.stop = start, stop
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def _index(self, position: int) -> int:
-        epoch = position // self.n
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
-        return int(self._perm[position % self.n])
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.stop):
-            first = (step * self.world + self.rank) * self.batch
-            yield [self._index(p) for p in range(first, first + self.batch)]
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -251,9 +223,10 @@ class TokenizerTrainer:
 
     def _loader(self, workers: int) -> DataLoader:
         cfg, info = self.cfg, self.info
-        batches = StepBatches(
-            len(self.samples), cfg.batch_size, cfg.seed, info.rank, info.world_size, self.step, cfg.steps
-        )
+        batches = StepBatchSampler(
+            len(self.samples), cfg.batch_size, start=self.step, stop=cfg.steps, seed=cfg.seed, rank=info.rank,
+            world_size=info.world_size,
+        )  # fmt: skip
         return DataLoader(
             ImageDataset(self.samples, self.tok_cfg.image_size, cfg.resize),
             batch_sampler=batches,
