@@ -148,6 +148,8 @@ def test_synonyms_of_the_fixture_codebook_equal_seits_synonyms_json(tmp_path, ca
     assert out.read_bytes() == (TOKENS / "synonyms.json").read_bytes()
     np.testing.assert_array_equal(TokenStore.open(tmp_path / "s").synonyms, read_synonyms(out, 391))
     assert json.loads(out.read_text())["0"][0] == 0
+    assert main(["synonyms", str(tmp_path / "s"), "--k", "10", "--json"]) == 0  # --json alone: on stdout
+    assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
     np.testing.assert_array_equal(add_synonyms(tmp_path / "s", 3), read_synonyms(out, 391)[:, :3])
 
     with StoreWriter(tmp_path / "nobook", grid_shape=(2,), codebook_size=3) as w:

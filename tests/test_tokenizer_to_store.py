@@ -283,8 +283,8 @@ def test_a_used_output_is_refused_without_resume_and_restart_moves_it_aside(tmp_
             capsys.readouterr().err
         )
         assert os.listdir(out) == ["notes.txt"]  # nothing written, nothing lost
-    assert main([*args, "--resume", str(tmp_path / "elsewhere")]) == 1
-    assert "seit tokenize continues the store in --output" in capsys.readouterr().err
+    assert main([*args, "--resume", str(tmp_path / "elsewhere")]) == 2
+    assert "this job continues in --output" in capsys.readouterr().err
     assert main([*args, "--restart"]) == 0
     assert (tmp_path / "s.old-1" / "notes.txt").read_text() == "someone's files"
     assert len(TokenStore.open(out)) == 6 and not (out / "notes.txt").exists()

@@ -25,6 +25,7 @@ import math
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from seit.errors import ConfigError
@@ -143,6 +144,28 @@ def resume_field(checkpoint: str) -> Any:
     )
 
 
+def resume_in_place_field(output: str) -> Any:
+    """``--resume [auto|PATH]`` of a job that continues in its output folder ``output`` (e.g. "OUTPUT"): PATH can
+    only be that folder. ``--no-resume`` of the former on/off switch still parses (hidden) and means no resume."""
+    return field(
+        None,
+        help=f"continue an interrupted run: 'auto' (or the flag alone) keeps the finished part of {output} and "
+        f"does the rest; a PATH must be {output} itself",
+        metavar="auto|PATH",
+        const="auto",
+        former_switch=True,
+    )
+
+
+def check_resume_in_place(resume: str | bool | None, output: str, flag: str) -> str | None:
+    """A :func:`resume_in_place_field` value as "auto" or None (the Python API's former True/False too)."""
+    if isinstance(resume, bool):
+        return "auto" if resume else None
+    if resume not in (None, "auto") and Path(resume).resolve() != Path(output).resolve():
+        raise ConfigError(f"--resume {resume}: this job continues in {flag} ({output}); give --resume auto")
+    return None if resume is None else "auto"
+
+
 def restart_field() -> Any:
     """``--restart`` of a long job: a non-empty OUTPUT is moved aside, never deleted."""
     return field(False, help="start over in a non-empty OUTPUT: the old run is moved to OUTPUT.old-N first")
@@ -211,6 +234,9 @@ def add_dataclass_args(
         else:
             if "const" in meta:  # the flag alone means this value (``--resume`` = ``--resume auto``)
                 kwargs.update(nargs="?", const=meta["const"])
+            if meta.get("former_switch"):  # ``--no-X`` of a flag that was an on/off switch: X unset
+                off = f"--no-{field_flag(f)[2:]}"
+                parser.add_argument(off, dest=f.name, action="store_const", const=None, help=argparse.SUPPRESS)
             action = parser.add_argument(
                 *names,
                 type=tp,

@@ -79,7 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="per-sample index cost of our store (default: 4)",
     )
-    b.add_argument("--out", metavar="DIR", help="keep the SeiT files and our encoded samples here (default: temp dir)")
+    out = b.add_argument(
+        "--output", "--out", dest="out", metavar="DIR",
+        help="keep the SeiT files and our encoded samples here (default: temp dir)",
+    )  # fmt: skip
+    out.hidden_option_strings = ("--out",)  # the former spelling, left out of --help
     b.add_argument(
         "--alternatives",
         action=argparse.BooleanOptionalAction,

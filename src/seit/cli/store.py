@@ -13,12 +13,14 @@ from seit.config import (
     Checked,
     add_dataclass_args,
     at_least,
+    check_resume_in_place,
     each,
     field,
     from_args,
     json_field,
     non_negative,
     positive,
+    resume_in_place_field,
 )
 from seit.store.codec import CODECS, DEFAULT_CODEC
 
@@ -79,7 +81,11 @@ class ImportSeitConfig(Checked):
         choices=tuple(sorted(CODECS)),
     )
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
-    resume: bool = field(False, help="continue an interrupted import into OUT")
+    resume: str | None = resume_in_place_field("OUT")
+
+    def __post_init__(self) -> None:
+        self.resume = check_resume_in_place(self.resume, self.out, "OUT")
+        super().__post_init__()
 
 
 @dataclass
@@ -110,7 +116,11 @@ class PruneConfig(Checked):
     )
     codec: str | None = field(None, help="codec of OUT (default: the source's)", metavar="NAME")
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
-    resume: bool = field(False, help="continue an interrupted prune into OUT")
+    resume: str | None = resume_in_place_field("OUT")
+
+    def __post_init__(self) -> None:
+        self.resume = check_resume_in_place(self.resume, self.out, "OUT")
+        super().__post_init__()
 
 
 COMMANDS: dict[str, tuple[type, str, str]] = {
@@ -297,7 +307,7 @@ def run_prune(args: argparse.Namespace) -> int:
         synonyms_k=cfg.synonyms,
         codec=cfg.codec,
         shard_bytes=int(cfg.shard_mb * (1 << 20)),
-        resume=cfg.resume,
+        resume=cfg.resume is not None,
         show_progress=True,
     )
     print(f"wrote {cfg.out}: {result.summary()}")
@@ -333,7 +343,7 @@ def run_import_seit(args: argparse.Namespace) -> int:
         class_names=class_names,
         codec=cfg.codec,
         shard_bytes=int(cfg.shard_mb * (1 << 20)),
-        resume=cfg.resume,
+        resume=cfg.resume is not None,
         show_progress=True,
     )
     print(f"wrote {out}", file=sys.stderr)

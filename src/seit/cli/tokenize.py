@@ -57,8 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     add_dataclass_args(p, TokenizeConfig)
-    # the former switch: refusing a used OUTPUT is now what happens without --resume
-    p.add_argument("--no-resume", dest="resume", action="store_const", const=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run, group_parser=p)
 
 

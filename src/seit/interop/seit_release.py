@@ -271,10 +271,14 @@ def read_synonyms(path: str | os.PathLike, codebook_size: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(codebook_size, -1)
 
 
+def synonyms_json(synonyms: np.ndarray) -> dict[str, list[int]]:
+    """A synonym table [K, k] as SeiT's ``synonyms.json`` holds it: ``{"id": [ids, most similar first]}``."""
+    return {str(i): [int(x) for x in row] for i, row in enumerate(np.asarray(synonyms))}
+
+
 def write_synonyms(path: str | os.PathLike, synonyms: np.ndarray) -> None:
-    """A synonym table [K, k] as SeiT's ``synonyms.json`` (``{"id": [ids, most similar first]}``), atomically."""
-    table = {str(i): [int(x) for x in row] for i, row in enumerate(np.asarray(synonyms))}
-    atomic_write_bytes(path, json.dumps(table).encode())
+    """A synonym table [K, k] as SeiT's ``synonyms.json``, atomically (byte for byte SeiT's layout)."""
+    atomic_write_bytes(path, json.dumps(synonyms_json(synonyms)).encode())
 
 
 def iter_release(

@@ -11,7 +11,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seit.config import Checked, at_least, each, field, json_field, non_negative, positive, restart_field, resume_field
+from seit.config import (
+    Checked,
+    at_least,
+    check_resume_in_place,
+    each,
+    field,
+    json_field,
+    non_negative,
+    positive,
+    restart_field,
+    resume_field,
+    resume_in_place_field,
+)
 from seit.errors import SeitError
 from seit.images import DEFAULT_MAX_PIXELS, RESIZE_MODES
 
@@ -309,18 +321,11 @@ class TokenizeConfig(Checked):
         metavar="K",
         check=at_least(1),
     )
-    resume: str | None = field(
-        None,
-        help="continue an interrupted run: 'auto' (or the flag alone) keeps the durable shards in OUTPUT and encodes "
-        "the rest (a finished store: nothing left to do); a PATH must be OUTPUT itself",
-        metavar="auto|PATH",
-        const="auto",
-    )
+    resume: str | None = resume_in_place_field("OUTPUT (its durable shards; a finished store: nothing to do)")
     restart: bool = restart_field()
 
     def __post_init__(self) -> None:
-        if isinstance(self.resume, bool):  # the Python API's former switch: True meant "continue"
-            self.resume = "auto" if self.resume else None
+        self.resume = check_resume_in_place(self.resume, self.out, "--output")
         super().__post_init__()
 
 

@@ -115,10 +115,6 @@ def _check_options(cfg: TokenizeConfig) -> None:
         problems.append("give --prune (codes of this split) or --codes-from TRAIN_STORE (codes of another), not both")
     if is_url(cfg.out):
         problems.append(f"--output {cfg.out}: write to a local or mounted directory, then copy the store")
-    if cfg.resume not in (None, "auto") and Path(cfg.resume).resolve() != Path(cfg.out).resolve():
-        problems.append(
-            f"--resume {cfg.resume}: seit tokenize continues the store in --output ({cfg.out}); give --resume auto"
-        )
     if problems:
         raise TokenizerError("; ".join(problems))
 
