@@ -2,6 +2,7 @@
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,3 +48,20 @@ def test_resume_auto_or_path(tmp_path):
     assert resume_checkpoint("auto", default) == default
     with pytest.raises(RunError, match=r"nope\.pt: checkpoint to resume from does not exist"):
         resume_checkpoint(str(tmp_path / "nope.pt"), default)
+
+
+def test_no_function_in_the_long_jobs_is_longer_than_60_lines():
+    """The loops read like torchtitan's: small methods, the step and the run each in their own."""
+    import ast
+
+    import seit
+
+    src = Path(seit.__file__).parent
+    files = ["engine/train.py", "tokenizer/train.py", "tokenizer/to_store.py", "runtime/__init__.py"]
+    long = [
+        f"{name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for name in files
+        for node in ast.walk(ast.parse((src / name).read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60
+    ]
+    assert not long
