@@ -48,3 +48,15 @@ def test_dict_roundtrip_and_unknown_keys():
     assert from_dict(Job, {**to_dict(job), "crop": [7, 7]}).crop == (7, 7)
     with pytest.raises(ValueError, match="typo"):
         from_dict(Job, {"data": "x", "typo": 1})
+
+
+def test_a_job_that_continues_in_place_takes_auto_its_own_output_or_the_former_switch(tmp_path):
+    from seit.cli.store import PruneConfig
+    from seit.errors import ConfigError
+
+    out = str(tmp_path / "o")
+    assert [PruneConfig(store="a", out=out, resume=r).resume for r in (True, False, "auto", out)] == [
+        "auto", None, "auto", "auto",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"--resume .*elsewhere: this job continues in OUT \(.*o\); use --resume"):
+        PruneConfig(store="a", out=out, resume=str(tmp_path / "elsewhere"))

@@ -157,13 +157,22 @@ def resume_in_place_field(output: str) -> Any:
     )
 
 
-def check_resume_in_place(resume: str | bool | None, output: str, flag: str) -> str | None:
-    """A :func:`resume_in_place_field` value as "auto" or None (the Python API's former True/False too)."""
-    if isinstance(resume, bool):
-        return "auto" if resume else None
-    if resume not in (None, "auto") and Path(resume).resolve() != Path(output).resolve():
-        raise ConfigError(f"--resume {resume}: this job continues in {flag} ({output}); give --resume auto")
-    return None if resume is None else "auto"
+class ResumesInPlace(Checked):
+    """Config mixin of a job that continues in its output folder ``out`` (``resume``: a resume_in_place_field).
+
+    ``resume`` becomes "auto" or None: the Python API's former True/False are taken, a PATH must be ``out``.
+    """
+
+    output_flag = "--output"  # how the CLI names ``out``, for the message
+
+    def __post_init__(self) -> None:
+        resume, out = self.resume, self.out
+        if isinstance(resume, bool):
+            resume = "auto" if resume else None
+        elif resume not in (None, "auto") and Path(resume).resolve() != Path(out).resolve():
+            raise ConfigError(f"--resume {resume}: this job continues in {self.output_flag} ({out}); use --resume auto")
+        self.resume = None if resume is None else "auto"
+        super().__post_init__()
 
 
 def restart_field() -> Any:

@@ -11,9 +11,9 @@ from typing import Any
 from seit.cli import emit_json
 from seit.config import (
     Checked,
+    ResumesInPlace,
     add_dataclass_args,
     at_least,
-    check_resume_in_place,
     each,
     field,
     from_args,
@@ -51,7 +51,7 @@ class VerifyConfig(Checked):
 
 
 @dataclass
-class ImportSeitConfig(Checked):
+class ImportSeitConfig(ResumesInPlace):
     out: str = field(help="output store directory (new, or an interrupted import with --resume)", positional=True)
     prefix: str | None = field(
         None,
@@ -83,9 +83,7 @@ class ImportSeitConfig(Checked):
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
     resume: str | None = resume_in_place_field("OUT")
 
-    def __post_init__(self) -> None:
-        self.resume = check_resume_in_place(self.resume, self.out, "OUT")
-        super().__post_init__()
+    output_flag = "OUT"
 
 
 @dataclass
@@ -100,7 +98,7 @@ class ExportSeitConfig(Checked):
 
 
 @dataclass
-class PruneConfig(Checked):
+class PruneConfig(ResumesInPlace):
     store: str = field(help=STORE_HELP, positional=True)
     out: str = field(help="output store directory (new, or an interrupted prune with --resume)", positional=True)
     codes_from: str | None = field(
@@ -118,9 +116,7 @@ class PruneConfig(Checked):
     shard_mb: float = field(128.0, help="target shard size in MB", metavar="MB", check=positive)
     resume: str | None = resume_in_place_field("OUT")
 
-    def __post_init__(self) -> None:
-        self.resume = check_resume_in_place(self.resume, self.out, "OUT")
-        super().__post_init__()
+    output_flag = "OUT"
 
 
 COMMANDS: dict[str, tuple[type, str, str]] = {

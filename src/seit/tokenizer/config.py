@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from seit.config import (
     Checked,
+    ResumesInPlace,
     at_least,
-    check_resume_in_place,
     each,
     field,
     json_field,
@@ -263,7 +263,7 @@ class ConvertConfig(Checked):
 
 
 @dataclass
-class TokenizeConfig(Checked):
+class TokenizeConfig(ResumesInPlace):
     """``seit tokenize``: images -> token store (fields are the CLI flags)."""
 
     images: str = field(
@@ -323,10 +323,6 @@ class TokenizeConfig(Checked):
     )
     resume: str | None = resume_in_place_field("OUTPUT (its durable shards; a finished store: nothing to do)")
     restart: bool = restart_field()
-
-    def __post_init__(self) -> None:
-        self.resume = check_resume_in_place(self.resume, self.out, "--output")
-        super().__post_init__()
 
 
 @dataclass
