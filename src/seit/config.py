@@ -144,13 +144,14 @@ def resume_field(checkpoint: str) -> Any:
     )
 
 
-def resume_in_place_field(output: str) -> Any:
-    """``--resume [auto|PATH]`` of a job that continues in its output folder ``output`` (e.g. "OUTPUT"): PATH can
-    only be that folder. ``--no-resume`` of the former on/off switch still parses (hidden) and means no resume."""
+def resume_in_place_field(output: str, kept: str | None = None) -> Any:
+    """``--resume [auto|PATH]`` of a job that continues in its output folder ``output`` (e.g. "OUTPUT"; ``kept``:
+    what it keeps there): PATH can only be that folder. ``--no-resume`` of the former on/off switch still parses
+    (hidden) and means no resume."""
     return field(
         None,
-        help=f"continue an interrupted run: 'auto' (or the flag alone) keeps the finished part of {output} and "
-        f"does the rest; a PATH must be {output} itself",
+        help=f"continue an interrupted run: 'auto' (or the flag alone) keeps {kept or f'the finished part of {output}'}"
+        f" and does the rest; a PATH must be {output} itself",
         metavar="auto|PATH",
         const="auto",
         former_switch=True,

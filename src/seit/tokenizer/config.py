@@ -321,7 +321,7 @@ class TokenizeConfig(ResumesInPlace):
         metavar="K",
         check=at_least(1),
     )
-    resume: str | None = resume_in_place_field("OUTPUT (its durable shards; a finished store: nothing to do)")
+    resume: str | None = resume_in_place_field("OUTPUT", kept="the durable shards in OUTPUT (a finished store: all)")
     restart: bool = restart_field()
 
 
