@@ -194,6 +194,8 @@ def test_bad_sizes_and_files_are_one_line_errors(data, tmp_path, capsys):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(CheckpointError, match=r"junk\.safetensors"):
         load_tokenadapt(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="not a seit TokenAdapt file .*seit-tokenizer"):
+        load_tokenadapt(data / "tok" / "tokenizer.safetensors")
     with pytest.raises(CheckpointError, match="no such TokenAdapt file"):
         load_tokenadapt(tmp_path / "nothing")
 
