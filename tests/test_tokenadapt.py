@@ -194,7 +194,7 @@ def test_bad_sizes_and_files_are_one_line_errors(data, tmp_path, capsys):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(CheckpointError, match=r"junk\.safetensors"):
         load_tokenadapt(tmp_path / "junk.safetensors")
-    with pytest.raises(CheckpointError, match="not a seit TokenAdapt file .*seit-tokenizer"):
+    with pytest.raises(CheckpointError, match=r"not a seit TokenAdapt file .*seit-tokenizer"):
         load_tokenadapt(data / "tok" / "tokenizer.safetensors")
     with pytest.raises(CheckpointError, match="no such TokenAdapt file"):
         load_tokenadapt(tmp_path / "nothing")
@@ -209,3 +209,23 @@ def test_help_examples_build_the_config():
     for argv in commands:
         cfg = from_args(TokenAdaptTrainConfig, build_parser().parse_args(argv))
         assert cfg.tokenizer == "runs/tok"
+
+
+def test_agreement_of_the_token_grid_is_exact_for_no_transform_and_a_mirror_for_a_flip(data):
+    """The baselines of the benchmark: no transform agrees fully; a flip compares the mirrored grid."""
+    from seit.tokenadapt.evaluate import agreement
+    from seit.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(data / "tok")
+    torch.manual_seed(0)
+    model = TokenAdapt(TINY)
+    images = np.stack([load_image(s.path, 32, "squash") for s in list_images(data / "images").samples])
+    images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    window = crop_window(8, 6)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    plain = agreement(model, tokenizer, [images], lambda b: window[:2].repeat(b, 1, 1))
+    assert plain["token_nearest"] == plain["token_bilinear"] == 1.0 and plain["tokenadapt"] < 0.5
+    flipped = agreement(model, tokenizer, [images], lambda b: (mirror @ window)[:2].repeat(b, 1, 1))
+    x = images.float() / 255
+    want = (tokenizer.encode(x).flip(-1) == tokenizer.encode(x.flip(-1)))[:, 1:7, 1:7].double().mean().item()
+    assert flipped["token_nearest"] == pytest.approx(want) and want < 1.0
