@@ -229,3 +229,18 @@ def test_agreement_of_the_token_grid_is_exact_for_no_transform_and_a_mirror_for_
     x = images.float() / 255
     want = (tokenizer.encode(x).flip(-1) == tokenizer.encode(x.flip(-1)))[:, 1:7, 1:7].double().mean().item()
     assert flipped["token_nearest"] == pytest.approx(want) and want < 1.0
+
+
+def test_the_one_loader_reads_seitpp_released_pair_and_saves_it_in_seit_format_unchanged(tmp_path):
+    from pathlib import Path
+
+    from seit.interop.seitpp_checkpoints import load_tokenadapt as load_released
+    from seit.tokenadapt import save_tokenadapt
+
+    released = Path(__file__).parent / "fixtures" / "seitpp-reference" / "tokenadapt-tiny.ckpt"
+    ours, reference = load_tokenadapt(released), load_released(released)
+    path = save_tokenadapt(ours, tmp_path / "pair")
+    again = load_tokenadapt(tmp_path / "pair")
+    assert path == tmp_path / "pair" / "tokenadapt.safetensors" and again.config == reference.config
+    for name, value in reference.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], value) and torch.equal(again.state_dict()[name], value)
