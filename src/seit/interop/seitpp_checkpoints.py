@@ -89,15 +89,24 @@ def tokenadapt_config(state_dict: Mapping[str, torch.Tensor], *, name: str = "ch
     )
 
 
-def load_tokenadapt(path: str | os.PathLike) -> TokenAdapt:
-    """A TokenAdapt pair from SeiT++'s ``tokenadapt.ckpt`` (or its MTM checkpoint), sizes read from the shapes."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = safe_torch_load(path)
-    state = tokenadapt_state_dict(obj, name=str(path))
-    model = TokenAdapt(tokenadapt_config(state, name=str(path)))
+def tokenadapt_from_state_dict(
+    state: Mapping[str, torch.Tensor], *, name: str = "checkpoint", config: TokenAdaptConfig | None = None
+) -> TokenAdapt:
+    """A TokenAdapt pair (eval mode) from its state dict in SeiT++'s names; sizes read from the shapes unless
+    ``config`` gives them."""
+    model = TokenAdapt(config or tokenadapt_config(state, name=name))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         problem = str(e).splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: TokenAdapt weights do not fit one pair of sizes ({problem})") from None
+        raise CheckpointError(f"{name}: TokenAdapt weights do not fit one pair of sizes ({problem})") from None
     return model.eval()
+
+
+def load_tokenadapt(path: str | os.PathLike) -> TokenAdapt:
+    """A TokenAdapt pair from SeiT++'s ``tokenadapt.ckpt`` (or its MTM checkpoint), sizes read from the shapes.
+
+    :func:`seit.tokenadapt.load_tokenadapt` reads these and seit's own files."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = safe_torch_load(path)
+    return tokenadapt_from_state_dict(tokenadapt_state_dict(obj, name=str(path)), name=str(path))

@@ -61,7 +61,7 @@ def read_tokenizer(
     if not path.is_file():
         raise TokenizerError(f"{path}: no such tokenizer file")
     yaml_config = enhancing.config_from_yaml(config) if config is not None else None
-    if _is_safetensors(path):
+    if is_safetensors(path):
         return _read_safetensors(path, yaml_config)
     try:
         obj = safe_torch_load(path, code_hint=LEGACY_PICKLE_HINT)
@@ -117,7 +117,7 @@ def _check_keys(model: Tokenizer, src: TokenizerSource, path: str | os.PathLike)
         )
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
