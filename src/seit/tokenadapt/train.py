@@ -44,12 +44,13 @@ from seit.config import from_dict, to_dict
 from seit.images import ImageDataset, list_images
 from seit.models.tokenadapt import TokenAdapt, TokenAdaptConfig
 from seit.runtime.metrics import MetricsLogger
+from seit.store import StepBatchSampler
 from seit.tokenadapt.checkpoint import TRAIN_FORMAT, save_tokenadapt
 from seit.tokenadapt.config import TokenAdaptTrainConfig
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.encode import cpu_threads, default_workers
 from seit.tokenizer.model import Tokenizer
-from seit.tokenizer.train import StepBatches, TrainError, _SkipUnreadable, _stack_good, lr_at
+from seit.tokenizer.train import TrainError, _SkipUnreadable, _stack_good, lr_at
 from seit.utils import dist as seit_dist
 from seit.utils.serialization import atomic_torch_save, safe_torch_load
 
@@ -200,7 +201,7 @@ class TokenAdaptTrainer:
 
     def _loader(self, workers: int) -> DataLoader:
         cfg = self.cfg
-        batches = StepBatches(len(self.samples), cfg.batch_size, cfg.seed, 0, 1, self.step, cfg.steps)
+        batches = StepBatchSampler(len(self.samples), cfg.batch_size, start=self.step, stop=cfg.steps, seed=cfg.seed)
         return DataLoader(
             ImageDataset(self.samples, self.tokenizer.config.image_size, cfg.resize),
             batch_sampler=batches,
