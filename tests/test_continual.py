@@ -92,10 +92,13 @@ def test_memory_counts_every_byte_of_each_exemplar(data, both):
     ckpt = torch.load(both / "tokens" / "last.pt", weights_only=True)
     memory = ckpt["memory"]
     store = TokenStore.open(data["store"])
+    # decoding needs the codec state file and the group's table header once: reserved before any exemplar
+    header = store.read_blobs([0])[0].header
+    assert memory["reserved"] == store.manifest["codecs"][0]["bytes"] + len(header) > 1000
     for label, indices in memory["ranked"].items():
         assert store.labels_of(indices).tolist() == [label] * len(indices)
-        pages = [len(b) + OFFSET_BYTES + LABEL_BYTES for b in store.read_blobs(indices)]
-        assert memory["sizes"][label] == pages and sum(pages) <= 8000 // 4  # each class's share of the budget
+        pages = [len(b.body) + OFFSET_BYTES + LABEL_BYTES for b in store.read_blobs(indices)]
+        assert memory["sizes"][label] == pages and sum(pages) <= (8000 - memory["reserved"]) // 4  # a class's share
     pixels = torch.load(both / "pixels" / "last.pt", weights_only=True)["memory"]
     files = sorted(p for p in Path(data["images"]).rglob("*.jpg"))
     for label, sizes in pixels["sizes"].items():
@@ -170,6 +173,7 @@ def test_forgetting_is_the_drop_from_the_best_earlier_accuracy():
         (("--val-store", None), "--store/--val-store: give both"),
         (("--tasks", "9"), "--tasks 9 exceeds the 4 classes"),
         (("--memory-bytes", "-1"), "--memory-bytes must be >= 0"),
+        (("--memory-bytes", "100"), "--memory-bytes 100 is below the 1400 bytes a token memory"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_flag(data, tmp_path, capsys, extra, message):

@@ -25,7 +25,14 @@ import torch
 from seit import runtime
 from seit.config import to_dict
 from seit.continual.config import ContinualConfig
-from seit.continual.memory import ReplayMemory, herding_order, pixel_exemplar_bytes, random_order, token_exemplar_bytes
+from seit.continual.memory import (
+    ReplayMemory,
+    herding_order,
+    pixel_exemplar_bytes,
+    random_order,
+    token_exemplar_bytes,
+    token_memory_reserve,
+)
 from seit.engine.config import OptimConfig, TrainConfig
 from seit.engine.evaluate import Accumulator
 from seit.engine.train import seed_everything, step_seed
@@ -131,7 +138,7 @@ class ContinualLearner:
         p = cfg.protocol
         self.tasks = task_classes(self.num_classes, p.tasks, p.class_order_seed)
         self.train_labels, self.val_labels, self.features_set = self._labels_and_views()
-        self.memory = ReplayMemory(p.memory_bytes)
+        self.memory = ReplayMemory(p.memory_bytes, self._reserve())
         self.at = Position()
         self.steps: list[dict[str, Any]] = []
         self.optimizer = self.scheduler = None
@@ -153,6 +160,18 @@ class ContinualLearner:
 
         view = PixelDataset(self.tcfg.data.images, self.tcfg.data.image_size)
         return pipe.train_set.labels, pipe.val_set.labels, view
+
+    def _reserve(self) -> int:
+        """Bytes the memory needs whatever it holds: a token store's decoding tables; refused above the budget."""
+        if self.kind != "tokens":
+            return 0
+        reserve = token_memory_reserve(self.pipe.train_set.store)
+        if reserve > self.cfg.protocol.memory_bytes:
+            raise SeitError(
+                f"--memory-bytes {self.cfg.protocol.memory_bytes} is below the {reserve} bytes a token memory of "
+                f"{self.cfg.data.store} needs once (its codec state and tables): raise --memory-bytes"
+            )
+        return reserve
 
     # --- the steps -----------------------------------------------------------------------------------------
 
@@ -302,7 +321,7 @@ class ContinualLearner:
 
     def update_memory(self, task: int) -> None:
         """Rank each new class's samples (herding or random) and keep what fits in every class's new share."""
-        share = self.memory.budget // (len(self.memory.ranked) + len(self.tasks[task]))
+        share = self.memory.share_of(len(self.memory.ranked) + len(self.tasks[task]))
         for label in self.tasks[task]:
             idx = np.flatnonzero(self.train_labels == label)
             sizes = self.exemplar_bytes(idx)
@@ -318,7 +337,12 @@ class ContinualLearner:
         result = {"task": task, "classes": self.tasks[task], "classes_seen": int(self.seen(task).sum())}
         result.update(self.evaluate(task))
         self.update_memory(task)
-        result.update(exemplars=len(self.memory.indices()), memory_bytes=self.memory.used_bytes(), steps=self.at.step)
+        result.update(
+            exemplars=len(self.memory.indices()),
+            memory_bytes=self.memory.used_bytes(),
+            memory_reserved_bytes=self.memory.reserved,
+            steps=self.at.step,
+        )
         self.logger.log("task", self.at.step, {k: v for k, v in result.items() if k != "classes"})
         if self.run.info.is_main:
             log.info(
