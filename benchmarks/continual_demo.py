@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=30)
     parser.add_argument("--tokenizer-steps", type=int, default=300)
-    parser.add_argument("--memory-bytes", type=int, default=60_000)
+    parser.add_argument("--memory-bytes", type=int, default=150_000)
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--selection", default="herding")
@@ -70,14 +70,14 @@ def main() -> None:
         "--embed-dim", str(size.embed_dim), "--depth", str(size.depth), "--num-heads", str(size.num_heads),
         "--epochs", str(args.epochs), "--batch-size", "32", "--lr", str(size.lr),
         "--cutmix", "0", "--rrc-scale", *map(str, size.crop_scale), "--hflip-prob", "0.5",
-        "--device", "cpu", "--output", str(out / "continual"), "--resume", "auto",
+        "--device", "cpu", "--output", str(out / f"continual-{args.memory_bytes}-{args.selection}"), "--resume", "auto",
     ]  # fmt: skip
     print("[bench] seit " + shlex.join(argv), flush=True)
     before = cpu_seconds()
     code = seit_main(argv)
     print(f"[bench] continual (both memories): {cpu_seconds() - before:.0f} CPU s", flush=True)
     if code == 0:
-        print((out / "continual" / "report.md").read_text())
+        print((out / f"continual-{args.memory_bytes}-{args.selection}" / "report.md").read_text())
     sys.exit(code)
 
 

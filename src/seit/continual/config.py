@@ -46,8 +46,9 @@ class ContinualProtocolConfig(Checked):
     class_order_seed: int = field(0, help="seed of the class order (a permutation of the classes)", check=non_negative)
     memory_bytes: int = field(
         200_000,
-        help="replay memory budget in bytes, counting every stored byte of each exemplar (tokens: its encoded "
-        "page, offset and label; pixels: its JPEG file and label); split evenly over the classes seen",
+        help="replay memory budget in bytes, every stored byte counted (tokens: each encoded page, offset and "
+        "label, and once the store's codec state and tables; pixels: each image file and label); split evenly "
+        "over the classes seen",
         check=non_negative,
     )
     selection: str = field(
