@@ -4,6 +4,7 @@ Tiny data: a 4-class token store (8x8 ids) and a 4-class JPEG folder of the same
 """
 
 import json
+import shlex
 import signal
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seit.cli import main
+from seit.cli import build_parser, main
+from seit.config import from_args, to_dict
+from seit.continual import ContinualConfig
 from seit.continual.learner import ContinualLearner, task_classes
 from seit.continual.memory import LABEL_BYTES, OFFSET_BYTES, ReplayMemory, herding_order
 from seit.continual.report import forgetting
@@ -83,6 +86,11 @@ def test_token_and_pixel_memory_report_at_equal_bytes_with_the_same_recipe(both)
     # tokens are smaller than the JPEG files: more exemplars in the same bytes
     assert runs["tokens"]["final_exemplars"] > runs["pixels"]["final_exemplars"] > 0
     assert (both / "accuracy.png").stat().st_size > 0 and "token memory" in (both / "report.md").read_text()
+    # the report's command runs these settings: parsed back, it gives the same config
+    command = shlex.split(report["command"])
+    assert command[:2] == ["seit", "continual"] and "--memory-bytes" in command
+    parsed = from_args(ContinualConfig, build_parser().parse_args(command[1:]))
+    assert json.loads(json.dumps(to_dict(parsed))) == report["config"]
     for kind in ("tokens", "pixels"):
         assert (both / kind / "model.safetensors").exists()
         assert read_metrics(both / kind / "metrics.jsonl", "train")[0]["step"] == 1  # metrics from step 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from seit.config import add_dataclass_args, from_args
@@ -53,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from seit.errors import EXIT_PREEMPTED
     from seit.runtime import resume_hint
 
-    result = run_continual(cfg, command="seit " + shlex.join(sys.argv[1:]))
+    result = run_continual(cfg)
     if result.preempted:
         print(f"seit: {resume_hint(result.output, result.where)}", file=sys.stderr)
         return EXIT_PREEMPTED

@@ -14,7 +14,7 @@ from typing import Any
 
 from seit.continual.config import ContinualConfig
 
-__all__ = ["ContinualConfig", "ContinualResult", "run_continual"]
+__all__ = ["ContinualConfig", "ContinualResult", "command_line", "run_continual"]
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,32 @@ class ContinualResult:
     report_md: Path | None = None
 
 
-def run_continual(cfg: ContinualConfig, command: str = "") -> ContinualResult:
+def command_line(cfg: ContinualConfig) -> str:
+    """The `seit continual` command that runs ``cfg``: every setting that differs from its default, as flags."""
+    import dataclasses
+    import shlex
+
+    from seit.config import field_flag
+
+    words = ["seit", "continual"]
+    for section in dataclasses.fields(cfg):
+        values, defaults = getattr(cfg, section.name), type(getattr(cfg, section.name))()
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value == getattr(defaults, f.name) or f.name in ("resume", "restart"):
+                continue
+            flag = field_flag(f)
+            if isinstance(value, bool):
+                words.append(flag if value else "--no-" + flag[2:])
+            else:
+                words += [flag, *map(str, value if isinstance(value, tuple | list) else [value])]
+    return shlex.join(words)
+
+
+def run_continual(cfg: ContinualConfig) -> ContinualResult:
     """Every memory kind's run in turn (a finished one is read back from its checkpoint), then the report."""
     from seit import runtime
+    from seit.config import to_dict
     from seit.continual.learner import ContinualLearner
     from seit.continual.report import summarise, write_report
     from seit.errors import SeitError
@@ -56,7 +79,7 @@ def run_continual(cfg: ContinualConfig, command: str = "") -> ContinualResult:
                 return ContinualResult(run.output, True, f"in the {kind} memory run at step {result.global_step}")
             results[kind] = result
         report = summarise(results, cfg.protocol.memory_bytes)
-        md = write_report(run.output, report, command or "(Python API) run_continual")
+        md = write_report(run.output, report, command_line(cfg), to_dict(cfg))
         log.info("%s", report["verdict"])
         return ContinualResult(run.output, False, report=report, report_md=md)
 

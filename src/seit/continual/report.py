@@ -75,11 +75,12 @@ def verdict(runs: dict[str, Any], budget: int) -> str:
     )
 
 
-def write_report(folder: str | Path, report: dict[str, Any], command: str) -> Path:
-    """report.json, report.md and accuracy.png in ``folder``; returns report.md."""
+def write_report(folder: str | Path, report: dict[str, Any], command: str, config: dict[str, Any]) -> Path:
+    """report.json (with the command and config that ran), report.md and accuracy.png in ``folder``; returns
+    report.md."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "report.json", {**report, "command": command})
+    atomic_write_json(folder / "report.json", {**report, "command": command, "config": config})
     _plot(report, folder / "accuracy.png")
     md = folder / "report.md"
     atomic_write_bytes(md, markdown(report, command).encode())
