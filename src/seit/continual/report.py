@@ -137,6 +137,8 @@ def _plot(report: dict[str, Any], png: Path) -> None:
         seen = [s["classes_seen"] for s in r["steps"]]
         label = f"{r['memory']}: {r['final_exemplars']} exemplars at the end"
         ax.plot(seen, [s["top1"] for s in r["steps"]], marker="o", label=label)
+    seen = [s["classes_seen"] for s in next(iter(report["runs"].values()))["steps"]]
+    ax.plot(seen, [100.0 / n for n in seen], "k:", label="chance")
     ax.set_xlabel("classes seen")
     ax.set_ylabel("top-1 on all classes seen (%)")
     ax.set_title(f"replay memory of {report['memory_budget_bytes']:,} bytes")
