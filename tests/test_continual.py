@@ -93,7 +93,10 @@ def test_token_and_pixel_memory_report_at_equal_bytes_with_the_same_recipe(both)
     assert json.loads(json.dumps(to_dict(parsed))) == report["config"]
     for kind in ("tokens", "pixels"):
         assert (both / kind / "model.safetensors").exists()
-        assert read_metrics(both / kind / "metrics.jsonl", "train")[0]["step"] == 1  # metrics from step 1
+        first = read_metrics(both / kind / "metrics.jsonl", "train")[0]
+        assert first["step"] == 1  # metrics from step 1
+        # the logits are restricted to the classes seen: an untrained model's loss is ln 2 (of 2 seen), not ln 4
+        assert abs(first["loss"] - np.log(2)) < 0.2
 
 
 def test_memory_counts_every_byte_of_each_exemplar(data, both):
