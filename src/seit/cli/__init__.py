@@ -25,7 +25,9 @@ from seit.errors import (
 )
 
 # Command groups in the order of the data flow; each module defines register(subparsers).
-GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "demo", "bench", "tokenadapt")
+GROUPS = (
+    "store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "tokenadapt", "continual", "demo", "bench",
+)  # fmt: skip
 
 DESCRIPTION = """\
 seit: train image classifiers from compact VQ tokens instead of pixels (SeiT / SeiT++).
@@ -41,7 +43,8 @@ exit status:
   {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
   {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
-       --resume auto to continue (`seit train`, `seit tokenizer train`, `seit tokenize`)
+       --resume auto to continue (every long job: `seit train`, `seit tokenizer train`, `seit tokenize`,
+       `seit tokenadapt train`, `seit continual`)
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
