@@ -134,9 +134,9 @@ class Trainer:
     def _create_model(self, timm) -> torch.nn.Module:
         model = self.pipe.create_model(timm)
         if self.cfg.model.finetune:
-            from seit.models import load_classifier, load_for_finetune
+            from seit.models.finetune import load_pretrained
 
-            dropped = load_for_finetune(model, load_classifier(self.cfg.model.finetune).model.state_dict())
+            dropped = load_pretrained(model, self.cfg.model.finetune)
             if self.info.is_main:
                 log.info("fine-tuning from %s (re-initialised: %s)", self.cfg.model.finetune, dropped or "nothing")
         return model.to(self.device)
@@ -429,9 +429,11 @@ _RESUME_MAY_CHANGE = {
 }
 
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path, world_size: int) -> None:
-    if ckpt.get("kind") != "seit.train":
-        raise TrainingError(f"{path}: not a seit training checkpoint (to start from weights, use --finetune)")
+def _check_resumable(ckpt: dict, cfg: Any, path: Path, world_size: int, kind: str = "seit.train") -> None:
+    """Refuse a checkpoint of another job (``kind``), global batch, seed or settings (the configs of `seit train`
+    and `seit pretrain` share the section and field names this reads)."""
+    if ckpt.get("kind") != kind:
+        raise TrainingError(f"{path}: not a {kind} checkpoint (to start from weights, use --finetune)")
     saved, now = ckpt["config"], to_dict(cfg)
     per_process, processes = saved.get("optim", {}).get("batch_size"), ckpt.get("world_size", 1)
     was, now_global = per_process * processes, cfg.optim.batch_size * world_size

@@ -238,3 +238,47 @@ def apply_reference_flags(ns: argparse.Namespace, table: Mapping[str, Flag], par
             flag = field.upper() if field == "checkpoint" else "--" + field.replace("_", "-")
             raise ConfigError(f"{name} and {flag} both say how to set {field}: give one of them")
         setattr(ns, field, value)
+
+
+def _train_rows(*names: str) -> tuple[Flag, ...]:
+    """Rows of :data:`TRAIN` whose flag SeiT++'s scripts share with SeiT's, with the same meaning."""
+    return tuple(dict.fromkeys(TRAIN[name] for name in names))
+
+
+_NOWHERE_MTM = "SeiT++'s main_mtm_pretrain.py reads it nowhere"
+
+# SeiT++'s main_mtm_pretrain.py on `seit pretrain`
+PRETRAIN = _flags(
+    *SHARED.values(),
+    *_train_rows("--output_dir", "--start_epoch", "--rrc-ratio", "--token-noise-prob", "--token-coloradapt-prob"),
+    *_train_rows("--token-noise-scale", "--token-noise-std", "--eda-rc-prob", "--replace-token-prob"),
+    *_train_rows("--token-synonym-thres", "--eda-sc-prob", "--swap-token-scale"),
+    Flag(("--batch_size",), Alias("batch_size"), int),
+    Flag(("--accum_iter",), Alias("accum_iter"), int),
+    Flag(("--weight_decay",), Alias("weight_decay"), float),
+    Flag(("--min_lr",), Alias("min_lr"), float),
+    Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
+    Flag(("--mask_ratio_min",), Alias("mask_ratio_min"), float),
+    Flag(("--mask_ratio_max",), Alias("mask_ratio_max"), float),
+    Flag(("--mask_ratio_mu",), Alias("mask_ratio_mu"), float),
+    Flag(("--mask_ratio_std",), Alias("mask_ratio_std"), float),
+    Flag(("--bce_loss",), Alias("bce_loss"), None),
+    Flag(("--tokenadapt-path",), Alias("tokenadapt"), str),
+    Flag(("--print_freq",), Alias("log_every"), int),
+    Flag(
+        ("--input_size",),
+        Sets(lambda v: {"input_size": v}, "--crop-size INPUT_SIZE // --token_patch_size"),
+        int,
+    ),
+    Flag(("--token_patch_size",), Sets(lambda v: {"token_patch_size": v}, "see --input_size"), int),
+    Flag(("--grad_clip",), Ignored("SeiT++ defines it but never clips; seit's --clip-grad does"), float),
+    Flag(("--save_periods",), Ignored("seit keeps OUTPUT/last.pt, written every --ckpt-every steps"), str, "+"),
+    Flag(("--pin_mem",), Ignored("a transfer-speed setting; seit pins batches itself where it helps")),
+    Flag(("--no_pin_mem",), Ignored("a transfer-speed setting; seit pins batches itself where it helps")),
+    Flag(("--flip",), Ignored(_NOWHERE_MTM)),
+    Flag(("--affine",), Ignored(_NOWHERE_MTM)),
+    Flag(
+        ("--src", "--rrc"),
+        Refused("SeiT++ then crops in the data loader and again per batch; seit pretrain crops once (--crop)"),
+    ),
+)
