@@ -12,7 +12,8 @@ With ``--tokenadapt`` half of each batch instead goes through TokenAdapt's featu
 Reproducibility and resume are `seit train`'s: every draw of a step comes from (seed, step, rank), the data
 position is the samples the epoch has consumed, so an interrupted and resumed run repeats the losses of the
 uninterrupted one. ``OUTPUT/last.pt`` (kind ``seit.pretrain``) holds the MTM model, optimizer and position;
-`seit train --finetune OUTPUT/last.pt` starts a token ViT from its encoder (:func:`seit.models.finetune.load_pretrained`).
+`seit train --finetune OUTPUT/last.pt` starts a token ViT from its encoder
+(:func:`seit.models.finetune.load_pretrained`; the format: docs/pretrain-format.md).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from seit.config import to_dict
 from seit.engine.config import OptimConfig, RunConfig, TrainConfig
 from seit.engine.pipeline import TokenPipeline
 from seit.engine.pretrain_config import PretrainConfig
-from seit.errors import ConfigError
 from seit.engine.train import Position, TrainingError, _autocast, _check_resumable, seed_everything, step_seed
+from seit.errors import ConfigError
 from seit.runtime.metrics import MetricsLogger
 from seit.utils import dist as seit_dist
 from seit.utils.serialization import CheckpointError, atomic_torch_save, safe_torch_load
@@ -300,10 +301,9 @@ class Pretrainer:
         steps = self.steps_per_epoch(self.at.samples)
         bar.start_epoch(self.at.epoch, steps)
         loader = iter(self.pipe.train_loader(self.at.epoch, self.at.samples))
-        t0, done = time.perf_counter(), 0
-        for _ in range(steps):
+        t0 = time.perf_counter()
+        for done in range(1, steps + 1):
             loss = self.train_step([next(loader) for _ in range(self.cfg.optim.accum_iter)])
-            done += 1
             stopping = self.run.stop.agreed(self.device)
             at = self.at.step
             if at % self.cfg.run.log_every == 0 or at == 1 or done == steps or self.reached_max_steps() or stopping:
