@@ -173,3 +173,12 @@ def test_seitpp_readme_pretrain_command_runs_under_torchrun(tmp_path):
     assert cfg["model"]["tokenadapt"] == "tokenadapt.ckpt" and ckpt["mtm"]["img_size"] == 12
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_a_tokenadapt_pair_made_for_other_data_is_refused(stores, tmp_path, capsys):
+    from seit.models.tokenadapt import TokenAdapt, TokenAdaptConfig
+
+    other = TokenAdaptConfig(code_dim=4, codebook_size=16, grid=8, crop=4, dim=8, heads=1, mlp_dim=16)  # 4x4 crops
+    torch.save(TokenAdapt(other).state_dict(), tmp_path / "ta.ckpt")
+    assert main(pretrain_args(stores[0], tmp_path / "run", "--tokenadapt", str(tmp_path / "ta.ckpt"))) == 1
+    assert "4x4 crops; this data has 16 codes of 4 dims, 8x8 grids and 6x6 crops" in capsys.readouterr().err
