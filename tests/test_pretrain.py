@@ -182,3 +182,42 @@ def test_a_tokenadapt_pair_made_for_other_data_is_refused(stores, tmp_path, caps
     torch.save(TokenAdapt(other).state_dict(), tmp_path / "ta.ckpt")
     assert main(pretrain_args(stores[0], tmp_path / "run", "--tokenadapt", str(tmp_path / "ta.ckpt"))) == 1
     assert "4x4 crops; this data has 16 codes of 4 dims, 8x8 grids and 6x6 crops" in capsys.readouterr().err
+
+
+# SeiT++'s README_seit++.md, "finetuning MTM" (tab indents as spaces)
+SEITPP_FINETUNE = r"""
+    --model deit_base_token_32 \
+    --codebook-path ${DATA_DIR}/codebook.ckpt \
+    --train-token-file ${DATA_DIR}/imagenet1k-train-token.data.bin.gz \
+    --train-label-file ${DATA_DIR}/imagenet1k-train-label.txt \
+    --val-token-file ${DATA_DIR}/imagenet1k-val-token.data.bin.gz \
+    --val-label-file ${DATA_DIR}/imagenet1k-val-label.txt \
+    --token-synonym-dict tokens/codebook-synonyms.json \
+    --batch_size 128 \
+    --accum_iter 1 \
+    --print_freq 400 \
+    --epochs 100 \
+    --output_dir path/to/save \
+    --blr 1.0e-3 --layer_decay 0.65 \
+    --dist_eval \
+    --finetune path/to/pre-trained model
+"""
+
+
+def test_seitpp_readme_finetune_flags_on_seit_train(capsys):
+    """main_mtm_finetune.py's flags mean the same on seit train; its --blr (sqrt scaling) is refused with the
+    --lr to give instead. (The README's "path/to/pre-trained model" holds a space: one path here.)"""
+    from seit.cli import build_parser
+    from seit.config import from_args
+    from seit.engine.config import TrainConfig
+    from seit.interop import seit_flags
+
+    words = shlex.split(re.sub(r"\\\s*\n\s*", " ", SEITPP_FINETUNE.strip()).replace("pre-trained model", "mtm.pt"))
+    assert main(["train", *words]) == 2
+    assert "--blr (SeiT/DeiT) is not supported: SeiT++'s fine-tuning lr is blr x sqrt" in capsys.readouterr().err
+    i = words.index("--blr")
+    args = build_parser().parse_args(["train", *words[:i], "--lr", "4e-3", "--unscale-lr", *words[i + 2 :]])
+    seit_flags.apply_reference_flags(args, seit_flags.TRAIN, args.group_parser)
+    cfg = from_args(TrainConfig, args)
+    assert (cfg.optim.batch_size, cfg.optim.layer_decay, cfg.run.log_every) == (128, 0.65, 400)
+    assert (cfg.model.finetune, cfg.run.output, cfg.optim.lr) == ("path/to/mtm.pt", "path/to/save", 4e-3)

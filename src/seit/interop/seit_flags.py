@@ -158,6 +158,28 @@ TRAIN = _flags(
     Flag(("--inat-category",), Refused("give --store (or --images FOLDER for the pixel baseline)"), str),
 )
 
+# SeiT++'s main_mtm_finetune.py, on `seit train` (fine-tuning from `seit pretrain`)
+_FINETUNE_LR = (
+    "SeiT++'s fine-tuning lr is blr x sqrt(effective batch) / 8: give that as --lr with --unscale-lr "
+    "(e.g. blr 1e-3 at 1024: --lr 4e-3 --unscale-lr)"
+)
+TRAIN.update(
+    _flags(
+        Flag(("--batch_size",), Alias("batch_size"), int),
+        Flag(("--layer_decay",), Alias("layer_decay"), float),
+        Flag(("--drop_path",), Alias("drop_path"), float),
+        Flag(("--weight_decay",), Alias("weight_decay"), float),
+        Flag(("--min_lr",), Alias("min_lr"), float),
+        Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
+        Flag(("--clip_grad",), Alias("clip_grad"), float),
+        Flag(("--print_freq",), Alias("log_every"), int),
+        Flag(("--dist_eval",), Ignored("evaluation is always distributed and exact: every sample counted once")),
+        Flag(("--accum_iter",), Only(1, "seit train takes one optimizer step per batch"), int),
+        Flag(("--blr",), Refused(_FINETUNE_LR), float),
+        Flag(("--tokenadapt-path",), Refused("TokenAdapt augmentation in fine-tuning is not implemented"), str),
+    )
+)
+
 EVAL = _flags(
     *SHARED.values(),
     # evaluate_on_images.py
