@@ -221,3 +221,19 @@ def test_seitpp_readme_finetune_flags_on_seit_train(capsys):
     cfg = from_args(TrainConfig, args)
     assert (cfg.optim.batch_size, cfg.optim.layer_decay, cfg.run.log_every) == (128, 0.65, 400)
     assert (cfg.model.finetune, cfg.run.output, cfg.optim.lr) == ("path/to/mtm.pt", "path/to/save", 4e-3)
+
+
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_tokenadapt_geometric_composes_flip_and_crop_in_feature_space(flip):
+    """With the affine off and the crop the whole map, the resampling is the identity (or the mirror image)."""
+    from seit.engine.pretrain import tokenadapt_geometric
+    from seit.models.tokenadapt import TokenAdapt, TokenAdaptConfig
+
+    pair = TokenAdapt(TokenAdaptConfig(code_dim=4, codebook_size=16, grid=6, crop=6, dim=8, heads=1, mlp_dim=16))
+    vectors = torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    ids = tokenadapt_geometric(pair, vectors, (1.0, 1.0), gen, flip_prob=flip, affine_prob=0.0)
+    feats = pair.convert(vectors)
+    assert torch.equal(ids, pair.invert(feats.flip(-1) if flip else feats))
+    moved = tokenadapt_geometric(pair, vectors, (1.0, 1.0), gen, flip_prob=flip, affine_prob=1.0)
+    assert moved.shape == (3, 6, 6) and not torch.equal(moved, ids)  # rotated/sheared/translated: other codes

@@ -79,11 +79,16 @@ def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
 
 
 def tokenadapt_geometric(
-    tokenadapt, vectors: torch.Tensor, scale: tuple[float, float], generator: torch.Generator
+    tokenadapt,
+    vectors: torch.Tensor,
+    scale: tuple[float, float],
+    generator: torch.Generator,
+    flip_prob: float = 0.5,
+    affine_prob: float = 0.5,
 ) -> torch.Tensor:
     """SeiT++'s TokenAdapt augmentation: code vectors [B, D, g, g] -> augmented ids [B, m, m] (m: the pair's crop).
 
-    Lifted into TokenAdapt's feature map, each sample is flipped (p 0.5), with p 0.5 rotated (up to 30
+    Lifted into TokenAdapt's feature map, each sample is flipped (p 0.5), with p 0.5 rotated (up to +-30
     degrees), translated (up to 20% per axis) and sheared (up to 15 degrees per axis) together, then
     resized-cropped (area ``scale``) to the pair's crop, all as one bilinear resampling, and read back as the
     most likely code per token. (A minimal stand-in, kept here until `seit tokenadapt` ships its own.)
@@ -101,7 +106,7 @@ def tokenadapt_geometric(
     crop[:, 0, 0], crop[:, 1, 1], crop[:, 2, 2] = w / side, h / side, 1.0
     crop[:, 0, 2], crop[:, 1, 2] = (left + w / 2) / side * 2 - 1, (top + h / 2) / side * 2 - 1
     u = torch.rand(6, b, dtype=torch.float64, **opts) * 2 - 1
-    apply = torch.rand(b, **opts) < 0.5
+    apply = torch.rand(b, **opts) < affine_prob
     angle = torch.where(apply, u[0] * math.radians(30), 0.0)
     shear_x, shear_y = (torch.where(apply, v * math.radians(15), 0.0).tan() for v in (u[1], u[2]))
     move_x, move_y = (torch.where(apply, v * 0.2 * 2, 0.0) for v in (u[3], u[4]))
@@ -111,7 +116,7 @@ def tokenadapt_geometric(
     affine[:, 1, 0], affine[:, 1, 1] = sin + cos * shear_y, sin * shear_x + cos
     affine[:, 0, 2], affine[:, 1, 2], affine[:, 2, 2] = move_x, move_y, 1.0
     flip = torch.ones_like(crop[:, 0, 0])
-    flip[torch.rand(b, **opts) < 0.5] = -1.0
+    flip[torch.rand(b, **opts) < flip_prob] = -1.0
     flips = torch.diag_embed(torch.stack([flip, torch.ones_like(flip), torch.ones_like(flip)], 1))
     # source = flip^-1 . affine^-1 . crop (flip, then the affine, then the crop, as SeiT++ composes them)
     theta = (flips @ torch.linalg.inv(affine) @ crop)[:, :2].to(feats.dtype)
