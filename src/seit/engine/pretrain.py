@@ -29,11 +29,20 @@ import torch
 import torch.nn.functional as F
 
 from seit import runtime
-from seit.config import to_dict
 from seit.engine.config import OptimConfig, RunConfig, TrainConfig
 from seit.engine.pipeline import TokenPipeline
 from seit.engine.pretrain_config import PretrainConfig
-from seit.engine.train import Position, TrainingError, _autocast, _check_resumable, seed_everything, step_seed
+from seit.engine.train import (
+    Position,
+    TrainingError,
+    _autocast,
+    _check_resumable,
+    optimizer_step,
+    restore_run_state,
+    run_state,
+    seed_everything,
+    step_seed,
+)
 from seit.errors import ConfigError
 from seit.runtime.metrics import MetricsLogger
 from seit.utils import dist as seit_dist
@@ -210,11 +219,7 @@ class Pretrainer:
         except CheckpointError as e:
             raise TrainingError(f"{e}; cannot resume from it: --resume PATH of another, or --restart") from None
         _check_resumable(ckpt, self.cfg, path, self.info.world_size, kind=KIND)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.at = Position(ckpt["epoch"], ckpt["position"], ckpt["global_step"])
+        self.at = restore_run_state(ckpt, self.model, self.optimizer, self.scaler)
         if self.info.is_main:
             log.info("resumed %s at epoch %d, sample %d, step %d", path, *vars(self.at).values())
 
@@ -222,17 +227,11 @@ class Pretrainer:
         """``OUTPUT/last.pt``, atomically (main rank)."""
         if not self.info.is_main:
             return
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.at.epoch,
-            "position": self.at.samples,
-            "global_step": self.at.step,
-            "world_size": self.info.world_size,
-            "config": to_dict(self.cfg),
-            "kind": KIND,
-            "mtm": {"model": self.cfg.model.model, "img_size": self.pipe.grid_size, **self.cfg.model.size_overrides()},
+        state = run_state(self.model, self.optimizer, self.scaler, self.at, self.info.world_size, self.cfg, KIND)
+        state["mtm"] = {
+            "model": self.cfg.model.model,
+            "img_size": self.pipe.grid_size,
+            **self.cfg.model.size_overrides(),
         }
         atomic_torch_save(state, self.out / "last.pt")
 
@@ -273,26 +272,13 @@ class Pretrainer:
                         f"MTM loss is {loss.item()} at step {self.at.step} (lr {lr:.3g}): training diverged; "
                         "start again with a lower --blr or --clip-grad 3.0"
                     )
-                self._backward(loss / len(micro_batches))
+                scaled = loss / len(micro_batches)
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.item()
-        self._optimizer_step()
+        optimizer_step(self.optimizer, self.scaler, self.model.parameters(), self.cfg.optim.clip_grad)
         self.at.step += 1
         self.at.samples += self.batch_step
         return total / len(micro_batches)
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-    def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.cfg.optim.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
 
     def steps_per_epoch(self, position: int) -> int:
         return (self.pipe.num_train - position) // self.batch_step
