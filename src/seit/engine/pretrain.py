@@ -170,6 +170,12 @@ class Pretrainer:
         self.logger = MetricsLogger(
             self.out, enabled=self.info.is_main, tensorboard=cfg.run.tensorboard, resume_step=resume_step
         )
+        if self.info.is_main and o.warmup_epochs > o.epochs:
+            log.warning(
+                "--warmup-epochs %g exceeds --epochs %d: the lr only ramps up, to %.3g at the end (SeiT++'s default "
+                "warm-up is 40 epochs of 400)",
+                o.warmup_epochs, o.epochs, self.lr * o.epochs / o.warmup_epochs,
+            )  # fmt: skip
         if self.info.is_main:
             log.info(
                 "MTM: %s on %dx%d crops, lr %.3g (effective batch %d), masking %.2f..%.2f (mean %.2f)",

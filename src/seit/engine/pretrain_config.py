@@ -139,11 +139,6 @@ class PretrainOptimConfig(Checked):
         None, help="clip the gradient norm (SeiT++ defines --grad_clip 3.0 but never applies it)", check=positive
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} exceeds --epochs {self.epochs}")
-
 
 # the run section of `seit train`, less what has no meaning without a validation set
 PretrainRunConfig = subset(

@@ -158,6 +158,23 @@ TRAIN = _flags(
     Flag(("--inat-category",), Refused("give --store (or --images FOLDER for the pixel baseline)"), str),
 )
 
+# flags both of SeiT++'s scripts (main_mtm_pretrain.py, main_mtm_finetune.py) add to SeiT's
+_NO_PIN = "a transfer-speed setting; seit pins batches itself where it helps"
+SEITPP_SHARED = _flags(
+    Flag(("--batch_size",), Alias("batch_size"), int),
+    Flag(("--weight_decay",), Alias("weight_decay"), float),
+    Flag(("--min_lr",), Alias("min_lr"), float),
+    Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
+    Flag(("--print_freq",), Alias("log_every"), int),
+    Flag(("--input_size",), Sets(lambda v: {"input_size": v}, "--crop-size INPUT_SIZE // --token_patch_size"), int),
+    Flag(("--token_patch_size",), Sets(lambda v: {"token_patch_size": v}, "see --input_size"), int),
+    Flag(("--save_periods",), Ignored("seit keeps OUTPUT/last.pt, written every --ckpt-every steps"), str, "+"),
+    Flag(("--pin_mem",), Ignored(_NO_PIN)),
+    Flag(("--no_pin_mem",), Ignored(_NO_PIN)),
+    Flag(("--rrc",), Refused("SeiT++ then crops in the data loader and again per batch; seit crops once (--crop)")),
+)
+_POOL = "main_mtm_finetune.py never passes it to the model; seit's token ViTs average-pool, as SeiT++'s"
+
 # SeiT++'s main_mtm_finetune.py, on `seit train` (fine-tuning from `seit pretrain`)
 _FINETUNE_LR = (
     "SeiT++'s fine-tuning lr is blr x sqrt(effective batch) / 8: give that as --lr with --unscale-lr "
@@ -165,14 +182,12 @@ _FINETUNE_LR = (
 )
 TRAIN.update(
     _flags(
-        Flag(("--batch_size",), Alias("batch_size"), int),
+        *SEITPP_SHARED.values(),
         Flag(("--layer_decay",), Alias("layer_decay"), float),
         Flag(("--drop_path",), Alias("drop_path"), float),
-        Flag(("--weight_decay",), Alias("weight_decay"), float),
-        Flag(("--min_lr",), Alias("min_lr"), float),
-        Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
         Flag(("--clip_grad",), Alias("clip_grad"), float),
-        Flag(("--print_freq",), Alias("log_every"), int),
+        Flag(("--global_pool",), Ignored(_POOL)),
+        Flag(("--cls_token",), Ignored(_POOL)),
         Flag(("--dist_eval",), Ignored("evaluation is always distributed and exact: every sample counted once")),
         Flag(("--accum_iter",), Only(1, "seit train takes one optimizer step per batch"), int),
         Flag(("--blr",), Refused(_FINETUNE_LR), float),
@@ -275,32 +290,16 @@ PRETRAIN = _flags(
     *_train_rows("--output_dir", "--start_epoch", "--rrc-ratio", "--token-noise-prob", "--token-coloradapt-prob"),
     *_train_rows("--token-noise-scale", "--token-noise-std", "--eda-rc-prob", "--replace-token-prob"),
     *_train_rows("--token-synonym-thres", "--eda-sc-prob", "--swap-token-scale"),
-    Flag(("--batch_size",), Alias("batch_size"), int),
+    *SEITPP_SHARED.values(),
     Flag(("--accum_iter",), Alias("accum_iter"), int),
-    Flag(("--weight_decay",), Alias("weight_decay"), float),
-    Flag(("--min_lr",), Alias("min_lr"), float),
-    Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
     Flag(("--mask_ratio_min",), Alias("mask_ratio_min"), float),
     Flag(("--mask_ratio_max",), Alias("mask_ratio_max"), float),
     Flag(("--mask_ratio_mu",), Alias("mask_ratio_mu"), float),
     Flag(("--mask_ratio_std",), Alias("mask_ratio_std"), float),
     Flag(("--bce_loss",), Alias("bce_loss"), None),
     Flag(("--tokenadapt-path",), Alias("tokenadapt"), str),
-    Flag(("--print_freq",), Alias("log_every"), int),
-    Flag(
-        ("--input_size",),
-        Sets(lambda v: {"input_size": v}, "--crop-size INPUT_SIZE // --token_patch_size"),
-        int,
-    ),
-    Flag(("--token_patch_size",), Sets(lambda v: {"token_patch_size": v}, "see --input_size"), int),
     Flag(("--grad_clip",), Ignored("SeiT++ defines it but never clips; seit's --clip-grad does"), float),
-    Flag(("--save_periods",), Ignored("seit keeps OUTPUT/last.pt, written every --ckpt-every steps"), str, "+"),
-    Flag(("--pin_mem",), Ignored("a transfer-speed setting; seit pins batches itself where it helps")),
-    Flag(("--no_pin_mem",), Ignored("a transfer-speed setting; seit pins batches itself where it helps")),
     Flag(("--flip",), Ignored(_NOWHERE_MTM)),
     Flag(("--affine",), Ignored(_NOWHERE_MTM)),
-    Flag(
-        ("--src", "--rrc"),
-        Refused("SeiT++ then crops in the data loader and again per batch; seit pretrain crops once (--crop)"),
-    ),
+    Flag(("--src",), Refused("SeiT++ then crops in the data loader and again per batch; seit crops once (--crop)")),
 )
