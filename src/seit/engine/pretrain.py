@@ -242,7 +242,10 @@ class Pretrainer:
         atomic_torch_save(state, self.out / "last.pt")
 
     def inputs(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One micro-batch of ids -> the augmented ids the model reads."""
+        """One micro-batch of ids -> the augmented ids the model reads.
+
+        With a TokenAdapt pair the second half skips Token-EDA, ColorAdapt and Emb-Noise (SeiT++ colours the whole
+        batch before splitting it): a known difference of the stand-in :func:`tokenadapt_geometric`."""
         if self.tokenadapt is None:
             return nearest_codes(self.pipe.train_batch(ids, labels)[0], self.codebook)
         half = ids.shape[0] // 2
