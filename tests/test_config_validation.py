@@ -165,6 +165,7 @@ def _is_numeric(tp) -> bool:
 
 # Numeric flags whose every value works: seeds of the demo datasets are free, tuples have cross-field checks.
 UNCHECKED = {("AugmentConfig", "rrc_scale"), ("AugmentConfig", "rrc_aspect"), ("AugmentConfig", "cutmix_minmax")}
+UNCHECKED |= {("PretrainAugmentConfig", name) for name in ("rrc_scale", "rrc_aspect")}  # AugmentConfig's checks
 
 
 def test_every_numeric_flag_of_every_command_is_checked(monkeypatch):
@@ -184,7 +185,7 @@ def _all_options(parser) -> set[str]:
     return {option for p in all_parsers(parser) for action in p._actions for option in action.option_strings}
 
 
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]")  # (SeiT's spellings hold underscores)
 
 
 def _error_strings(tree: ast.AST):

@@ -89,10 +89,14 @@ class MTMConfig(Checked):
     depth: int | None = field(None, help="override the encoder's number of blocks", check=at_least(1))
     num_heads: int | None = field(None, help="override the encoder's number of attention heads", check=at_least(1))
     mask_ratio_min: float = field(
-        0.4, help="masking ratio: lower bound; also the share of patches dropped from the encoder's input"
+        0.4,
+        help="masking ratio: lower bound; also the share of patches dropped from the encoder's input",
+        check=between(0, 1),
     )
-    mask_ratio_max: float = field(1.0, help="masking ratio: upper bound")
-    mask_ratio_mu: float = field(0.45, help="masking ratio: mean of the truncated normal drawn once per step")
+    mask_ratio_max: float = field(1.0, help="masking ratio: upper bound", check=between(0, 1))
+    mask_ratio_mu: float = field(
+        0.45, help="masking ratio: mean of the truncated normal drawn once per step", check=between(0, 1)
+    )
     mask_ratio_std: float = field(0.25, help="masking ratio: std of the truncated normal", check=positive)
     smoothing: float = field(
         0.0, help="label smoothing of the loss over the codebook (masked tokens)", check=between(0, 1)
