@@ -41,7 +41,8 @@ exit status:
   {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
   {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
-       --resume auto to continue (`seit train`, `seit tokenizer train`; `seit tokenize`: rerun as it was)
+       --resume auto to continue (`seit train`, `seit pretrain`, `seit tokenizer train`; `seit tokenize`: rerun
+       as it was)
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
