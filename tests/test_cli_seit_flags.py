@@ -48,19 +48,53 @@ EVALUATE_ON_IMAGES = {
     "--no-pin-mem": None, "--world_size": "1", "--dist_url": "env://",
 }  # fmt: skip
 
+# SeiT++ (the same repository): every flag of main_mtm_pretrain.py and main_mtm_finetune.py
+MAIN_MTM_SHARED = {
+    "--batch_size": "8", "--epochs": "2", "--accum_iter": "1", "--input_size": "224", "--weight_decay": "0.05",
+    "--lr": "1e-3", "--blr": "1.5e-4", "--min_lr": "0.0", "--warmup_epochs": "40", "--token_patch_size": "8",
+    "--codebook-path": "c.ckpt", "--train-token-file": "t.bin.gz", "--train-label-file": "t.txt",
+    "--tokenadapt-path": "ta.ckpt", "--rrc-ratio": "0.2", "--src": None, "--rrc": None,
+    "--token-coloradapt-prob": "0.0", "--token-noise-prob": "0.0", "--token-noise-scale": "1.0",
+    "--token-noise-std": "1.0", "--eda-rc-prob": "0.0", "--token-synonym-dict": "s.json",
+    "--token-synonym-thres": "5", "--replace-token-prob": "0.25", "--eda-sc-prob": "0.0",
+    "--swap-token-scale": "0.25", "--output_dir": "out", "--device": "cpu", "--seed": "0", "--resume": "r.pth",
+    "--save_periods": "last2 best", "--start_epoch": "0", "--num_workers": "10", "--pin_mem": None,
+    "--no_pin_mem": None, "--world_size": "1", "--local_rank": "-1", "--dist_on_itp": None,
+    "--dist_url": "env://", "--print_freq": "100", "--smoothing": "0.0",
+}  # fmt: skip
+MAIN_MTM_PRETRAIN = {
+    **MAIN_MTM_SHARED, "--model": "mtm_token_vit_tiny_test", "--mask_ratio_min": "0.4", "--mask_ratio_max": "1.0",
+    "--mask_ratio_mu": "0.45", "--mask_ratio_std": "0.25", "--grad_clip": "3.0", "--flip": None, "--affine": None,
+    "--bce_loss": None,
+}  # fmt: skip
+MAIN_MTM_FINETUNE = {
+    **MAIN_MTM_SHARED, "--model": "deit_base_token_32", "--drop_path": "0.1", "--clip_grad": "1.0",
+    "--layer_decay": "0.75", "--mixup": "0.0", "--cutmix": "1.0", "--cutmix-minmax": "0.2 0.8",
+    "--mixup-prob": "1.0", "--mixup-switch-prob": "0.5", "--mixup-mode": "batch", "--finetune": "ft.pth",
+    "--global_pool": None, "--cls_token": None, "--eval": None, "--dist_eval": None, "--val-token-file": "v.bin.gz",
+    "--val-label-file": "v.txt",
+}  # fmt: skip
+
 
 def _config(command, argv):
     """The config `seit COMMAND argv` builds (ConfigError for a refused flag), without running anything."""
+    from seit.engine.pretrain_config import PretrainConfig
+
     args = build_parser().parse_args([command, *(argv.split() if isinstance(argv, str) else argv)])
-    table = seit_flags.TRAIN if command == "train" else seit_flags.EVAL
+    table, config = {
+        "train": (seit_flags.TRAIN, TrainConfig),
+        "eval": (seit_flags.EVAL, EvalConfig),
+        "pretrain": (seit_flags.PRETRAIN, PretrainConfig),
+    }[command]
     seit_flags.apply_reference_flags(args, table, args.group_parser)
-    return from_args(TrainConfig if command == "train" else EvalConfig, args)
+    return from_args(config, args)
 
 
 @pytest.mark.parametrize(
     "command, flag, value",
-    [("train", f, v) for f, v in {**MAIN_SEIT, **DEIT_ONLY}.items()]
-    + [("eval", f, v) for f, v in EVALUATE_ON_IMAGES.items()],
+    [("train", f, v) for f, v in {**MAIN_SEIT, **DEIT_ONLY, **MAIN_MTM_FINETUNE}.items()]
+    + [("eval", f, v) for f, v in EVALUATE_ON_IMAGES.items()]
+    + [("pretrain", f, v) for f, v in MAIN_MTM_PRETRAIN.items()],
 )
 def test_every_reference_flag_is_taken_or_refused_in_one_line(command, flag, value):
     argv = [flag, *(value.split() if value else [])] + (
@@ -71,7 +105,7 @@ def test_every_reference_flag_is_taken_or_refused_in_one_line(command, flag, val
     except ConfigError as e:
         message = str(e)
         assert message.startswith(flag) and "\n" not in message
-        row = (seit_flags.TRAIN if command == "train" else seit_flags.EVAL)[flag]
+        row = {"train": seit_flags.TRAIN, "eval": seit_flags.EVAL, "pretrain": seit_flags.PRETRAIN}[command][flag]
         assert isinstance(row.rule, seit_flags.Refused), f"{flag} {value}: SeiT's default must be accepted"
 
 
@@ -156,5 +190,6 @@ def test_drop_is_not_drop_path_and_eval_is_not_eval_every(capsys):
 
 def test_every_row_of_the_tables_is_a_flag_of_the_reference_scripts():
     """The tables hold SeiT/DeiT flags only; an invented one would be a flag no user ever typed."""
-    assert set(seit_flags.TRAIN) <= set(MAIN_SEIT) | set(DEIT_ONLY)
+    assert set(seit_flags.TRAIN) <= set(MAIN_SEIT) | set(DEIT_ONLY) | set(MAIN_MTM_FINETUNE)
+    assert set(seit_flags.PRETRAIN) <= set(MAIN_MTM_PRETRAIN) | set(MAIN_SEIT) | set(DEIT_ONLY)
     assert set(seit_flags.EVAL) <= set(EVALUATE_ON_IMAGES) | set(MAIN_SEIT) | set(DEIT_ONLY)

@@ -165,6 +165,7 @@ def _is_numeric(tp) -> bool:
 
 # Numeric flags whose every value works: seeds of the demo datasets are free, tuples have cross-field checks.
 UNCHECKED = {("AugmentConfig", "rrc_scale"), ("AugmentConfig", "rrc_aspect"), ("AugmentConfig", "cutmix_minmax")}
+UNCHECKED |= {("PretrainAugmentConfig", name) for name in ("rrc_scale", "rrc_aspect")}  # AugmentConfig's checks
 
 
 def test_every_numeric_flag_of_every_command_is_checked(monkeypatch):
@@ -184,7 +185,7 @@ def _all_options(parser) -> set[str]:
     return {option for p in all_parsers(parser) for action in p._actions for option in action.option_strings}
 
 
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]")  # (SeiT's spellings hold underscores)
 
 
 def _error_strings(tree: ast.AST):
@@ -505,14 +506,20 @@ def _help_examples():
 
 @pytest.mark.parametrize("argv", list(_help_examples()))
 def test_every_example_in_help_and_readme_parses(argv):
-    """Each example command line parses with the real parser; seit train/eval's also build their config."""
+    """Each example command line parses with the real parser; seit train/eval/pretrain's also build their config."""
+    from seit.engine.pretrain_config import PretrainConfig
     from seit.interop import seit_flags
 
     args = build_parser().parse_args(argv)  # argparse exits (SystemExit 2) on an unknown flag or bad value
-    table = {"train": seit_flags.TRAIN, "eval": seit_flags.EVAL}.get(argv[0])
-    if table is not None:
+    configs = {
+        "train": (seit_flags.TRAIN, engine.TrainConfig),
+        "eval": (seit_flags.EVAL, engine.EvalConfig),
+        "pretrain": (seit_flags.PRETRAIN, PretrainConfig),
+    }
+    if argv[0] in configs:
+        table, config = configs[argv[0]]
         seit_flags.apply_reference_flags(args, table, args.group_parser)
-        seit.config.from_args(engine.TrainConfig if argv[0] == "train" else engine.EvalConfig, args)
+        seit.config.from_args(config, args)
 
 
 def test_examples_are_found():

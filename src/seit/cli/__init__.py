@@ -26,7 +26,8 @@ from seit.errors import (
 
 # Command groups in the order of the data flow; each module defines register(subparsers).
 GROUPS = (
-    "store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "tokenadapt", "continual", "demo", "bench",
+    "store", "tokenizer", "tokenize", "synonyms", "decode", "tokenadapt", "pretrain", "train", "eval", "continual",
+    "demo", "bench",
 )  # fmt: skip
 
 DESCRIPTION = """\
@@ -43,8 +44,8 @@ exit status:
   {EXIT_ERROR:<4} error: bad input data, or a file or folder that cannot be read or written (the message names it)
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
   {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
-       --resume auto to continue (every long job: `seit train`, `seit tokenizer train`, `seit tokenize`,
-       `seit tokenadapt train`, `seit continual`)
+       --resume auto to continue (every long job: `seit train`, `seit pretrain`, `seit tokenizer train`,
+       `seit tokenize`, `seit tokenadapt train`, `seit continual`)
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 

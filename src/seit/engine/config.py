@@ -68,7 +68,8 @@ class ModelConfig(Checked):
     finetune: str | None = field(
         None,
         help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
-        "a head of another class count is re-initialised",
+        "a head of another class count is re-initialised; or from a masked-token-modeling model (seit pretrain's "
+        "last.pt, SeiT++'s checkpoint): its encoder's blocks, class token and position table, stem and head fresh",
     )
 
     def __post_init__(self) -> None:

@@ -98,6 +98,43 @@ class Position:
     step: int = 0
 
 
+def run_state(model, optimizer, scaler, at: Position, world_size: int, cfg: Any, kind: str) -> dict[str, Any]:
+    """What every resumable training checkpoint holds (`seit train`'s and `seit pretrain`'s ``last.pt``)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": at.epoch,
+        "position": at.samples,
+        "global_step": at.step,
+        "world_size": world_size,
+        "config": to_dict(cfg),
+        "kind": kind,
+    }
+
+
+def restore_run_state(ckpt: dict[str, Any], model, optimizer, scaler) -> Position:
+    """Load :func:`run_state`'s weights and optimizer state back; returns the position to continue from."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return Position(ckpt["epoch"], ckpt["position"], ckpt["global_step"])
+
+
+def optimizer_step(optimizer, scaler, parameters, clip: float | None) -> None:
+    """Apply the accumulated gradients: unscale (fp16), clip the norm to ``clip`` if set, step."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip:
+        torch.nn.utils.clip_grad_norm_(parameters, clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 class Trainer:
     """The DeiT recipe; the run (process group, output, signals) comes from :mod:`seit.runtime`."""
 
@@ -134,9 +171,9 @@ class Trainer:
     def _create_model(self, timm) -> torch.nn.Module:
         model = self.pipe.create_model(timm)
         if self.cfg.model.finetune:
-            from seit.models import load_classifier, load_for_finetune
+            from seit.models.finetune import load_pretrained
 
-            dropped = load_for_finetune(model, load_classifier(self.cfg.model.finetune).model.state_dict())
+            dropped = load_pretrained(model, self.cfg.model.finetune)
             if self.info.is_main:
                 log.info("fine-tuning from %s (re-initialised: %s)", self.cfg.model.finetune, dropped or "nothing")
         return model.to(self.device)
@@ -176,13 +213,9 @@ class Trainer:
                 "--restart"
             ) from None
         _check_resumable(ckpt, self.cfg, path, self.info.world_size)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.at = restore_run_state(ckpt, self.model, self.optimizer, self.scaler)
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.at = Position(ckpt["epoch"], ckpt["position"], ckpt["global_step"])
         if self.info.is_main:
             log.info("resumed %s at epoch %d, sample %d, step %d", path, *vars(self.at).values())
 
@@ -191,19 +224,11 @@ class Trainer:
         if not self.info.is_main:
             return
         pipe = self.pipe
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.at.epoch,
-            "position": self.at.samples,
-            "global_step": self.at.step,
-            "world_size": self.info.world_size,
-            "config": to_dict(self.cfg),
-            "kind": "seit.train",
-            "classifier": classifier_entry(pipe.meta(self.cfg), pipe.codebook_for_artifact()),  # load_classifier
-        }
+        state = run_state(
+            self.model, self.optimizer, self.scaler, self.at, self.info.world_size, self.cfg, "seit.train"
+        )
+        state["ema"] = self.ema.module.state_dict() if self.ema is not None else None
+        state["classifier"] = classifier_entry(pipe.meta(self.cfg), pipe.codebook_for_artifact())  # load_classifier
         atomic_torch_save(state, self.out / "last.pt")
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -228,19 +253,8 @@ class Trainer:
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        scaler, clip = self.scaler, self.cfg.optim.clip_grad
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if scaler is not None:
-            scaler.step(self.optimizer)
-            scaler.update()
-        else:
-            self.optimizer.step()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        optimizer_step(self.optimizer, self.scaler, self.model.parameters(), self.cfg.optim.clip_grad)
 
     def epoch_ends(self) -> bool:
         """Whether the epoch has no full global batch left (the loader drops the rest)."""
@@ -430,9 +444,11 @@ _RESUME_MAY_CHANGE = {
 }
 
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path, world_size: int) -> None:
-    if ckpt.get("kind") != "seit.train":
-        raise TrainingError(f"{path}: not a seit training checkpoint (to start from weights, use --finetune)")
+def _check_resumable(ckpt: dict, cfg: Any, path: Path, world_size: int, kind: str = "seit.train") -> None:
+    """Refuse a checkpoint of another job (``kind``), global batch, seed or settings (the configs of `seit train`
+    and `seit pretrain` share the section and field names this reads)."""
+    if ckpt.get("kind") != kind:
+        raise TrainingError(f"{path}: not a {kind} checkpoint (to start from weights, use --finetune)")
     saved, now = ckpt["config"], to_dict(cfg)
     per_process, processes = saved.get("optim", {}).get("batch_size"), ckpt.get("world_size", 1)
     was, now_global = per_process * processes, cfg.optim.batch_size * world_size

@@ -158,6 +158,43 @@ TRAIN = _flags(
     Flag(("--inat-category",), Refused("give --store (or --images FOLDER for the pixel baseline)"), str),
 )
 
+# flags both of SeiT++'s scripts (main_mtm_pretrain.py, main_mtm_finetune.py) add to SeiT's
+_NO_PIN = "a transfer-speed setting; seit pins batches itself where it helps"
+SEITPP_SHARED = _flags(
+    Flag(("--batch_size",), Alias("batch_size"), int),
+    Flag(("--weight_decay",), Alias("weight_decay"), float),
+    Flag(("--min_lr",), Alias("min_lr"), float),
+    Flag(("--warmup_epochs",), Alias("warmup_epochs"), float),
+    Flag(("--print_freq",), Alias("log_every"), int),
+    Flag(("--input_size",), Sets(lambda v: {"input_size": v}, "--crop-size INPUT_SIZE // --token_patch_size"), int),
+    Flag(("--token_patch_size",), Sets(lambda v: {"token_patch_size": v}, "see --input_size"), int),
+    Flag(("--save_periods",), Ignored("seit keeps OUTPUT/last.pt, written every --ckpt-every steps"), str, "+"),
+    Flag(("--pin_mem",), Ignored(_NO_PIN)),
+    Flag(("--no_pin_mem",), Ignored(_NO_PIN)),
+    Flag(("--rrc",), Refused("SeiT++ then crops in the data loader and again per batch; seit crops once (--crop)")),
+)
+_POOL = "main_mtm_finetune.py never passes it to the model; seit's token ViTs average-pool, as SeiT++'s"
+
+# SeiT++'s main_mtm_finetune.py, on `seit train` (fine-tuning from `seit pretrain`)
+_FINETUNE_LR = (
+    "SeiT++'s fine-tuning lr is blr x sqrt(effective batch) / 8: give that as --lr with --unscale-lr "
+    "(e.g. blr 1e-3 at 1024: --lr 4e-3 --unscale-lr)"
+)
+TRAIN.update(
+    _flags(
+        *SEITPP_SHARED.values(),
+        Flag(("--layer_decay",), Alias("layer_decay"), float),
+        Flag(("--drop_path",), Alias("drop_path"), float),
+        Flag(("--clip_grad",), Alias("clip_grad"), float),
+        Flag(("--global_pool",), Ignored(_POOL)),
+        Flag(("--cls_token",), Ignored(_POOL)),
+        Flag(("--dist_eval",), Ignored("evaluation is always distributed and exact: every sample counted once")),
+        Flag(("--accum_iter",), Only(1, "seit train takes one optimizer step per batch"), int),
+        Flag(("--blr",), Refused(_FINETUNE_LR), float),
+        Flag(("--tokenadapt-path",), Refused("TokenAdapt augmentation in fine-tuning is not implemented"), str),
+    )
+)
+
 EVAL = _flags(
     *SHARED.values(),
     # evaluate_on_images.py
@@ -238,3 +275,31 @@ def apply_reference_flags(ns: argparse.Namespace, table: Mapping[str, Flag], par
             flag = field.upper() if field == "checkpoint" else "--" + field.replace("_", "-")
             raise ConfigError(f"{name} and {flag} both say how to set {field}: give one of them")
         setattr(ns, field, value)
+
+
+def _train_rows(*names: str) -> tuple[Flag, ...]:
+    """Rows of :data:`TRAIN` whose flag SeiT++'s scripts share with SeiT's, with the same meaning."""
+    return tuple(dict.fromkeys(TRAIN[name] for name in names))
+
+
+_NOWHERE_MTM = "SeiT++'s main_mtm_pretrain.py reads it nowhere"
+
+# SeiT++'s main_mtm_pretrain.py on `seit pretrain`
+PRETRAIN = _flags(
+    *SHARED.values(),
+    *_train_rows("--output_dir", "--start_epoch", "--rrc-ratio", "--token-noise-prob", "--token-coloradapt-prob"),
+    *_train_rows("--token-noise-scale", "--token-noise-std", "--eda-rc-prob", "--replace-token-prob"),
+    *_train_rows("--token-synonym-thres", "--eda-sc-prob", "--swap-token-scale"),
+    *SEITPP_SHARED.values(),
+    Flag(("--accum_iter",), Alias("accum_iter"), int),
+    Flag(("--mask_ratio_min",), Alias("mask_ratio_min"), float),
+    Flag(("--mask_ratio_max",), Alias("mask_ratio_max"), float),
+    Flag(("--mask_ratio_mu",), Alias("mask_ratio_mu"), float),
+    Flag(("--mask_ratio_std",), Alias("mask_ratio_std"), float),
+    Flag(("--bce_loss",), Alias("bce_loss"), None),
+    Flag(("--tokenadapt-path",), Alias("tokenadapt"), str),
+    Flag(("--grad_clip",), Ignored("SeiT++ defines it but never clips; seit's --clip-grad does"), float),
+    Flag(("--flip",), Ignored(_NOWHERE_MTM)),
+    Flag(("--affine",), Ignored(_NOWHERE_MTM)),
+    Flag(("--src",), Refused("SeiT++ then crops in the data loader and again per batch; seit crops once (--crop)")),
+)

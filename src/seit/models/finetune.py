@@ -81,3 +81,66 @@ def load_for_finetune(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     if "head.weight" in dropped:
         reset_head(model, model.num_classes)
     return dropped
+
+
+# What a masked-token-modeling encoder gives a token ViT. The MTM model's stem reads a learned embedding of the
+# ids through a kernel-2 convolution, seit's token ViTs read the codebook's vectors through the Stem-Adaptor
+# (kernel 4): there is no stem to carry, so the stem and the head start fresh.
+MTM_REINITIALISED = ("patch_embed.proj.weight", "patch_embed.proj.bias", "head.weight", "head.bias")
+
+
+def mtm_encoder_state(mtm_state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The MTM encoder's weights in ``model``'s names: class token, position table (resampled to the model's
+    grid), blocks, and the final norm as the norm after the pool (``fc_norm``, where SeiT++'s classifier applies
+    it). The decoder, the token embedding, the mask token and the stem are left behind."""
+    out = {k: v for k, v in mtm_state.items() if k.startswith("blocks.") or k in ("cls_token", "pos_embed")}
+    pooled_norm = "fc_norm" if isinstance(getattr(model, "fc_norm", None), nn.LayerNorm) else "norm"
+    out.update({f"{pooled_norm}.{k[5:]}": v for k, v in mtm_state.items() if k.startswith("norm.")})
+    own = model.state_dict()
+    if "pos_embed" in out and "pos_embed" in own and out["pos_embed"].shape[1] != own["pos_embed"].shape[1]:
+        out["pos_embed"] = resample_pos_embed(out["pos_embed"], tuple(model.patch_embed.grid_size))
+    return out
+
+
+def load_mtm_encoder(model: nn.Module, mtm_state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load an MTM encoder into a token ViT of the same width and depth; returns what starts fresh."""
+    try:
+        result = model.load_state_dict(mtm_encoder_state(mtm_state, model), strict=False)
+    except RuntimeError as e:
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:300]
+        raise CheckpointError(
+            f"the pre-trained encoder does not fit the model ({detail}): fine-tune a model of the encoder's width, "
+            "depth and heads (--embed-dim, --depth, --num-heads)"
+        ) from None
+    missing = [k for k in result.missing_keys if k not in MTM_REINITIALISED]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"the pre-trained encoder does not fit the model: missing {missing[:6]}, unexpected "
+            f"{list(result.unexpected_keys)[:6]}: fine-tune a model of the encoder's depth (--depth)"
+        )
+    reset_head(model, model.num_classes)
+    return list(MTM_REINITIALISED)
+
+
+def load_pretrained(model: nn.Module, path: str) -> list[str]:
+    """`seit train --finetune PATH`: a classifier (seit's or SeiT's, see ``load_classifier``), or an MTM model
+    (`seit pretrain`'s last.pt, or SeiT++'s pre-training checkpoint); returns the keys left at their init."""
+    import argparse
+    from pathlib import Path
+
+    from seit.interop.seitpp_checkpoints import mtm_checkpoint_filter_fn
+    from seit.models.checkpoint import load_classifier
+    from seit.utils.serialization import safe_torch_load
+
+    file = Path(path)
+    if file.is_file() and file.suffix != ".safetensors":
+        with torch.serialization.safe_globals([argparse.Namespace]):  # SeiT++'s checkpoints hold their args
+            obj = safe_torch_load(file)
+        if isinstance(obj, Mapping) and (obj.get("kind") == "seit.pretrain" or "mask_token_label" in _weights(obj)):
+            return load_mtm_encoder(model, mtm_checkpoint_filter_fn(obj, name=str(file)))
+    return load_for_finetune(model, load_classifier(path).model.state_dict())
+
+
+def _weights(obj: Mapping) -> Mapping:
+    inner = obj.get("model")
+    return inner if isinstance(inner, Mapping) else obj
