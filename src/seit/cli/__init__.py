@@ -25,7 +25,7 @@ from seit.errors import (
 )
 
 # Command groups in the order of the data flow; each module defines register(subparsers).
-GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "demo", "bench")
+GROUPS = ("store", "tokenizer", "tokenize", "synonyms", "decode", "train", "eval", "demo", "scenario", "bench")
 
 DESCRIPTION = """\
 seit: train image classifiers from compact VQ tokens instead of pixels (SeiT / SeiT++).
