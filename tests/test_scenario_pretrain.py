@@ -94,3 +94,14 @@ def test_a_subset_smaller_than_a_batch_is_refused_naming_the_flag():
         StoragePretrainConfig(size="tiny", fractions=(0.01,))
     with pytest.raises(ConfigError, match=r"--fractions"):
         StoragePretrainConfig(fractions=(0.6,))
+
+
+def test_a_missing_tokenizer_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert scenario(out, "--tokenizer", str(tmp_path / "missing.safetensors")) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("missing.safetensors: no such file (give a tokenizer.safetensors, or leave it out)")
+    )
+    assert not out.exists()

@@ -40,6 +40,7 @@ from typing import Any
 from seit.config import Checked, between, each, field, non_negative
 from seit.demo.config import SIZES as DEMO_SIZES
 from seit.demo.config import DemoSize
+from seit.demo.run import _Paths
 from seit.errors import ConfigError, SeitError
 
 log = logging.getLogger(__name__)
@@ -130,20 +131,8 @@ def row_name(side: str, fraction: float) -> str:
 
 
 @dataclass(frozen=True)
-class Paths:
-    out: Path
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.out / "tokenizer"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.tokenizer_dir / "tokenizer.safetensors"
+class Paths(_Paths):
+    """The demo's folders (data, tokenizer, stores/val, report: its data and tokenizer stages write them) and ours."""
 
     @property
     def token_pool(self) -> Path:
@@ -156,20 +145,12 @@ class Paths:
     def pool_store(self) -> Path:
         return self.out / "stores" / "pool"
 
-    @property
-    def val_store(self) -> Path:
-        return self.out / "stores" / "val"
-
     def run(self, name: str) -> Path:
         return self.out / "runs" / name
 
     @property
     def pretrained(self) -> Path:
         return self.run("pretrain-tokens") / "model.safetensors"
-
-    @property
-    def report(self) -> Path:
-        return self.out / "report"
 
 
 def labelled_config(cfg: StoragePretrainConfig, paths: Paths, fraction: float, side: str):
@@ -227,17 +208,18 @@ def _cpu_seconds() -> float:
 def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
     """Run (or finish) the scenario under ``cfg.output``; returns the report's figures."""
     from seit.demo.config import DemoConfig
-    from seit.demo.run import _make_data, _Paths, _train_tokenizer
+    from seit.demo.run import _make_data, _train_tokenizer
 
+    if cfg.tokenizer is not None and not Path(cfg.tokenizer).is_file():
+        raise SeitError(f"--tokenizer {cfg.tokenizer}: no such file (give a tokenizer.safetensors, or leave it out)")
     size = SIZES[cfg.size]
     paths = Paths(Path(cfg.output))
     paths.out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(paths.out)
     demo_cfg = DemoConfig(out=str(paths.out), seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers)
-    demo_paths = _Paths(paths.out)  # the demo's data and tokenizer stages write where ours read
     base = {"size": dataclasses.asdict(size), "seed": cfg.seed}
 
-    data = stages.run("data", base, lambda: _make_data(demo_paths, size.demo, demo_cfg), paths.data)
+    data = stages.run("data", base, lambda: _make_data(paths, size.demo, demo_cfg), paths.data)
     split = stages.run(
         "split",
         {**base, "fractions": sorted(cfg.fractions)},
@@ -251,15 +233,13 @@ def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
         tok = stages.run(
             "tokenizer",
             base,
-            lambda: _train_tokenizer(demo_paths, size.demo, demo_cfg),
+            lambda: _train_tokenizer(paths, size.demo, demo_cfg),
             tokenizer,
             folder=paths.tokenizer_dir,
         )
         tokens = {**base, "tokenizer": tok["steps"]}
     else:
         tokenizer = Path(cfg.tokenizer)
-        if not tokenizer.is_file():
-            raise SeitError(f"--tokenizer {tokenizer}: no such file (give a tokenizer.safetensors)")
         tokens = {**base, "tokenizer": str(tokenizer.resolve()), "tokenizer_bytes": tokenizer.stat().st_size}
     stores = stages.run(
         "tokenize",
