@@ -1,5 +1,6 @@
 """`seit scenario storage-pretrain`: equal recipes on both sides, the report, reruns and resumes (tiny size)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,6 +88,25 @@ def test_an_interrupted_row_resumes_from_its_checkpoint(tiny, capsys):
     assert "resumed" in err and "runs/finetune-50pct/last.pt" in err
     again = json.loads((out / "report" / "report.json").read_text())["table"]
     assert [r["finetune_top1"] for r in again] == [r["finetune_top1"] for r in report["table"]]
+
+
+def test_a_row_stopped_by_a_signal_exits_75_naming_its_folder(tiny, capsys, monkeypatch):
+    import seit.engine.train
+
+    out, _ = tiny
+    real = seit.engine.train.train
+    monkeypatch.setattr(seit.engine.train, "train", lambda t: dataclasses.replace(real(t), preempted=True))
+    (out / "state" / "scratch-10pct.json").unlink()
+    assert scenario(out) == 75
+    assert "runs/scratch-10pct: stopped by a signal; rerun the same command" in capsys.readouterr().err
+
+
+def test_labelled_steps_set_both_sides_budget(tmp_path):
+    paths = Paths(tmp_path)
+    cfg = StoragePretrainConfig(output=str(tmp_path), labelled_steps=30)  # quick: 1000 train images, batch 32
+    for side in ("scratch", "finetune"):
+        assert labelled_config(cfg, paths, 0.05, side).optim.epochs == 30  # 50 images: 1 step per epoch
+        assert labelled_config(cfg, paths, 0.5, side).optim.epochs == 2  # 500 images: 15 steps per epoch
 
 
 def test_a_subset_smaller_than_a_batch_is_refused_naming_the_flag():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.scenarios.pretrain import StoragePretrainConfig
@@ -46,7 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _storage_pretrain(args: argparse.Namespace) -> int:
-    from seit.scenarios.pretrain import run_storage_pretrain
+    from seit.errors import EXIT_PREEMPTED
+    from seit.scenarios.pretrain import ScenarioStopped, run_storage_pretrain
 
-    run_storage_pretrain(from_args(StoragePretrainConfig, args))
+    try:
+        run_storage_pretrain(from_args(StoragePretrainConfig, args))
+    except ScenarioStopped as e:
+        print(f"seit: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0

@@ -37,13 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seit.config import Checked, between, each, field, non_negative
+from seit.config import Checked, at_least, between, each, field, non_negative
 from seit.demo.config import SIZES as DEMO_SIZES
 from seit.demo.config import DemoSize
 from seit.demo.run import _Paths
 from seit.errors import ConfigError, SeitError
 
 log = logging.getLogger(__name__)
+
+
+class ScenarioStopped(SeitError):
+    """A stage was stopped by a signal after saving its checkpoint; rerunning the command continues it."""
+
 
 STATE_VERSION = 1  # bump when a stage records other fields: an older record is then redone, not misread
 PIXEL_MODEL = "deit_tiny_pixel_8"
@@ -92,6 +97,12 @@ class StoragePretrainConfig(Checked):
         "accuracies mean nothing)",
         choices=tuple(SIZES),
     )
+    labelled_steps: int | None = field(
+        None,
+        help="optimizer steps of every labelled row, scratch and fine-tuned alike, rounded to whole epochs "
+        "(default: the size's: quick 200, tiny 4)",
+        check=at_least(1),
+    )
     fractions: tuple[float, ...] = field(
         (0.05, 0.1, 0.25, 0.5),
         help="labelled pixel subsets as fractions of the train images (at most 0.5: the other half is the "
@@ -120,6 +131,10 @@ class StoragePretrainConfig(Checked):
                     f"batch of {size.labelled_batch}; use a fraction of at least "
                     f"{size.labelled_batch / (size.demo.classes * size.demo.train_per_class):.2g}"
                 )
+
+    def steps(self) -> int:
+        """The labelled rows' step budget: --labelled-steps, or the size's."""
+        return self.labelled_steps or SIZES[self.size].labelled_steps
 
 
 def labelled_per_class(size: PretrainSize, fraction: float) -> int:
@@ -161,7 +176,7 @@ def labelled_config(cfg: StoragePretrainConfig, paths: Paths, fraction: float, s
     t = recipe_config(size.demo, cfg.seed, cfg.device)
     steps_per_epoch = labelled_per_class(size, fraction) * size.demo.classes // size.labelled_batch
     t.optim.batch_size = size.labelled_batch
-    t.optim.epochs = max(1, round(size.labelled_steps / steps_per_epoch))
+    t.optim.epochs = max(1, round(cfg.steps() / steps_per_epoch))
     t.run.eval_every = t.optim.epochs  # evaluated once, at the end
     t.data.images, t.data.val_images = str(paths.labelled(fraction)), str(paths.data / "val")
     t.data.image_size, t.data.num_workers = pixel_image_size(size.demo), cfg.num_workers
@@ -217,7 +232,7 @@ def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
     paths.out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(paths.out)
     demo_cfg = DemoConfig(out=str(paths.out), seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers)
-    base = {"size": dataclasses.asdict(size), "seed": cfg.seed}
+    base = {"size": dataclasses.asdict(size.demo), "seed": cfg.seed}  # what data, tokens and pre-training depend on
 
     data = stages.run("data", base, lambda: _make_data(paths, size.demo, demo_cfg), paths.data)
     split = stages.run(
@@ -256,7 +271,8 @@ def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
     for fraction in sorted(cfg.fractions):
         for side in SIDES:
             name = row_name(side, fraction)
-            settings = {**(tokens if side == "finetune" else base), "fraction": fraction}
+            budget = {"fraction": fraction, "steps": cfg.steps(), "batch_size": size.labelled_batch}
+            settings = {**(tokens if side == "finetune" else base), **budget}
             result = stages.run(
                 name,
                 settings,
@@ -323,7 +339,7 @@ def _tokenize(paths: Paths, tokenizer: Path, cfg: StoragePretrainConfig) -> dict
     val_images, codes = str(paths.data / "val"), str(paths.pool_store)
     val = tokenize(TokenizeConfig(images=val_images, out=str(paths.val_store), codes_from=codes, **common))
     if not (pool.finished and val.finished):
-        raise SeitError("tokenizing was stopped by a signal; rerun the same command to continue it")
+        raise ScenarioStopped("tokenizing was stopped by a signal; rerun the same command to continue it")
     return {"pool_samples": pool.samples, "pool_store_bytes": _folder_bytes(paths.pool_store)}
 
 
@@ -353,7 +369,7 @@ def _train(t) -> dict[str, Any]:
 
     result = train(t)
     if result.preempted:
-        raise SeitError("training was stopped by a signal; rerun the same command to continue it")
+        raise ScenarioStopped(f"{t.run.output}: stopped by a signal; rerun the same command to continue it")
     evals = [r for r in read_metrics(result.output / "metrics.jsonl", "eval") if r["step"] == result.global_step]
     if not evals:
         raise SeitError(f"{result.output}: no evaluation at the last step; delete the folder and rerun")
@@ -395,6 +411,7 @@ def _report(cfg, paths, size, data, split, stores, pretrain, rows) -> dict[str, 
         "size": cfg.size,
         "settings": dataclasses.asdict(size),
         "fractions": sorted(cfg.fractions),
+        "labelled_steps": cfg.steps(),
         "chance_top1": chance,
         "held_out_images": data["val_images"],
         "train_images": split["train_images"],
@@ -472,7 +489,7 @@ subsets are fractions of the {f["train_images"]} train images:
 
 Both columns train the same pixel ViT ({PIXEL_MODEL}: {s["embed_dim"]} wide, {s["depth"]} blocks, {s["num_heads"]}
 heads, 8 px patches of {s["image_size"] * 7 // 16} px crops) with {recipe} recipe and budget per row (AdamW at
-{s["lr"]:g}, batch {f["settings"]["labelled_batch"]}, about {f["settings"]["labelled_steps"]} steps rounded to
+{s["lr"]:g}, batch {f["settings"]["labelled_batch"]}, about {f["labelled_steps"]} steps rounded to
 whole epochs, the same crops, flips and label smoothing, seed {cfg.seed}); the right column starts from the
 token ViT (`seit train --finetune`): its blocks, norms, class token, position embedding (the same 7x7 patch
 grid) and head (the same classes) carry over; the pixel patch embedding is new, at timm's initialisation.
@@ -485,7 +502,8 @@ The token pre-training ({TOKEN_MODEL}, the same transformer) ran {p["steps"]} st
 
 `accuracy.png` plots top-1 against the labelled-set size, token-pretrained vs from scratch.
 
-    seit scenario storage-pretrain --size {f["size"]} --fractions {fractions} --output {cfg.output}
+    seit scenario storage-pretrain --size {f["size"]} --fractions {fractions} --labelled-steps {f["labelled_steps"]} \\
+        --output {cfg.output}
 """
 
 
