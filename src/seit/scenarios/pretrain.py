@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -93,8 +94,8 @@ class StoragePretrainConfig(Checked):
     output: str = field("seit-storage-pretrain", help="output folder (every stage's artefacts and the report)")
     size: str = field(
         "quick",
-        help="quick (the demo's 4 classes, ~10 min on 2 CPU cores) or tiny (a smoke run in seconds; its "
-        "accuracies mean nothing)",
+        help="quick (the data, tokenizer and ViT of `seit demo --quick`: 4 classes, 1,000 train images) or tiny (a "
+        "smoke run in seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
     labelled_steps: int | None = field(
@@ -416,7 +417,7 @@ def _report(cfg, paths, size, data, split, stores, pretrain, rows) -> dict[str, 
         "held_out_images": data["val_images"],
         "train_images": split["train_images"],
         "table": table,
-        "verdict": _verdict(table, pretrain),
+        "verdict": _verdict(table, pretrain, data["val_images"]),
         "same_recipe": all(_recipe(a["config"]) == _recipe(b["config"]) for a, b in zip(rows[::2], rows[1::2])),
         "pretrain": {
             "pool_images": split["pool_images"],
@@ -446,16 +447,21 @@ def _recipe(config: dict[str, Any]) -> dict[str, Any]:
     return same
 
 
-def _verdict(table: list[dict[str, Any]], pretrain: dict[str, Any]) -> str:
+def _verdict(table: list[dict[str, Any]], pretrain: dict[str, Any], held_out: int) -> str:
+    """Which side wins where, and whether the gaps exceed the noise of a top-1 on ``held_out`` images."""
     wins = [r for r in table if r["gain_points"] > 0]
     mean = sum(r["gain_points"] for r in table) / len(table)
     by_size = "; ".join(
         f"{r['labelled_images']} images: {r['finetune_top1']:.1f}% vs {r['scratch_top1']:.1f}%" for r in table
     )
+    top1 = sum(r["scratch_top1"] + r["finetune_top1"] for r in table) / (2 * len(table)) / 100
+    noise = 100 * math.sqrt(2 * top1 * (1 - top1) / max(held_out, 1))  # standard error of a difference
+    clear = [r for r in table if abs(r["gain_points"]) > 2 * noise]
     return (
         f"Fine-tuning from token pre-training beats training from scratch at {len(wins)} of {len(table)} labelled-set "
-        f"sizes (mean {mean:+.1f} points; {by_size}). The token pre-training ({pretrain['steps']} steps on the token "
-        f"pool) reaches {pretrain['top1']:.1f}% on its own, on the val token store."
+        f"sizes (mean {mean:+.1f} points; {by_size}); {len(clear)} of the gaps exceed twice the standard error of a "
+        f"difference on {held_out} held-out images ({noise:.1f} points). The token pre-training ({pretrain['steps']} "
+        f"steps on the token pool) reaches {pretrain['top1']:.1f}% on its own, on the val token store."
     )
 
 
