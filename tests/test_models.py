@@ -94,8 +94,8 @@ def test_resample_pos_embed_is_seit_finetuning_interpolation():
 def test_finetune_loading_resizes_positions_and_resets_the_head():
     source = timm.create_model("deit_tiny_token_32", **SMALL, num_classes=10)
     target = timm.create_model("deit_tiny_token_32", **SMALL, img_size=14, num_classes=4)
-    dropped = load_for_finetune(target, source.state_dict())
-    assert dropped == ["head.weight", "head.bias"]
+    loaded = load_for_finetune(target, source.state_dict())
+    assert loaded.reinitialised == ["head.weight", "head.bias"] and loaded.resampled == ["pos_embed"]
     ours = target.state_dict()
     torch.testing.assert_close(ours["blocks.0.attn.qkv.weight"], source.state_dict()["blocks.0.attn.qkv.weight"])
     torch.testing.assert_close(ours["pos_embed"], resample_pos_embed(source.pos_embed.detach(), (7, 7)))

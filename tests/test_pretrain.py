@@ -92,14 +92,14 @@ def test_sigterm_saves_and_exits_75_with_the_resume_hint(stores, tmp_path, monke
 def test_finetune_starts_from_the_pretrained_encoder(stores, pretrained, tmp_path):
     import timm
 
-    from seit.models.finetune import MTM_REINITIALISED, load_pretrained
+    from seit.models.finetune import MTM_REINITIALISED, finetune_from
 
     encoder = torch.load(pretrained / "last.pt", weights_only=True)["model"]
     vit = timm.create_model(
         "deit_tiny_token_4", num_classes=4, img_size=6, in_chans=4, embed_dim=64, depth=2, num_heads=4
     )
     stem = vit.patch_embed.proj.weight.clone()
-    assert load_pretrained(vit, str(pretrained / "last.pt")) == list(MTM_REINITIALISED)
+    assert finetune_from(vit, str(pretrained / "last.pt"), []).reinitialised == list(MTM_REINITIALISED)
     state = vit.state_dict()
     for key, value in encoder.items():
         if key.startswith("blocks.") or key in ("cls_token", "pos_embed"):

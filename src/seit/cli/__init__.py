@@ -27,7 +27,7 @@ from seit.errors import (
 # Command groups in the order of the data flow; each module defines register(subparsers).
 GROUPS = (
     "store", "tokenizer", "tokenize", "synonyms", "decode", "tokenadapt", "pretrain", "train", "eval", "continual",
-    "demo", "bench",
+    "scenario", "demo", "bench",
 )  # fmt: skip
 
 DESCRIPTION = """\

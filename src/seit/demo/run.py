@@ -297,25 +297,15 @@ def _squeeze(paths: _Paths, size: DemoSize, data: dict[str, Any], cfg: DemoConfi
     return result
 
 
-def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) -> dict[str, Any]:
-    """Train one row's ViT: the same architecture, recipe and budget for every row."""
+def recipe_config(size: DemoSize, seed: int, device: str | None):
+    """The demo's training recipe (every row's, and the scenarios'): a TrainConfig without data or model name.
+
+    A short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
+    crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images.
+    """
     from seit.engine.config import TrainConfig
-    from seit.engine.train import train
 
     t = TrainConfig()
-    tokens = row == "tokens"
-    if tokens:
-        t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
-        t.model.model = "deit_tiny_token_32"
-    else:
-        t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
-        # 56 px crops in 8 px patches: the token ViT's 7x7 sequence (16x16 ids -> 14x14 crop -> 7x7). A plain
-        # ViT learns from 8 px patches within this budget; on 112 px crops in 16 px patches it stayed at chance.
-        t.data.image_size = size.image_size * 7 // 16
-        t.model.model = PIXEL_MODEL
-    t.run.output = str(paths.row_run(row))
-    # a short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
-    # crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images
     t.model.embed_dim, t.model.depth, t.model.num_heads, t.model.drop_path = (
         size.embed_dim,
         size.depth,
@@ -325,10 +315,33 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) 
     t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
     t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
     t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=size.crop_scale, hflip_prob=0.5)
+    t.run.device, t.run.seed, t.run.resume = device, seed, "auto"
+    t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
+    return t
+
+
+def pixel_image_size(size: DemoSize) -> int:
+    """56 px crops in 8 px patches: the token ViT's 7x7 sequence (16x16 ids -> 14x14 crop -> 7x7). A plain ViT
+    learns from 8 px patches within the demo's budget; on 112 px crops in 16 px patches it stayed at chance."""
+    return size.image_size * 7 // 16
+
+
+def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) -> dict[str, Any]:
+    """Train one row's ViT: the same architecture, recipe and budget for every row."""
+    from seit.engine.train import train
+
+    t = recipe_config(size, cfg.seed, cfg.device)
+    tokens = row == "tokens"
+    if tokens:
+        t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
+        t.model.model = "deit_tiny_token_32"
+    else:
+        t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
+        t.data.image_size = pixel_image_size(size)
+        t.model.model = PIXEL_MODEL
+    t.run.output = str(paths.row_run(row))
     # tokens: seit train's default (no worker processes on CPU); pixels: the demo's image-decoding workers
     t.data.num_workers = None if tokens else cfg.num_workers
-    t.run.device, t.run.seed, t.run.resume = cfg.device, cfg.seed, "auto"
-    t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
     result = train(t)
     if result.preempted:
         raise SeitError("training was stopped by a signal; rerun `seit demo` to continue it")

@@ -67,9 +67,10 @@ class ModelConfig(Checked):
     drop_path: float = field(0.1, help="stochastic depth rate", check=between(0, 1, include_hi=False))
     finetune: str | None = field(
         None,
-        help="initialise from this checkpoint (ours or SeiT's): position embeddings are interpolated, "
-        "a head of another class count is re-initialised; or from a masked-token-modeling model (seit pretrain's "
-        "last.pt, SeiT++'s checkpoint): its encoder's blocks, class token and position table, stem and head fresh",
+        help="initialise from this checkpoint (ours or SeiT's; a token ViT's for --images and the other way "
+        "round): blocks, norms and class token carry over, position embeddings are interpolated, the stem is "
+        "re-made when tokens and pixels change places, the head when the classes change; or from a masked-token-"
+        "modeling model (seit pretrain's last.pt, SeiT++'s checkpoint): its encoder, stem and head fresh",
     )
 
     def __post_init__(self) -> None:

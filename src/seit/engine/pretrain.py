@@ -13,7 +13,7 @@ Reproducibility and resume are `seit train`'s: every draw of a step comes from (
 position is the samples the epoch has consumed, so an interrupted and resumed run repeats the losses of the
 uninterrupted one. ``OUTPUT/last.pt`` (kind ``seit.pretrain``) holds the MTM model, optimizer and position;
 `seit train --finetune OUTPUT/last.pt` starts a token ViT from its encoder
-(:func:`seit.models.finetune.load_pretrained`; the format: docs/pretrain-format.md).
+(:func:`seit.models.finetune.finetune_from`; the format: docs/pretrain-format.md).
 """
 
 from __future__ import annotations

@@ -171,11 +171,11 @@ class Trainer:
     def _create_model(self, timm) -> torch.nn.Module:
         model = self.pipe.create_model(timm)
         if self.cfg.model.finetune:
-            from seit.models.finetune import load_pretrained
+            from seit.models import finetune_from
 
-            dropped = load_pretrained(model, self.cfg.model.finetune)
+            loaded = finetune_from(model, self.cfg.model.finetune, self.pipe.class_names)
             if self.info.is_main:
-                log.info("fine-tuning from %s (re-initialised: %s)", self.cfg.model.finetune, dropped or "nothing")
+                log.info("fine-tuning from %s: %s", self.cfg.model.finetune, loaded.summary())
         return model.to(self.device)
 
     def _create_optimizer(self):

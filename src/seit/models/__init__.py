@@ -6,7 +6,14 @@ after which ``timm.create_model("deit_small_token_32", img_size=28, num_classes=
 """
 
 from seit.models.checkpoint import Classifier, ClassifierMeta, load_classifier, save_classifier
-from seit.models.finetune import adapt_state_dict, load_for_finetune, resample_pos_embed, reset_head
+from seit.models.finetune import (
+    FinetuneLoad,
+    adapt_state_dict,
+    finetune_from,
+    load_for_finetune,
+    resample_pos_embed,
+    reset_head,
+)
 from seit.models.mtm import MTM_MODELS, MaskedTokenViT, MaskRatio, TokenMasks, masked_token_loss, sample_masks
 from seit.models.stem import StemAdaptor
 from seit.models.vit import DEIT_SIZES, PIXEL_MODELS, TOKEN_MODELS, check_model_args
@@ -18,12 +25,14 @@ __all__ = [
     "TOKEN_MODELS",
     "Classifier",
     "ClassifierMeta",
+    "FinetuneLoad",
     "MaskRatio",
     "MaskedTokenViT",
     "StemAdaptor",
     "TokenMasks",
     "adapt_state_dict",
     "check_model_args",
+    "finetune_from",
     "load_classifier",
     "load_for_finetune",
     "masked_token_loss",

@@ -1,8 +1,9 @@
-"""Fitting a checkpoint to a model of another grid size or class count (the engine's ``--finetune``)."""
+"""Fitting a checkpoint to a model of another grid size, class count or input, tokens <-> pixels (``--finetune``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
@@ -38,21 +39,50 @@ def reset_head(model: nn.Module, num_classes: int, std: float = 0.02) -> None:
         nn.init.zeros_(model.head.bias)
 
 
+STEM_KEYS = ("patch_embed.proj.weight", "patch_embed.proj.bias")
+HEAD_KEYS = ("head.weight", "head.bias")
+
+
+@dataclass
+class FinetuneLoad:
+    """What ``--finetune`` did with each tensor of the model: loaded as saved, resampled to the new patch grid,
+    or left at the fresh model's initialisation (stem: timm's ViT init, i.e. PyTorch's default Conv2d init;
+    head: trunc-normal weights, zero bias)."""
+
+    carried: list[str]
+    resampled: list[str]
+    reinitialised: list[str]
+
+    def summary(self) -> str:
+        """One line: the carried tensors grouped by module, then the resampled and re-initialised ones."""
+        groups: dict[str, int] = {}
+        for key in self.carried:
+            top = key.split(".")[0]
+            groups[top] = groups.get(top, 0) + 1
+        carried = ", ".join(f"{top} ({n})" if n > 1 else top for top, n in groups.items())
+        return (
+            f"carried {len(self.carried)} tensors: {carried or 'none'}; resampled: "
+            f"{', '.join(self.resampled) or 'nothing'}; re-initialised: {', '.join(self.reinitialised) or 'nothing'}"
+        )
+
+
 def adapt_state_dict(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, *, new_stem: bool = False, new_head: bool = False
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A copy of ``state_dict`` that loads into ``model``: returns it and the keys dropped.
 
     Drops the head (other class count) and the stem (other input channels / kernel) when their shapes
-    differ, as SeiT does, and resamples ``pos_embed`` to the model's patch grid.
+    differ, as SeiT does, or when ``new_head`` / ``new_stem`` say so (other classes; tokens <-> pixels), and
+    resamples ``pos_embed`` to the model's patch grid.
     """
     own = model.state_dict()
     out = dict(state_dict)
     dropped = []
-    for key in ("head.weight", "head.bias", "patch_embed.proj.weight", "patch_embed.proj.bias"):
-        if key in out and key in own and out[key].shape != own[key].shape:
-            dropped.append(key)
-            del out[key]
+    for keys, forced in ((HEAD_KEYS, new_head), (STEM_KEYS, new_stem)):
+        for key in keys:
+            if key in out and key in own and (forced or out[key].shape != own[key].shape):
+                dropped.append(key)
+                del out[key]
     if "pos_embed" in out and out["pos_embed"].shape != own["pos_embed"].shape:
         out["pos_embed"] = resample_pos_embed(
             out["pos_embed"], tuple(model.patch_embed.grid_size), model.num_prefix_tokens
@@ -60,13 +90,15 @@ def adapt_state_dict(
     return out, dropped
 
 
-def load_for_finetune(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Load a pretrained ``state_dict`` into ``model`` for fine-tuning; returns the keys left at their init.
+def load_for_finetune(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, new_stem: bool = False, new_head: bool = False
+) -> FinetuneLoad:
+    """Load a pretrained ``state_dict`` into ``model`` for fine-tuning; says what was carried, resampled, re-made.
 
     Anything missing other than the dropped head / stem is an error, so a wrong checkpoint cannot
     silently train from scratch.
     """
-    adapted, dropped = adapt_state_dict(state_dict, model)
+    adapted, dropped = adapt_state_dict(state_dict, model, new_stem=new_stem, new_head=new_head)
     try:
         result = model.load_state_dict(adapted, strict=False)
     except RuntimeError as e:
@@ -80,7 +112,53 @@ def load_for_finetune(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
         )
     if "head.weight" in dropped:
         reset_head(model, model.num_classes)
-    return dropped
+    resampled = (
+        ["pos_embed"] if "pos_embed" in adapted and adapted["pos_embed"].shape != state_dict["pos_embed"].shape else []
+    )
+    carried = [k for k in adapted if k not in resampled]
+    return FinetuneLoad(carried, resampled, dropped)
+
+
+def transformer_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    """(width, blocks, heads) of a timm ViT; None for anything else."""
+    blocks = getattr(model, "blocks", None)
+    if getattr(model, "cls_token", None) is None or not blocks or not hasattr(blocks[0], "attn"):
+        return None
+    return model.embed_dim, len(blocks), blocks[0].attn.num_heads
+
+
+def finetune_from(model: nn.Module, path: str, class_names: list[str]) -> FinetuneLoad:
+    """``--finetune PATH``: any classifier seit reads, into ``model`` (token or pixel ViT) with ``class_names``,
+    or a masked-token-modeling model (:func:`load_mtm_encoder`).
+
+    The transformer (blocks, norms, class token) must match in width, depth and heads; the position embedding
+    is resampled to the model's grid; the stem is re-made when the input kind changes (tokens <-> pixels)
+    and the head when the classes do (another count, or other names in the checkpoint's record).
+    """
+    from seit.models.checkpoint import load_classifier
+    from seit.models.stem import StemAdaptor
+
+    mtm = _mtm_state(path)
+    if mtm is not None:
+        return load_mtm_encoder(model, mtm)
+    source = load_classifier(path)
+    have, want = transformer_shape(source.model), transformer_shape(model)
+    if have is None:
+        raise CheckpointError(
+            f"--finetune {path}: not a ViT classifier (no class token or transformer blocks); give a classifier "
+            "of `seit train` or SeiT"
+        )
+    if have != want:
+        width, depth, heads = have
+        raise CheckpointError(
+            f"--finetune {path}: a ViT {width} wide with {depth} blocks and {heads} heads, the model {want[0]} "
+            f"wide with {want[1]} and {want[2]}; train at the checkpoint's size: --embed-dim {width} --depth "
+            f"{depth} --num-heads {heads}"
+        )
+    new_stem = isinstance(source.model.patch_embed, StemAdaptor) != isinstance(model.patch_embed, StemAdaptor)
+    known = source.meta.class_names
+    new_head = bool(known) and list(known) != list(class_names)
+    return load_for_finetune(model, source.model.state_dict(), new_stem=new_stem, new_head=new_head)
 
 
 # What a masked-token-modeling encoder gives a token ViT. The MTM model's stem reads a learned embedding of the
@@ -102,10 +180,11 @@ def mtm_encoder_state(mtm_state: Mapping[str, torch.Tensor], model: nn.Module) -
     return out
 
 
-def load_mtm_encoder(model: nn.Module, mtm_state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Load an MTM encoder into a token ViT of the same width and depth; returns what starts fresh."""
+def load_mtm_encoder(model: nn.Module, mtm_state: Mapping[str, torch.Tensor]) -> FinetuneLoad:
+    """Load an MTM encoder into a token ViT of the same width and depth (stem and head start fresh)."""
+    encoder = mtm_encoder_state(mtm_state, model)
     try:
-        result = model.load_state_dict(mtm_encoder_state(mtm_state, model), strict=False)
+        result = model.load_state_dict(encoder, strict=False)
     except RuntimeError as e:
         detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:300]
         raise CheckpointError(
@@ -119,26 +198,30 @@ def load_mtm_encoder(model: nn.Module, mtm_state: Mapping[str, torch.Tensor]) ->
             f"{list(result.unexpected_keys)[:6]}: fine-tune a model of the encoder's depth (--depth)"
         )
     reset_head(model, model.num_classes)
-    return list(MTM_REINITIALISED)
+    resampled = (
+        ["pos_embed"] if "pos_embed" in encoder and encoder["pos_embed"] is not mtm_state.get("pos_embed") else []
+    )
+    carried = [k for k in encoder if k not in resampled]
+    return FinetuneLoad(carried, resampled, list(MTM_REINITIALISED))
 
 
-def load_pretrained(model: nn.Module, path: str) -> list[str]:
-    """`seit train --finetune PATH`: a classifier (seit's or SeiT's, see ``load_classifier``), or an MTM model
-    (`seit pretrain`'s last.pt, or SeiT++'s pre-training checkpoint); returns the keys left at their init."""
+def _mtm_state(path: str) -> dict[str, torch.Tensor] | None:
+    """The encoder weights of an MTM model file (`seit pretrain`'s last.pt, SeiT++'s pre-training checkpoint),
+    or None when ``path`` is something else (a classifier)."""
     import argparse
     from pathlib import Path
 
     from seit.interop.seitpp_checkpoints import mtm_checkpoint_filter_fn
-    from seit.models.checkpoint import load_classifier
     from seit.utils.serialization import safe_torch_load
 
     file = Path(path)
-    if file.is_file() and file.suffix != ".safetensors":
-        with torch.serialization.safe_globals([argparse.Namespace]):  # SeiT++'s checkpoints hold their args
-            obj = safe_torch_load(file)
-        if isinstance(obj, Mapping) and (obj.get("kind") == "seit.pretrain" or "mask_token_label" in _weights(obj)):
-            return load_mtm_encoder(model, mtm_checkpoint_filter_fn(obj, name=str(file)))
-    return load_for_finetune(model, load_classifier(path).model.state_dict())
+    if not file.is_file() or file.suffix == ".safetensors":
+        return None
+    with torch.serialization.safe_globals([argparse.Namespace]):  # SeiT++'s checkpoints hold their args
+        obj = safe_torch_load(file)
+    if isinstance(obj, Mapping) and (obj.get("kind") == "seit.pretrain" or "mask_token_label" in _weights(obj)):
+        return mtm_checkpoint_filter_fn(obj, name=str(file))
+    return None
 
 
 def _weights(obj: Mapping) -> Mapping:
