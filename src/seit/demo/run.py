@@ -325,8 +325,8 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) 
     t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
     t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
     t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=size.crop_scale, hflip_prob=0.5)
-    # tokens: seit train's default (no worker processes on CPU); pixels: the demo's image-decoding workers
-    t.data.num_workers = None if tokens else cfg.num_workers
+    # seit train's defaults: no worker processes on CPU, for ids and for images decoded into memory alike
+    t.data.num_workers = None
     t.run.device, t.run.seed, t.run.resume = cfg.device, cfg.seed, "auto"
     t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
     result = train(t)
