@@ -82,6 +82,33 @@ def test_rrc_falls_back_like_torchvision():
     assert all(tuple(b) == expected for b in ours.tolist())
 
 
+def test_boxes_for_images_of_many_sizes_follow_each_image():
+    """Sides per sample (the pixel baseline's batches): the same draws as one side for all, each box inside its
+    own image, and torchvision's fallback only for the image that needs it (a 4x32 strip among squares)."""
+    cpu = torch.device("cpu")
+    one = sample_rrc_boxes(16, H, W, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(5), cpu)
+    per_sample = torch.full((16,), H)
+    many = sample_rrc_boxes(
+        16, per_sample, per_sample, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(5), cpu
+    )
+    assert torch.equal(one, many)
+
+    heights, widths = torch.tensor([4, 32, 60, 32] * 50), torch.tensor([32, 32, 20, 90] * 50)
+    boxes = sample_rrc_boxes(200, heights, widths, (0.9, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(6), cpu)
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= heights).all() and (left + w <= widths).all()
+    strip = RandomResizedCrop.get_params(torch.zeros(1, 4, 32), [0.9, 1.0], [3 / 4, 4 / 3])
+    assert all(tuple(b) == strip for b in boxes[0::4].tolist())
+    squares = boxes[1::4]  # find boxes of about 90% area or more: no fallback (the whole square)
+    assert (squares[:, 2] * squares[:, 3] >= 0.85 * 32 * 32).all() and (squares[:, 2:] < 32).any()
+    for h_, w_, sub in ((60, 20, boxes[2::4]), (32, 90, boxes[3::4])):  # too tall, too wide: each its own fallback
+        expected = RandomResizedCrop.get_params(torch.zeros(1, h_, w_), [0.9, 1.0], [3 / 4, 4 / 3])
+        assert all(tuple(b) == expected for b in sub.tolist())
+
+    squares = sample_random_boxes(50, heights[1::4], heights[1::4], torch.tensor([28, 8] * 25), torch.Generator(), cpu)
+    assert (squares[0::2, 2:] == 28).all() and (squares[1::2, 2:] == 8).all() and (squares[:, :2] <= 24).all()
+
+
 def test_random_and_centre_crops():
     g = torch.Generator().manual_seed(4)
     boxes = sample_random_boxes(2000, H, W, 28, g, torch.device("cpu"))

@@ -56,10 +56,10 @@ def ramp_folder(tmp_path_factory):
     return root
 
 
-def pixel_boxes(folder, augment: AugmentConfig) -> np.ndarray:
-    dataset = PixelDataset(str(folder), PIXELS, augment=augment)
+def pixel_boxes(folder, augment: AugmentConfig, cache_bytes: int = 1 << 20) -> np.ndarray:
+    dataset = PixelDataset(str(folder), PIXELS, augment=augment, cache_bytes=cache_bytes)
     torch.manual_seed(0)
-    crops = torch.stack([dataset[0][0] for _ in range(DRAWS)]).double()
+    crops = torch.stack([crop for crop, _ in dataset.__getitems__([0] * DRAWS)]).double()  # one batch, as trained
     return boxes_from_ramps(crops[:, 0], crops[:, 1], PIXELS, IMAGE, 4.0)
 
 
@@ -121,3 +121,46 @@ def test_crop_size_is_refused_for_pixels(ramp_folder):
     cfg.augment = dataclasses.replace(cfg.augment, crop_size=24)
     with pytest.raises(SeitError, match=r"--crop-size is the token crop.s side in tokens.*--image-size"):
         PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes(tmp_path_factory):
+    """Six noise images of three sizes, two classes."""
+    root, rng = tmp_path_factory.mktemp("mixed"), np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 64), (64, 40), (50, 50)] * 2):
+        (root / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"c{i % 2}" / f"{i}.png")
+    return root
+
+
+def batches(dataset: PixelDataset, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.stack([crop for crop, _ in dataset.__getitems__(list(range(len(dataset))) * 3)])
+
+
+def test_images_decoded_into_memory_give_the_batches_of_decoding_each_time(mixed_sizes):
+    augment = AugmentConfig(**PLAIN, rrc_scale=(0.35, 1.0), hflip_prob=0.5)
+    cached = PixelDataset(str(mixed_sizes), PIXELS, augment=augment, cache_bytes=1 << 20)
+    streamed = PixelDataset(str(mixed_sizes), PIXELS, augment=augment)
+    assert cached.cached and not streamed.cached
+    assert torch.equal(batches(cached, 1), batches(streamed, 1))
+    assert not torch.equal(batches(cached, 1), batches(cached, 2))  # the crops are drawn, not fixed
+    evals = [PixelDataset(str(mixed_sizes), PIXELS, cache_bytes=c) for c in (1 << 20, 0)]
+    assert torch.equal(batches(evals[0], 0), batches(evals[1], 0))
+
+
+def test_a_folder_past_the_cache_limit_is_decoded_on_every_fetch(mixed_sizes, caplog):
+    decoded = (40 * 64 * 2 + 50 * 50) * 3 * 2  # bytes of the six images as RGB
+    with caplog.at_level("INFO", logger="seit"):
+        assert not PixelDataset(str(mixed_sizes), PIXELS, cache_bytes=decoded - 1).cached
+    assert "decoding them every epoch" in caplog.text
+    assert PixelDataset(str(mixed_sizes), PIXELS, cache_bytes=decoded).cached
+
+    cfg = TrainConfig()
+    cfg.data.images, cfg.data.image_size, cfg.optim.batch_size = str(mixed_sizes), PIXELS, 2
+    for cache_mb, workers in ((1, 0), (0, 2)):  # in memory: no decoding workers on CPU; else two
+        cfg.data.pixel_cache_mb = cache_mb
+        pipe = PixelPipeline(cfg, DistInfo(), torch.device("cpu"))
+        assert pipe.num_workers == workers
+    images, labels = next(iter(pipe._loader(pipe.train_set, [[0, 3], [1, 2]])))  # decoded in workers
+    assert images.shape == (2, 3, PIXELS, PIXELS) and images.dtype == torch.uint8 and labels.tolist() == [0, 1]

@@ -21,10 +21,17 @@ CUBIC_A = -0.75  # PyTorch's bicubic kernel coefficient
 RRC_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
 
 
+Sides = int | torch.Tensor  # one side for the whole batch, or one per sample (int64 [B]: images of many sizes)
+
+
+def _per_sample(side: Sides, batch: int, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(side, dtype=torch.long, device=device).expand(batch)
+
+
 def sample_rrc_boxes(
     batch: int,
-    height: int,
-    width: int,
+    height: Sides,
+    width: Sides,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     generator: torch.Generator,
@@ -32,27 +39,25 @@ def sample_rrc_boxes(
 ) -> torch.Tensor:
     """Crop boxes [B, 4] = (top, left, h, w) drawn as torchvision's ``RandomResizedCrop.get_params``."""
     opts = {"generator": generator, "device": device}
-    area = height * width
+    height, width = _per_sample(height, batch, device), _per_sample(width, batch, device)
+    area = (height * width).double().unsqueeze(1)
     target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(batch, RRC_ATTEMPTS, **opts).double())
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(batch, RRC_ATTEMPTS, **opts).double())
     w = torch.round(torch.sqrt(target * aspect)).long()
     h = torch.round(torch.sqrt(target / aspect)).long()
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= width.unsqueeze(1)) & (h > 0) & (h <= height.unsqueeze(1))
     first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)
     h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
     found = ok.any(dim=1)
 
     # torchvision's fallback: a centred crop clamped to the aspect-ratio range
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fb_w, fb_h = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        fb_h, fb_w = height, round(height * max(ratio))
-    else:
-        fb_w, fb_h = width, height
-    h = torch.where(found, h, torch.full_like(h, fb_h))
-    w = torch.where(found, w, torch.full_like(w, fb_w))
+    in_ratio = width.double() / height
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    fb_w = torch.where(wide, torch.round(height.double() * max(ratio)).long(), width)
+    fb_h = torch.where(narrow, torch.round(width.double() / min(ratio)).long(), height)
+    h = torch.where(found, h, fb_h)
+    w = torch.where(found, w, fb_w)
     u = torch.rand(2, batch, **opts)
     top = torch.minimum((u[0] * (height - h + 1)).long(), height - h)
     left = torch.minimum((u[1] * (width - w + 1)).long(), width - w)
@@ -62,34 +67,40 @@ def sample_rrc_boxes(
 
 
 def sample_random_boxes(
-    batch: int, height: int, width: int, side: int, generator: torch.Generator, device: torch.device
+    batch: int, height: Sides, width: Sides, side: Sides, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
     """Boxes [B, 4] of a plain ``side`` x ``side`` random crop (SeiT's ``RC``, flag --src)."""
+    height, width = _per_sample(height, batch, device), _per_sample(width, batch, device)
+    side = _per_sample(side, batch, device)
     u = torch.rand(2, batch, generator=generator, device=device)
-    top = (u[0] * (height - side + 1)).long().clamp_max(height - side)
-    left = (u[1] * (width - side + 1)).long().clamp_max(width - side)
-    full = torch.full_like(top, side)
-    return torch.stack([top, left, full, full], dim=1)
+    top = torch.minimum((u[0] * (height - side + 1)).long(), height - side)
+    left = torch.minimum((u[1] * (width - side + 1)).long(), width - side)
+    return torch.stack([top, left, side, side], dim=1)
 
 
 def sample_train_crops(
     config: AugmentConfig,
     batch: int,
-    height: int,
-    width: int,
+    height: Sides,
+    width: Sides,
     generator: torch.Generator,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Training crop boxes [B, 4] and horizontal flips (bool [B], None when --hflip-prob is 0) as ``config`` says.
 
-    The one sampler of both training paths (token maps in batches, images one by one in the pixel baseline),
-    so crop area, aspect and flip follow the same distribution by construction, as fractions of the grid or
-    image. ``--crop random`` boxes are ``config.crop_side`` squares.
+    The one sampler of both training paths (token maps of one grid size; batches of images of any sizes,
+    given per sample, in the pixel baseline), so crop area, aspect and flip follow the same distribution by
+    construction, as fractions of the grid or image. ``--crop random`` boxes are ``config.crop_side`` squares.
     """
     if config.crop == "rrc":
         boxes = sample_rrc_boxes(batch, height, width, config.rrc_scale, config.rrc_aspect, generator, device)
     else:
-        boxes = sample_random_boxes(batch, height, width, config.crop_side(height, width), generator, device)
+        if isinstance(height, torch.Tensor) or isinstance(width, torch.Tensor):
+            pairs = zip(_per_sample(height, batch, device).tolist(), _per_sample(width, batch, device).tolist())
+            side = torch.tensor([config.crop_side(h, w) for h, w in pairs], device=device)
+        else:
+            side = config.crop_side(height, width)
+        boxes = sample_random_boxes(batch, height, width, side, generator, device)
     flip = None
     if config.hflip_prob > 0:
         flip = torch.rand(batch, generator=generator, device=device) < config.hflip_prob

@@ -20,8 +20,8 @@ what it does (each stage's artefacts are the normal commands' outputs, reusable 
   7. writes OUT/report/report.md (+ report.json, tradeoff.png: top-1 against bytes per image,
      reconstructions.png, curves.png, confusion-*.png) and prints the trade-off table
 
-A rerun continues where a previous run stopped. On 2 CPU cores --quick (4 of the classes) takes about
-5 minutes, the default about 25 (the three pixel rows take most of it; figures in BENCHMARKS.md).
+A rerun continues where a previous run stopped. --quick trains on 4 of the classes; the time of every
+stage on 2 CPU cores is in BENCHMARKS.md (the budgets: 4 minutes for --quick, 15 for the default).
 """
 
 

@@ -27,9 +27,12 @@ class DemoSize:
 
 
 SIZES = {
-    "default": DemoSize(classes=10, train_per_class=500, val_per_class=50, tokenizer_steps=800, epochs=24),
+    # ViT epochs sized to the budgets (15 min default, 4 min quick, on 2 CPU cores), the same for every row: four
+    # rows of compute-bound ViT training are most of both runs. Fewer cost accuracy fast (quick token ViT: 46.0%
+    # at 25 epochs, 41.0% at 22, 38.0% at 20, 32.5% at 18)
+    "default": DemoSize(classes=10, train_per_class=500, val_per_class=50, tokenizer_steps=800, epochs=17),
     # the first four classes (stripes, triangles, checker, crosses): a ViT learns them within a minute
-    "quick": DemoSize(classes=4, train_per_class=250, val_per_class=50, tokenizer_steps=300, epochs=25),
+    "quick": DemoSize(classes=4, train_per_class=250, val_per_class=50, tokenizer_steps=300, epochs=22),
     # a smoke run of every stage and artefact in seconds (tests of the plumbing); it learns next to nothing
     "tiny": DemoSize(classes=4, train_per_class=40, val_per_class=10, tokenizer_steps=30, epochs=2, batch_size=32),
 }
@@ -40,11 +43,11 @@ class DemoConfig(Checked):
     out: str = field(
         "seit-demo", help="output folder (every stage's artefacts and the report)", flag="output", hidden=("--out",)
     )
-    quick: bool = field(False, help="the ~5-minute version: 4 classes, fewer images (same as --size quick)")
+    quick: bool = field(False, help="the few-minute version: 4 classes, fewer images (same as --size quick)")
     size: str | None = field(
         None,
-        help="default (~25 min on 2 CPU cores), quick (~5 min) or tiny (a smoke run of every stage in "
-        "seconds; its accuracies mean nothing)",
+        help="default (10 classes), quick (4) or tiny (a smoke run of every stage in seconds; its accuracies "
+        "mean nothing); times on 2 CPU cores in BENCHMARKS.md",
         choices=tuple(SIZES),
     )
     seed: int = field(0, help="seed of the dataset and of every training run", check=non_negative)

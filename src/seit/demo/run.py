@@ -340,8 +340,8 @@ def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) 
         t.data.image_size = pixel_image_size(size)
         t.model.model = PIXEL_MODEL
     t.run.output = str(paths.row_run(row))
-    # tokens: seit train's default (no worker processes on CPU); pixels: the demo's image-decoding workers
-    t.data.num_workers = None if tokens else cfg.num_workers
+    # seit train's defaults: no worker processes on CPU, for ids and for images decoded into memory alike
+    t.data.num_workers = None
     result = train(t)
     if result.preempted:
         raise SeitError("training was stopped by a signal; rerun `seit demo` to continue it")

@@ -34,6 +34,13 @@ class DataConfig(Checked):
     images: str | None = field(None, help="train the pixel baseline on this image folder (class = sub-folder)")
     val_images: str | None = field(None, help="validation image folder for the pixel baseline")
     image_size: int = field(224, help="pixel baseline: side of the square crop the model sees", check=at_least(1))
+    pixel_cache_mb: int = field(
+        1024,
+        help="pixel baseline: decode each image folder once into memory when its decoded RGB pixels take at most "
+        "this many MiB (crops are then cut in the training process); larger folders, or 0, decode every image "
+        "every epoch in worker processes",
+        check=non_negative,
+    )
     streaming: bool = field(
         False, help="stream the training store's shards through fsspec (remote stores) instead of random access"
     )
@@ -50,8 +57,8 @@ class DataConfig(Checked):
     )
     num_workers: int | None = field(
         None,
-        help="DataLoader worker processes per rank (default: 2; 0 for tokens on CPU, where decoding ids is cheap "
-        "and workers would take cores from the model's threads)",
+        help="DataLoader worker processes per rank (default: 2; 0 on CPU for tokens and for images decoded into "
+        "memory (--pixel-cache-mb), where workers would take cores from the model's threads)",
         check=non_negative,
     )
 

@@ -117,7 +117,7 @@ class TokenPipeline(_Pipeline):
     """Ids from a token store (or SeiT's release files) -> device-side token augmentation -> token ViT."""
 
     # Decoding ids is cheaper in-process than in workers beside the model's threads on CPU (the quick demo's
-    # token ViT: 28 s with none, 60 s with 2 workers on 2 cores); pixels keep their decoding workers.
+    # token ViT: 28 s with none, 60 s with 2 workers on 2 cores); so do pixels decoded into memory.
     cpu_workers = 0
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
@@ -305,8 +305,9 @@ class PixelPipeline(_Pipeline):
                 "--crop-size is the token crop's side in tokens; the pixel baseline's input side is --image-size"
             )
         self.grid_size = d.image_size
-        self.train_set = PixelDataset(d.images, d.image_size, augment=cfg.augment)
-        self.val_set = PixelDataset(d.val_images, d.image_size) if d.val_images else None
+        cache = d.pixel_cache_mb << 20
+        self.train_set = PixelDataset(d.images, d.image_size, augment=cfg.augment, cache_bytes=cache)
+        self.val_set = PixelDataset(d.val_images, d.image_size, cache_bytes=cache) if d.val_images else None
         self.class_names = self.train_set.class_names
         self.num_classes = len(self.class_names)
         self.targets = SoftTargets(cfg.augment, self.num_classes)  # the same Mixup/CutMix as the token path
@@ -316,6 +317,12 @@ class PixelPipeline(_Pipeline):
                 f"{cfg.augment.hflip_prob}), Mixup/CutMix and label smoothing; Token-EDA, Emb-Noise and "
                 "ColorAdapt are token-only"
             )
+
+    @property
+    def cpu_workers(self) -> int:
+        """0 for images decoded into memory (cutting crops in-process is cheaper than workers beside the model's
+        threads on CPU, as for tokens), else 2 to decode them."""
+        return 0 if self.train_set.cached else 2
 
     def create_model(self, timm):
         import seit.models  # noqa: F401

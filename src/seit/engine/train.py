@@ -437,6 +437,7 @@ def _non_finite_loss(loss: float, where: str, inputs: torch.Tensor, model: torch
 _RESUME_MAY_CHANGE = {
     "run",
     "data.num_workers",
+    "data.pixel_cache_mb",
     "data.streaming",
     "data.verify_shards",
     "optim.epochs",
