@@ -3,7 +3,7 @@ import random
 
 import torch
 
-from seit.augment.eda import replace_synonyms, sample_swaps, swap_patches
+from seit.augment.eda import replace_synonyms, sample_swaps, sample_synonyms, swap_patches
 
 K = 40
 
@@ -20,7 +20,8 @@ def test_synonym_replacement_rate_and_choices():
     table = _table(k=8)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, K, (64, 32, 32), generator=g)
-    out = replace_synonyms(ids, table, topk=5, token_prob=0.25, generator=g)
+    picks = sample_synonyms(*ids.shape, k=5, token_prob=0.25, generator=g, device=ids.device)
+    out = replace_synonyms(ids, table, picks)
     changed = out != ids
     # a drawn token takes one of 5 entries uniformly, one of them itself: visible change rate p * 4/5
     assert abs(changed.float().mean().item() - 0.25 * 4 / 5) < 0.01
