@@ -133,6 +133,7 @@ class BatchSlice:
 
     Every process seeds the step's draws alike, draws them for the whole global batch and keeps its rows, so
     a sample's augmentation depends on its position in the global batch, not on how many processes share it.
+    The cost: each process draws the global batch's random numbers (its augmentation work stays its own rows).
     """
 
     start: int
