@@ -171,12 +171,16 @@ def test_global_batches_defaults_and_bounds():
     with pytest.raises(StoreError, match=r"start 11 outside 0\.\.10"):
         plan.set_epoch(1, 11)
     assert plan.position_after(0) == 10 and GlobalBatches(10, 3, start=4).position_after(0) == 4
+    plan.set_epoch(2)  # a new epoch starts at its beginning
+    assert (plan.epoch, plan.start, len(plan)) == (2, 0, 3)
 
 
 def test_samplers_follow_their_plan(tmp_path):
     from seit.store import ElasticBatchSampler
 
     sampler = ElasticBatchSampler(12, 2, seed=3, world_size=2, rank=1)
+    sampler.set_epoch(1)
+    assert (sampler.plan.epoch, sampler.plan.start) == (1, 0)
     sampler.set_epoch(2, 4)
     assert sampler.plan.epoch == 2 and sampler.plan.start == 4 and len(sampler) == 2
     assert sampler.position_after(1) == 8
@@ -184,7 +188,7 @@ def test_samplers_follow_their_plan(tmp_path):
     assert (state["epoch"], state["position"]) == (2, 8)
     assert sampler.state_dict()["position"] == 4  # default: no steps done in this segment
     other = GlobalBatches(12, 2)
-    with pytest.raises(StoreError, match="resume with the same data"):
+    with pytest.raises(StoreError, match="resume with the same data$"):
         GlobalBatches(13, 2).load_state_dict(other.state_dict())
     with pytest.raises(StoreError, match="resume with the same shuffle settings"):
         GlobalBatches(12, 2, shuffle="none").load_state_dict(other.state_dict())
