@@ -188,7 +188,7 @@ def test_samplers_follow_their_plan(tmp_path):
     assert (state["epoch"], state["position"]) == (2, 8)
     assert sampler.state_dict()["position"] == 4  # default: no steps done in this segment
     other = GlobalBatches(12, 2)
-    with pytest.raises(StoreError, match="resume with the same data$"):
+    with pytest.raises(StoreError, match=r"resume with the same data$"):
         GlobalBatches(13, 2).load_state_dict(other.state_dict())
     with pytest.raises(StoreError, match="resume with the same shuffle settings"):
         GlobalBatches(12, 2, shuffle="none").load_state_dict(other.state_dict())
