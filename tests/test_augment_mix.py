@@ -60,3 +60,49 @@ def test_mixing_needs_even_parts():
         targets(x, labels, 0, BatchSlice(1, 4, 8))
     with pytest.raises(AugmentError, match="outside a global batch"):
         BatchSlice(6, 4, 8)
+
+
+# Found by the mutation pass (scripts/mutation.sh, docs/mutation.md).
+def _lams(targets, labels):
+    """Each row's own-label weight: lam, with smoothing 0 and partners of other labels."""
+    return targets[torch.arange(len(labels)), labels]
+
+
+@pytest.mark.parametrize("mode", ["pair", "elem"])
+def test_per_sample_mixup_blends_each_row_with_its_partner_by_its_own_lam(mode):
+    config = AugmentConfig(mixup=0.8, cutmix=0.0, mixup_mode=mode, mixup_prob=0.5, smoothing=0.0)
+    x, labels = torch.randn(64, 2, 4, 4), torch.arange(64) % 2  # partners (2k, 2k+1) have other labels
+    mixed, targets = SoftTargets(config, num_classes=2)(x.clone(), labels, 3)
+    lam, mate = _lams(targets, labels), partners(BatchSlice.whole(64))
+    blend = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[mate]
+    torch.testing.assert_close(mixed, blend, rtol=1e-5, atol=1e-6)
+    assert 16 < (lam < 1).sum() < 48  # --mixup-prob 0.5: about half the draws mix, wherever they fall
+    assert torch.equal(lam == lam[mate], torch.ones(64, dtype=torch.bool)) == (mode == "pair")
+
+
+def test_mixing_settings_reach_the_draws():
+    x, labels = torch.randn(8, 1, 10, 10), torch.arange(8) % 2
+    mixed_batches = 0
+    for seed in range(40):  # --mixup-prob 0.5: about half the batches are left alone
+        config = AugmentConfig(mixup=0.8, cutmix=1.0, mixup_prob=0.5, mixup_switch_prob=1.0, smoothing=0.0)
+        mixed, targets = SoftTargets(config, num_classes=2)(x.clone(), labels, seed)
+        lam = float(_lams(targets, labels)[0])
+        changed = (mixed != x).float().mean().item()
+        if lam < 1:  # switch prob 1: always CutMix, lam is exactly the share of pixels kept
+            mixed_batches += 1
+            assert changed == pytest.approx(1 - lam)
+    assert 8 < mixed_batches < 32
+    minmax = AugmentConfig(cutmix_minmax=(0.2, 0.3), smoothing=0.0)  # box sides 20%..30% of the image
+    for seed in range(10):
+        _, targets = SoftTargets(minmax, num_classes=2)(x.clone(), labels, seed)
+        assert 1 - 0.3**2 - 0.01 <= float(_lams(targets, labels)[0]) <= 1 - 0.2**2 + 0.01
+
+
+def test_without_mixing_targets_are_smoothed_labels_for_any_batch():
+    config = AugmentConfig(cutmix=0.0, mixup=0.0, smoothing=0.2)
+    x = torch.randn(3, 1, 4, 4)
+    out, targets = SoftTargets(config, num_classes=2)(x.clone(), torch.tensor([0, 1, 1]), 0)
+    assert torch.equal(out, x)
+    torch.testing.assert_close(targets, torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9]]))
+    with pytest.raises(AugmentError, match=r"got 3 \(rows 0:3 of 3\).*--cutmix 0 --mixup 0$"):
+        SoftTargets(AugmentConfig(), num_classes=2)(x, torch.tensor([0, 1, 1]), 0)

@@ -45,7 +45,7 @@ class SoftTargets:
         self.num_classes = num_classes
         self.smoothing = config.smoothing
         self.mixup = None
-        if config.mixing:  # timm's parameter draws (per batch, pair or element); the mixing is done here
+        if config.mixing:  # timm's parameter draws (per batch, pair or element); mixing and targets are done here
             self.mixup = Mixup(
                 mixup_alpha=config.mixup,
                 cutmix_alpha=config.cutmix,
@@ -53,8 +53,6 @@ class SoftTargets:
                 prob=config.mixup_prob,
                 switch_prob=config.mixup_switch_prob,
                 mode=config.mixup_mode,
-                label_smoothing=config.smoothing,
-                num_classes=num_classes,
             )
 
     def __call__(
