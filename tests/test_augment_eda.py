@@ -87,15 +87,17 @@ def seit_swap_draws(batch, height, width, scale, seed):
         draws = [[int((u[i, b, a] * span).long()) for i, span in spans] for a in range(SWAP_ATTEMPTS)]
         accepted = [d for d in draws if (d[2] - d[0]) ** 2 + (d[3] - d[1]) ** 2 > size**2]
         out.append([size, *accepted[0]] if accepted else [0, *draws[0]])
-    return out
+    return out, torch.rand(1, generator=g)  # where the stream continues (the pipeline's next draw)
 
 
 @pytest.mark.parametrize(("height", "width", "scale"), [(32, 32, 0.25), (6, 9, 0.9), (2, 2, 0.99)])
 def test_swap_draws_equal_seits_redraw_loop_draw_for_draw(height, width, scale):
     """(order: y0, x0, y1, x1 from the 4 uniforms); a 2x2 grid has no two 1x1 corners in SeiT's range
     [0, side - ps - 1] more than 1 apart: never a swap there."""
-    got = sample_swaps(300, height, width, scale, torch.Generator().manual_seed(9), torch.device("cpu"))
-    assert got.tolist() == seit_swap_draws(300, height, width, scale, seed=9)
+    g = torch.Generator().manual_seed(9)
+    got = sample_swaps(300, height, width, scale, g, torch.device("cpu"))
+    expected, next_draw = seit_swap_draws(300, height, width, scale, seed=9)
+    assert got.tolist() == expected and torch.equal(torch.rand(1, generator=g), next_draw)
     if height == 2:
         assert (got[:, 0] == 0).all()
     elif scale == 0.9:  # big squares on a small grid: some samples swap, some exhaust their 16 draws
