@@ -106,3 +106,11 @@ def test_without_mixing_targets_are_smoothed_labels_for_any_batch():
     torch.testing.assert_close(targets, torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9]]))
     with pytest.raises(AugmentError, match=r"got 3 \(rows 0:3 of 3\).*--cutmix 0 --mixup 0$"):
         SoftTargets(AugmentConfig(), num_classes=2)(x, torch.tensor([0, 1, 1]), 0)
+
+
+def test_per_sample_cutmix_draws_are_pinned():
+    """A resumed run re-draws from (seed, step): unmixed samples (--mixup-prob) draw no box, in any version."""
+    config = AugmentConfig(mixup_mode="elem", mixup_prob=0.5, smoothing=0.0)
+    labels = torch.arange(8) % 2
+    _, targets = SoftTargets(config, num_classes=2)(torch.zeros(8, 1, 10, 10), labels, 3)
+    assert [round(float(v), 4) for v in _lams(targets, labels)] == [0.58, 0.84, 1.0, 1.0, 0.85, 0.19, 0.75, 1.0]
