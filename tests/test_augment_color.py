@@ -27,3 +27,12 @@ def test_color_adapt_takes_the_reference_statistics():
     torch.testing.assert_close(out, seit, atol=1e-5, rtol=1e-5)
     constant = torch.ones(1, 7, 7, 4)  # one code everywhere: std 0, SeiT would produce NaN
     assert torch.isfinite(color_adapt(constant, ref[:1])).all()
+
+
+def test_noise_comes_from_the_given_generator_alone():
+    """Found by the mutation pass: a resumed run re-draws the noise from (seed, step)."""
+    draws = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        draws.append(emb_noise(torch.Size((3, 2, 2, 4)), 1.0, 0.5, torch.Generator().manual_seed(8)))
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)

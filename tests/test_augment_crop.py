@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 
-from seit.augment.crop import center_box, resized_crop, sample_random_boxes, sample_rrc_boxes
+from seit.augment import AugmentConfig
+from seit.augment.crop import center_box, resized_crop, sample_random_boxes, sample_rrc_boxes, sample_train_crops
 
 K, D, H, W = 50, 6, 32, 32
 
@@ -189,3 +190,71 @@ def test_rrc_boxes_follow_torchvisions_distribution():
         assert torch.equal(a > 0, b > 0) or len(columns) == 4, (columns, a, b)  # the same support
         stat, df = two_sample_chi_square(a, b)
         assert stat < chi_square_bound(df), (columns, stat, df)
+
+
+# Found by the mutation pass (scripts/mutation.sh, docs/mutation.md).
+PINNED_CROPS = {  # (boxes, flips) of two successive calls, 3 samples of a 6x9 grid, generator seed 7
+    "rrc": [
+        ([[0, 0, 5, 6], [0, 0, 6, 7], [1, 2, 4, 6]], [True, True, False]),
+        ([[0, 0, 6, 7], [0, 3, 4, 5], [1, 5, 3, 4]], [False, True, False]),
+    ],
+    "random": [
+        ([[1, 3, 5, 5], [0, 1, 5, 5], [1, 2, 5, 5]], [True, False, True]),
+        ([[1, 1, 5, 5], [1, 1, 5, 5], [1, 2, 5, 5]], [True, False, True]),
+    ],
+}
+
+
+@pytest.mark.parametrize("crop", ["rrc", "random"])
+def test_crop_draws_come_from_the_given_generator_alone_and_are_pinned(crop):
+    """A run resumed from a checkpoint re-draws its augmentations from (seed, step): the draws must depend on
+    the generator only (not torch's global one) and stay the same across versions."""
+    config = AugmentConfig(crop=crop, crop_size=5, hflip_prob=0.5)
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        g = torch.Generator().manual_seed(7)
+        got = [sample_train_crops(config, 3, 6, 9, g, torch.device("cpu")) for _ in range(2)]
+        assert [(b.tolist(), f.tolist()) for b, f in got] == PINNED_CROPS[crop]
+
+
+def test_train_crops_follow_the_config():
+    cpu, size = torch.device("cpu"), (6, 10, 7)  # batch, height, width: rows differ from columns
+    rrc = AugmentConfig(rrc_scale=(0.3, 0.5), rrc_aspect=(0.5, 2.0))
+    boxes, flip = sample_train_crops(rrc, *size, torch.Generator().manual_seed(1), cpu)
+    expected = sample_rrc_boxes(*size, (0.3, 0.5), (0.5, 2.0), torch.Generator().manual_seed(1), cpu)
+    assert torch.equal(boxes, expected) and flip is None  # no flip drawn at --hflip-prob 0
+    for p in (0.5, 1.0):
+        plain = AugmentConfig(crop="random", crop_size=4, hflip_prob=p)
+        boxes, flip = sample_train_crops(plain, *size, torch.Generator().manual_seed(2), cpu)
+        g = torch.Generator().manual_seed(2)
+        assert torch.equal(boxes, sample_random_boxes(*size, 4, g, cpu))
+        assert flip.dtype == torch.bool and torch.equal(flip, torch.rand(6, generator=g) < p)  # drawn after the boxes
+    assert flip.all()
+
+
+def test_rrc_fallback_and_rejection_per_sample_on_every_grid_shape():
+    cpu = torch.device("cpu")
+    tiny = ((0.001, 0.002), (3 / 4, 4 / 3))  # every attempt rounds to an empty box: all take the fallback
+    for height, width in ((12, 4), (4, 12), (4, 4)):  # tall, wide and square grids
+        ours = sample_rrc_boxes(5, height, width, *tiny, torch.Generator().manual_seed(3), cpu)
+        expected = RandomResizedCrop.get_params(torch.zeros(1, height, width), *map(list, tiny))
+        assert all(tuple(b) == expected for b in ours.tolist()), (height, width, expected)
+    # boxes of about a third of a token round to 0 or 1 token a side: only 1x1 boxes are valid
+    small = sample_rrc_boxes(400, 6, 8, (0.006, 0.007), (3 / 4, 4 / 3), torch.Generator().manual_seed(4), cpu)
+    assert (small[:, 2:] >= 1).all() and ((small[:, 2:] == 1).all(1)).any()
+    # half-grid boxes of a wide aspect range: most samples find one in 10 attempts, some fall back, each alone
+    mixed = sample_rrc_boxes(400, 4, 6, (0.5, 0.6), (0.1, 10.0), torch.Generator().manual_seed(5), cpu)
+    top, left, h, w = mixed.unbind(1)
+    assert ((top + h) <= 4).all() and ((left + w) <= 6).all() and (h >= 1).all() and (w >= 1).all()
+    fallback = (mixed == torch.tensor([0, 0, 4, 6])).all(1)
+    assert 0 < fallback.sum() < 100 and (h * w)[~fallback].max() < 24  # found boxes: not the whole grid
+
+
+def test_random_crop_offsets_are_uniform_and_independent():
+    """top from 0..H-m and left from 0..W-m, uniform, drawn apart (every (top, left) cell equally often)."""
+    height, width, side, n = 8, 9, 5, 40_000
+    boxes = sample_random_boxes(n, height, width, side, torch.Generator().manual_seed(6), torch.device("cpu"))
+    cells = (height - side + 1) * (width - side + 1)
+    counts = torch.bincount(boxes[:, 0] * (width - side + 1) + boxes[:, 1], minlength=cells).double()
+    assert len(counts) == cells and (boxes[:, 0] <= height - side).all() and (boxes[:, 1] <= width - side).all()
+    assert chi_square(counts, torch.full_like(counts, n / cells)) < chi_square_bound(cells - 1)

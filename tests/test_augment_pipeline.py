@@ -10,6 +10,7 @@ import torch
 
 import seit.models  # noqa: F401  (registers the token ViTs)
 from seit.augment import AugmentConfig, AugmentError, TokenAugment
+from seit.augment.config import BatchSlice
 from seit.config import add_dataclass_args, from_args
 from seit.errors import ConfigError
 from seit.interop import seit_flags
@@ -102,13 +103,14 @@ def test_each_augmentation_touches_its_share_of_samples(setting, rate):
     assert abs(touched.float().mean().item() - rate) < 0.03
 
 
-def test_color_ops_are_exclusive_and_adapt_uses_the_mirrored_sample():
+def test_color_ops_are_exclusive_and_adapt_uses_the_neighbour_sample():
     aug = make(AugmentConfig(crop="random", crop_size=16, **{**OFF, "color_adapt_prob": 1.0}))
-    ids, labels = batch(n=6, grid=16)
+    ids, labels = batch(n=7, grid=16)
     x, _ = aug.train(ids, labels)
     clean = aug.codebook[ids.long()].permute(0, 3, 1, 2)
-    torch.testing.assert_close(x.mean((2, 3)), clean.flip(0).mean((2, 3)), atol=1e-5, rtol=0)
-    torch.testing.assert_close(x.std((2, 3)), clean.flip(0).std((2, 3)), atol=1e-4, rtol=1e-4)
+    mates = clean[[1, 0, 3, 2, 5, 4, 6]]  # pairs (0, 1), (2, 3), ...; an odd batch's last sample is its own
+    torch.testing.assert_close(x.mean((2, 3)), mates.mean((2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std((2, 3)), mates.std((2, 3)), atol=1e-4, rtol=1e-4)
 
 
 def test_same_seed_same_stream_and_state_resumes_it():
@@ -205,3 +207,20 @@ def test_codebook_and_synonyms_as_numpy_arrays_work_as_tensors():
         TokenAugment(AugmentConfig(), codebook.tolist(), num_classes=10)
     with pytest.raises(AugmentError, match="synonyms must be int"):
         TokenAugment(AugmentConfig(), codebook, codebook, num_classes=10)
+
+
+@pytest.mark.parametrize("crop", ["rrc", "random"])
+def test_parts_of_a_global_batch_draw_what_the_whole_batch_draws(crop):
+    """Every augmentation on: rows 0:4 and 4:8 augmented apart (two processes, seeded alike) equal the batch
+    of 8 augmented at once; and two parts given the same samples draw different augmentations."""
+    config = AugmentConfig(crop=crop, hflip_prob=0.5, synonym_prob=0.4, swap_prob=0.4, noise_prob=0.4)
+    config.color_adapt_prob = 0.4
+    ids, labels = batch(n=8)
+    whole = make(config, seed=11).train(ids, labels)
+    parts = [make(config, seed=11).train(ids[a : a + 4], labels[a : a + 4], BatchSlice(a, 4, 8)) for a in (0, 4)]
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), whole[0], rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([p[1] for p in parts]), whole[1], rtol=0, atol=0)
+    first, second = (make(config, seed=11).train(ids[:4], labels[:4], BatchSlice(a, 4, 8))[0] for a in (0, 4))
+    assert all(not torch.allclose(a, b) for a, b in zip(first, second, strict=True))
+    with pytest.raises(AugmentError, match="batch of 4 samples given as rows 0:2"):
+        make(config).train(ids[:4], labels[:4], BatchSlice(0, 2, 8))

@@ -134,7 +134,9 @@ def test_token_data_on_cpu_reads_in_process_by_default(stores, tmp_path):
     pixels.data.images = str(tmp_path)
     (tmp_path / "a").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
-    assert build_pipeline(pixels, DistInfo(), cpu).num_workers == 2  # images need decoding workers
+    # a folder that fits --pixel-cache-mb is decoded once into memory and cropped in process (past the limit:
+    # decoding workers, tests/test_engine_pixels.py::test_a_folder_past_the_cache_limit_is_decoded_on_every_fetch)
+    assert build_pipeline(pixels, DistInfo(), cpu).num_workers == 0
 
 
 def test_resume_refuses_other_settings_and_missing_files(stores, uninterrupted, tmp_path, capsys):

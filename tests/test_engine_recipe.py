@@ -1,4 +1,4 @@
-"""seit train: SeiT's recipe pinned (defaults, scaled lr, per-rank seeds), resume refusals, SIGKILL, TensorBoard."""
+"""seit train: SeiT's recipe pinned (defaults, scaled lr, per-rank draws), resume refusals, SIGKILL, TensorBoard."""
 
 import contextlib
 import os
@@ -73,34 +73,77 @@ def as_rank(monkeypatch):
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_each_rank_draws_its_own_randomness_and_the_lr_is_scaled(stores, tmp_path, as_rank, rank):
-    """2 processes x 16: the base lr the run uses is 7.5e-4 x 32 / 512; step s of rank r is seeded (seed, s, r)."""
+def test_each_rank_seeds_the_step_alike_and_the_lr_is_scaled(stores, tmp_path, as_rank, rank):
+    """2 processes x 16: the base lr the run uses is 7.5e-4 x 32 / 512; step s is seeded (seed, s) on every
+    rank (each keeps its own rows of the draws: the next test)."""
     seeds = as_rank(rank)
     out = tmp_path / "run"
     args = ["train", "--store", str(stores[0]), "--output", str(out), *TINY, *SCALED]
     assert main([*args, "--max-steps", "2", "--warmup-epochs", "0", "--seed", "7"]) == 0
-    assert seeds == [7] + [step_seed(7, step, rank) for step in (0, 1)]  # the run's seed, then one per step
-    assert step_seed(7, 0, 0) != step_seed(7, 0, 1)
+    assert seeds == [7] + [step_seed(7, step) for step in (0, 1)]  # the run's seed, then one per step
+    assert step_seed(7, 0) != step_seed(7, 1) != step_seed(8, 1)
     if rank == 0:  # the main process logs; cosine without warm-up starts at the base lr
         first = read_metrics(out / "metrics.jsonl", "train")[0]
         assert first["step"] == 1 and first["lr"] == pytest.approx(7.5e-4 * 32 / 512)
 
 
-def test_two_ranks_of_one_step_draw_different_augmentations_and_a_rerun_the_same(stores):
-    cfg = TrainConfig()
-    cfg.data.store, cfg.data.num_workers = str(stores[0]), 0
-    pipe = build_pipeline(cfg, DistInfo(), torch.device("cpu"))
-    ids, labels = next(iter(pipe.train_loader(0, 0)))
+def _pipelines(store, drop_path=0.0):
+    """A 1 x 16 pipeline and the two of a 2 x 8 job on the same data."""
+    cfgs = [TrainConfig(), TrainConfig()]
+    for cfg, batch in zip(cfgs, (16, 8), strict=True):
+        cfg.data.store, cfg.data.num_workers, cfg.optim.batch_size = str(store), 0, batch
+        cfg.model.drop_path, cfg.model.model = drop_path, "deit_tiny_token_4"
+        cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads = 32, 2, 2
+    one = build_pipeline(cfgs[0], DistInfo(), torch.device("cpu"))
+    return one, [build_pipeline(cfgs[1], DistInfo(rank=r, world_size=2), torch.device("cpu")) for r in (0, 1)]
 
-    def draw(rank, step=3):
-        train_module.seed_everything(step_seed(0, step, rank))
-        pipe.reseed(step_seed(0, step, rank))
-        return pipe.train_batch(ids, labels)
 
-    (x0, y0), (x1, _), (again, y_again) = draw(0), draw(1), draw(0)
-    assert torch.equal(x0, again) and torch.equal(y0, y_again)
-    assert not torch.allclose(x0, x1)
-    assert not torch.equal(draw(0, step=4)[0], x0)
+def _at_step(pipe, step, fn, *args):
+    train_module.seed_everything(step_seed(0, step))  # what the loop does before each step
+    pipe.reseed(step_seed(0, step))
+    return fn(*args)
+
+
+def test_two_ranks_of_one_step_draw_different_augmentations_and_together_what_one_process_draws(stores):
+    one, ranks = _pipelines(stores[0])
+    ids, labels = next(iter(one.train_loader(0, 0)))  # a global batch of 16
+    halves = [(ids[r * 8 : (r + 1) * 8], labels[r * 8 : (r + 1) * 8]) for r in (0, 1)]
+
+    def draw(pipe, batch, step=3):
+        return _at_step(pipe, step, pipe.train_batch, *batch)
+
+    # the same samples on both ranks: different draws for every sample (each rank keeps other rows)
+    (x0, _), (x1, _) = draw(ranks[0], halves[0]), draw(ranks[1], halves[0])
+    assert all(not torch.allclose(a, b) for a, b in zip(x0, x1, strict=True))
+    # each rank its half: the global batch one process draws, exactly; a rerun the same, another step not
+    whole, parts = draw(one, (ids, labels)), [draw(ranks[r], halves[r]) for r in (0, 1)]
+    for i in (0, 1):
+        assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
+        assert torch.equal(draw(one, (ids, labels))[i], whole[i])
+    assert not torch.equal(draw(one, (ids, labels), step=4)[0], whole[0])
+
+
+def test_drop_path_drops_a_sample_alike_on_any_number_of_ranks(stores):
+    import timm
+    from timm.layers import DropPath
+
+    from seit.engine.pipeline import SlicedDropPath
+
+    one, ranks = _pipelines(stores[0], drop_path=0.5)
+    models = [p.create_model(timm).train() for p in (one, *ranks)]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    assert not any(isinstance(m, DropPath) for model in models for m in model.modules())
+    assert sum(isinstance(m, SlicedDropPath) for m in models[0].modules()) == 2  # block 2 (block 1 drops at rate 0)
+    x = torch.randn(16, one.codebook.shape[1], one.grid_size, one.grid_size)
+    with torch.no_grad():
+        whole = _at_step(one, 5, models[0], x)
+        parts = [_at_step(ranks[r], 5, models[1 + r], x[r * 8 : (r + 1) * 8]) for r in (0, 1)]
+        same_rows = [_at_step(ranks[r], 5, models[1 + r], x[:8]) for r in (0, 1)]
+        undropped = models[0].eval()(x)
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(same_rows[0], same_rows[1])  # the ranks' rows of the draw differ
+    assert not torch.allclose(whole, undropped)  # paths really dropped
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from seit.store import EpochOrder, GlobalBatches, StoreError
+from seit.store.order import shuffle_mode
 
 
 def reference_batches(order, batch_size, world_size, rank, start, drop_last):
@@ -105,3 +106,91 @@ def test_a_saved_chunk_order_resumes_only_with_the_same_chunk_size():
     assert same.start == 24
     # the global order does not depend on the chunk size when it is not chunked
     GlobalBatches(1000, 8, chunk_size=32).load_state_dict(GlobalBatches(1000, 8, chunk_size=64).state_dict())
+
+
+# Found by the mutation pass (scripts/mutation.sh, docs/mutation.md): the order is part of the resume contract.
+@pytest.mark.parametrize(
+    ("mode", "pinned"),
+    [
+        ("global", [6, 2, 9, 8, 3, 10, 4, 1, 12, 11, 7, 0, 5]),
+        ("chunk", [4, 6, 7, 5, 0, 3, 1, 2, 12, 10, 9, 11, 8]),
+        ("none", list(range(13))),
+    ],
+)
+def test_the_epoch_order_is_pinned_so_a_checkpoint_resumes_across_versions(mode, pinned):
+    """A checkpoint stores only (seed, epoch, position): another release drawing another order from the same
+    triple would repeat and skip samples on resume. Every stream's seed words are pinned here."""
+    order = EpochOrder(13, seed=8, epoch=2, shuffle=mode, chunk_size=4)
+    got = order.take(0, 13)
+    assert got.dtype == np.int64 and got.tolist() == pinned
+    assert order.take(4, 9).dtype == np.int64  # also a window inside chunks
+    assert EpochOrder(13, shuffle=mode, chunk_size=4).take(0, 13).tolist() == (
+        EpochOrder(13, seed=0, epoch=0, shuffle=mode, chunk_size=4).take(0, 13).tolist()
+    )  # the defaults: seed 0, epoch 0
+
+
+def test_empty_windows_and_the_smallest_valid_settings():
+    order = EpochOrder(10, seed=1, shuffle="chunk", chunk_size=1)  # chunk 1: a global shuffle of runs of one
+    assert sorted(order.take(0, 10).tolist()) == list(range(10))
+    for a, b in [(3, 3), (5, 2), (10, 12)]:
+        empty = order.take(a, b)
+        assert empty.shape == (0,) and empty.dtype == np.int64
+    assert len(EpochOrder(0)) == 0 and EpochOrder(0).take(0, 5).shape == (0,)
+    plan = GlobalBatches(5, 1, seed=2, world_size=1)
+    assert len(plan) == 5 and plan.batch(4).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(num_samples=-1), dict(seed=-1), dict(epoch=-1), dict(chunk_size=0)],
+)
+def test_each_bad_order_setting_is_refused_alone(bad):
+    args = {"num_samples": 10, **bad}
+    with pytest.raises(StoreError, match="EpochOrder needs num_samples, seed, epoch >= 0 and chunk_size >= 1"):
+        EpochOrder(args.pop("num_samples"), **args)
+
+
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(world_size=0), dict(rank=2, world_size=2)])
+def test_each_bad_batch_setting_is_refused_alone(bad):
+    args = {"batch_size": 4, **bad}
+    with pytest.raises(StoreError, match="need batch_size >= 1 and 0 <= rank < world_size"):
+        GlobalBatches(10, args.pop("batch_size"), **args)
+
+
+def test_global_batches_defaults_and_bounds():
+    plan = GlobalBatches(10, 3)  # seed 0, epoch 0, global shuffle, drop_last
+    assert len(plan) == 3 and plan.batch(0).tolist() == EpochOrder(10, seed=0).take(0, 3).tolist()
+    plan = GlobalBatches(10, 3, shuffle="none")
+    assert plan.batch(1).tolist() == [3, 4, 5]  # the shuffle mode reaches the order
+    chunked = GlobalBatches(10, 10, seed=1, shuffle="chunk", chunk_size=2)
+    assert chunked.batch(0).tolist() == EpochOrder(10, seed=1, shuffle="chunk", chunk_size=2).take(0, 10).tolist()
+    with pytest.raises(IndexError, match=r"batch 3 outside 0\.\.2"):
+        GlobalBatches(10, 3, shuffle="none").bounds(3)
+    plan.set_epoch(1, 10)  # resuming at the very end of an epoch: nothing left, not an error
+    assert len(plan) == 0 and plan.seed == 0  # no seed given: the plan keeps its own
+    with pytest.raises(StoreError, match=r"start 11 outside 0\.\.10"):
+        plan.set_epoch(1, 11)
+    assert plan.position_after(0) == 10 and GlobalBatches(10, 3, start=4).position_after(0) == 4
+    plan.set_epoch(2)  # a new epoch starts at its beginning
+    assert (plan.epoch, plan.start, len(plan)) == (2, 0, 3)
+
+
+def test_samplers_follow_their_plan(tmp_path):
+    from seit.store import ElasticBatchSampler
+
+    sampler = ElasticBatchSampler(12, 2, seed=3, world_size=2, rank=1)
+    sampler.set_epoch(1)
+    assert (sampler.plan.epoch, sampler.plan.start) == (1, 0)
+    sampler.set_epoch(2, 4)
+    assert sampler.plan.epoch == 2 and sampler.plan.start == 4 and len(sampler) == 2
+    assert sampler.position_after(1) == 8
+    state = sampler.state_dict(1)
+    assert (state["epoch"], state["position"]) == (2, 8)
+    assert sampler.state_dict()["position"] == 4  # default: no steps done in this segment
+    other = GlobalBatches(12, 2)
+    with pytest.raises(StoreError, match=r"resume with the same data$"):
+        GlobalBatches(13, 2).load_state_dict(other.state_dict())
+    with pytest.raises(StoreError, match="resume with the same shuffle settings"):
+        GlobalBatches(12, 2, shuffle="none").load_state_dict(other.state_dict())
+    assert other.state_dict(steps=0) == other.state_dict()
+    assert shuffle_mode(True) == "global" and shuffle_mode(False) == "none" and shuffle_mode("chunk") == "chunk"

@@ -19,8 +19,8 @@ def emb_noise(shape: torch.Size, scale: float, std: float, generator: torch.Gene
 def color_adapt(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """x with each channel's spatial mean and std (unbiased) replaced by those of ``reference``.
 
-    SeiT++'s ColorAdapt, where the reference of sample i is sample B-1-i of the batch: a token-map
-    analogue of colour transfer.
+    SeiT++'s ColorAdapt (a token-map analogue of colour transfer); SeiT++ takes sample B-1-i of the batch as
+    the reference of sample i, the pipeline its neighbour i ^ 1 (``seit.augment.mix.partners``).
     """
     centred, std = _centre(x)
     ref_centred, ref_std = _centre(reference)

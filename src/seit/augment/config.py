@@ -78,7 +78,7 @@ class AugmentConfig(Checked):
     noise_std: float = field(1.0, help="std of the per-element noise", check=non_negative)
     color_adapt_prob: float = field(
         0.125,
-        help="ColorAdapt probability per sample: its channel mean/std are replaced by the mirrored sample's "
+        help="ColorAdapt probability per sample: its channel mean/std are replaced by its partner sample's "
         "(SeiT++: half the batch in a quarter of the batches)",
         check=probability,
     )
@@ -125,3 +125,29 @@ class AugmentConfig(Checked):
                 f"{min(height, width)}"
             )
         return side
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """Rows [start, start + size) of a step's global batch of ``total`` samples: one process's part of it.
+
+    Every process seeds the step's draws alike, draws them for the whole global batch and keeps its rows, so
+    a sample's augmentation depends on its position in the global batch, not on how many processes share it.
+    The cost: each process draws the global batch's random numbers (its augmentation work stays its own rows).
+    """
+
+    start: int
+    size: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.start + self.size <= self.total:
+            raise AugmentError(f"batch slice {self.start}:{self.stop} outside a global batch of {self.total}")
+
+    @classmethod
+    def whole(cls, size: int) -> BatchSlice:
+        return cls(0, size, size)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size

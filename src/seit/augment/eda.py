@@ -13,14 +13,20 @@ import torch
 SWAP_ATTEMPTS = 16  # redraws per sample; all 16 rejected has probability < 1e-7 at SeiT's scale (then no swap)
 
 
-def replace_synonyms(
-    ids: torch.Tensor, table: torch.Tensor, topk: int, token_prob: float, generator: torch.Generator
+def sample_synonyms(
+    count: int, height: int, width: int, k: int, token_prob: float, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """``ids`` (int64 [B, H, W]) with each token, with probability ``token_prob``, drawn from its top-k synonyms."""
-    k = min(topk, table.shape[1])
-    draw = torch.rand(ids.shape, generator=generator, device=ids.device) < token_prob
-    pick = torch.randint(0, k, ids.shape, generator=generator, device=ids.device)
-    return torch.where(draw, table[ids, pick], ids)
+    """Synonym picks [B, H, W] (int64) for ``count`` grids: the synonym index in [0, k) of each token drawn
+    for replacement (probability ``token_prob``), -1 for a token kept."""
+    shape = (count, height, width)
+    draw = torch.rand(shape, generator=generator, device=device) < token_prob
+    pick = torch.randint(0, k, shape, generator=generator, device=device)
+    return torch.where(draw, pick, -1)
+
+
+def replace_synonyms(ids: torch.Tensor, table: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """``ids`` (int64 [B, H, W]) with each picked token replaced by that entry of its synonym list."""
+    return torch.where(picks >= 0, table[ids, picks.clamp_min(0)], ids)
 
 
 def sample_swaps(

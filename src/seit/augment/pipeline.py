@@ -8,8 +8,11 @@ per-sample randomness from one ``torch.Generator``:
          -> Mixup/CutMix with label smoothing
   eval:  centre crop to m x m -> codebook lookup
 
-This is SeiT's order (token_transform.py, datasets.py, engine_seit.py). For multi-process training seed each
-rank differently (e.g. seed + rank); save ``state_dict()`` with the checkpoint to resume the same stream.
+This is SeiT's order (token_transform.py, datasets.py, engine_seit.py), except that a sample's partner (for
+ColorAdapt and Mixup/CutMix) is its neighbour i ^ 1 rather than B-1-i. For multi-process training seed every
+rank alike and pass each its ``BatchSlice`` of the global batch: the draws are made for the global batch and
+each rank keeps its rows, so the result does not depend on the number of processes (and ranks never share a
+draw). Save ``state_dict()`` with the checkpoint to resume the same stream.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from seit.augment.color import color_adapt, emb_noise
-from seit.augment.config import AugmentConfig, AugmentError
+from seit.augment.config import AugmentConfig, AugmentError, BatchSlice
 from seit.augment.crop import center_box, resized_crop, sample_train_crops
-from seit.augment.eda import replace_synonyms, sample_swaps, swap_patches
-from seit.augment.mix import SoftTargets
+from seit.augment.eda import replace_synonyms, sample_swaps, sample_synonyms, swap_patches
+from seit.augment.mix import SoftTargets, partners
 from seit.augment.tables import synonyms_from_codebook
 
 _SEED_RANGE = 2**31 - 1
@@ -94,28 +97,34 @@ class TokenAugment:
 
     @torch.no_grad()
     def train(
-        self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+        self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, part: BatchSlice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [B, H, W] (int16/int64), labels [B] -> (x [B, D, m, m] float32, soft targets [B, C]).
 
         Tensors or numpy arrays (``TokenStore.get_batch``). ``x`` is in channels_last memory format (what the
-        crop produces; convolutions take it as is).
+        crop produces; convolutions take it as is). ``part``: where the batch sits in the step's global batch
+        (default: it is the whole batch); every draw is made for the global batch and this batch's rows kept.
         """
         cfg, gen = self.config, self.generator
         ids = self._ids(ids)
         labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
         batch, height, width = ids.shape
+        part = part or BatchSlice.whole(batch)
+        if part.size != batch:
+            raise AugmentError(f"batch of {batch} samples given as rows {part.start}:{part.stop} of the global batch")
         side = self.crop_side(height, width)
+        mine = slice(part.start, part.stop)
 
         # per-sample choices: Token-EDA (synonyms | swap | none) and colour (ColorAdapt | noise | none)
         mix_seed = torch.randint(0, _SEED_RANGE, (1,), generator=gen, device=self.device)[0]
-        u, v = torch.rand(2, batch, generator=gen, device=self.device)
+        u, v = torch.rand(2, part.total, generator=gen, device=self.device)
         synonym, swap = u < cfg.synonym_prob, (u >= cfg.synonym_prob) & (u < cfg.synonym_prob + cfg.swap_prob)
         noise = v < cfg.noise_prob
         adapt = (v >= cfg.noise_prob) & (v < cfg.noise_prob + cfg.color_adapt_prob)
         stats = [ids.min(), ids.max(), labels.min(), labels.max(), mix_seed]
-        stats += [synonym.sum(), swap.sum(), noise.sum(), adapt.sum()]
-        lo, hi, lab_lo, lab_hi, mix_seed, n_syn, n_swap, n_noise, n_adapt = torch.stack(stats).tolist()  # one sync
+        stats += [m.sum() for m in (synonym, swap, noise)] + [m[mine].sum() for m in (synonym, swap, noise, adapt)]
+        lo, hi, lab_lo, lab_hi, mix_seed, *counts = torch.stack(stats).tolist()  # one sync
+        all_syn, all_swap, all_noise, n_syn, n_swap, n_noise, n_adapt = counts
         self._check_range(lo, hi)
         if labels.shape != (batch,) or lab_lo < 0 or lab_hi >= self.num_classes:
             raise AugmentError(
@@ -124,25 +133,31 @@ class TokenAugment:
                 "file, or a store with `seit store verify`)"
             )
 
-        if n_syn:
-            rows = _rows(synonym, n_syn)
-            replaced = replace_synonyms(ids[rows], self.synonyms, cfg.synonym_topk, cfg.synonym_token_prob, gen)
-            ids = ids.index_copy(0, rows, replaced)
-        if n_swap:
-            rows = _rows(swap, n_swap)
-            swaps = sample_swaps(n_swap, height, width, cfg.swap_scale, gen, self.device)
-            ids = ids.index_copy(0, rows, swap_patches(ids[rows], swaps))
+        # a draw of the global batch's selected samples is made whenever any is selected (on every rank alike)
+        if all_syn:
+            topk = self.synonyms.shape[1]
+            picks = sample_synonyms(all_syn, height, width, topk, cfg.synonym_token_prob, gen, self.device)
+            if n_syn:
+                rows, drawn = _rows_and_draws(synonym, mine, n_syn)
+                ids = ids.index_copy(0, rows, replace_synonyms(ids[rows], self.synonyms, picks[drawn]))
+        if all_swap:
+            swaps = sample_swaps(all_swap, height, width, cfg.swap_scale, gen, self.device)
+            if n_swap:
+                rows, drawn = _rows_and_draws(swap, mine, n_swap)
+                ids = ids.index_copy(0, rows, swap_patches(ids[rows], swaps[drawn]))
 
-        boxes, flip = sample_train_crops(cfg, batch, height, width, gen, self.device)
-        x = resized_crop(ids, self.codebook, boxes, side, flip)  # [B, m, m, D]
+        boxes, flip = sample_train_crops(cfg, part.total, height, width, gen, self.device)
+        x = resized_crop(ids, self.codebook, boxes[mine], side, None if flip is None else flip[mine])  # [B, m, m, D]
 
         if n_adapt:  # before the noise, so a partner's statistics are un-noised
-            rows = _rows(adapt, n_adapt)
-            x.index_copy_(0, rows, color_adapt(x[rows], x[batch - 1 - rows]))
-        if n_noise:
-            rows = _rows(noise, n_noise)
-            x.index_add_(0, rows, emb_noise((n_noise, *x.shape[1:]), cfg.noise_scale, cfg.noise_std, gen))
-        return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
+            rows = _rows(adapt[mine], n_adapt)
+            x.index_copy_(0, rows, color_adapt(x[rows], x[partners(part, self.device)[rows]]))
+        if all_noise:
+            offsets = emb_noise((all_noise, *x.shape[1:]), cfg.noise_scale, cfg.noise_std, gen)
+            if n_noise:
+                rows, drawn = _rows_and_draws(noise, mine, n_noise)
+                x.index_add_(0, rows, offsets[drawn])
+        return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed), part)
 
     @torch.no_grad()
     def eval(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -185,6 +200,13 @@ class TokenAugment:
                 f"token ids range {lo}..{hi} but the codebook has {self.num_codes} codes; the token store and the "
                 "codebook do not belong together (check --codebook)"
             )
+
+
+def _rows_and_draws(selected: torch.Tensor, mine: slice, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This part's ``count`` selected rows, and their indices among the global batch's selected samples
+    (the rows of a draw made for those)."""
+    rows = _rows(selected[mine], count)
+    return rows, (torch.cumsum(selected, 0) - 1)[mine][rows]
 
 
 def _rows(mask: torch.Tensor, count: int) -> torch.Tensor:

@@ -217,7 +217,7 @@ class ContinualLearner:
                 f"incremental step {task + 1} has {len(pool)} training samples (new data and memory), fewer than "
                 f"one batch: lower --batch-size below {len(pool)}"
             )
-        order_seed = step_seed(self.cfg.run.seed, task, 0) % (1 << 31)
+        order_seed = step_seed(self.cfg.run.seed, task) % (1 << 31)
         plan = GlobalBatches(len(pool), batch, seed=order_seed, epoch=self.at.epoch, start=self.at.samples)
         batches = [pool[plan.batch(g)].tolist() for g in range(len(plan))]
         return iter(self._loader(self.pipe.train_set, batches)), len(plan)
@@ -258,7 +258,7 @@ class ContinualLearner:
         while self.at.task_step < total:
             batches, count = self._batches(pool, task)
             for _ in range(count):
-                seed = step_seed(self.cfg.run.seed, self.at.step, 0)
+                seed = step_seed(self.cfg.run.seed, self.at.step)
                 seed_everything(seed)  # before the fetch: a pixel crop drawn in-process is then seeded too
                 self.pipe.reseed(seed)
                 inputs, labels = next(batches)

@@ -122,7 +122,9 @@ class RunConfig(Checked):
     resume: str | None = resume_field("last.pt")
     restart: bool = restart_field()
     seed: int = field(
-        0, help="seed: data order, augmentation and dropout derive from (seed, step, rank)", check=non_negative
+        0,
+        help="seed: the data order derives from (seed, epoch), each step's random draws from (seed, step)",
+        check=non_negative,
     )
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
     amp: str = field(

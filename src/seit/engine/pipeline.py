@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from seit.augment.config import BatchSlice
 from seit.engine.config import TrainConfig
 from seit.engine.pixels import normalise
 from seit.errors import SeitError
@@ -32,10 +33,22 @@ class _Pipeline:
         self.cfg, self.info, self.device = cfg, info, device
         self.train_set = self.val_set = None
         self.step_seed = 0
+        batch = cfg.optim.batch_size  # the loader's full batches: rank r holds rows r*B:(r+1)*B of each global batch
+        self.part = BatchSlice(info.rank * batch, batch, batch * info.world_size)
 
     def reseed(self, seed: int) -> None:
-        """Seed this step's device-side randomness (the loop calls it with a seed of (seed, step, rank))."""
+        """Seed this step's device-side randomness (the loop calls it with a seed of (seed, step), alike on
+        every rank: each draws for the global batch and keeps its rows, ``self.part``)."""
         self.step_seed = seed % (1 << 31)
+
+    def part_of(self, batch: int) -> BatchSlice:
+        """Where a training batch of ``batch`` samples sits in the global batch: the loader's full batches are
+        this rank's rows; any other batch (a probe, a test) stands alone."""
+        return self.part if batch == self.part.size else BatchSlice.whole(batch)
+
+    def _sliced(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` with its drop-path draws made per global batch (see :func:`slice_drop_paths`)."""
+        return slice_drop_paths(model, self.part)
 
     @property
     def num_train(self) -> int:
@@ -175,10 +188,10 @@ class TokenPipeline(_Pipeline):
             drop_path_rate=self.cfg.model.drop_path,
             **self.cfg.model.size_overrides(),
         )
-        return model
+        return self._sliced(model)
 
     def train_batch(self, ids: torch.Tensor, labels: torch.Tensor):
-        return self.augment.train(ids, labels)
+        return self.augment.train(ids, labels, self.part_of(len(ids)))
 
     def eval_batch(self, ids: torch.Tensor) -> torch.Tensor:
         return self.augment.eval(ids)
@@ -327,17 +340,18 @@ class PixelPipeline(_Pipeline):
     def create_model(self, timm):
         import seit.models  # noqa: F401
 
-        return timm.create_model(
+        model = timm.create_model(
             self.cfg.model.model,
             num_classes=self.num_classes,
             img_size=self.grid_size,
             drop_path_rate=self.cfg.model.drop_path,
             **self.cfg.model.size_overrides(),
         )
+        return self._sliced(model)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor):
         x = normalise(images, self.device)
-        return self.targets(x, labels.to(self.device, non_blocking=True), self.step_seed)
+        return self.targets(x, labels.to(self.device, non_blocking=True), self.step_seed, self.part_of(len(x)))
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
         return normalise(images, self.device)
@@ -356,6 +370,40 @@ class PixelPipeline(_Pipeline):
 
     def codebook_for_artifact(self) -> None:
         return None
+
+
+class SlicedDropPath(torch.nn.Module):
+    """timm's ``DropPath`` drawing its per-sample keep mask for the whole global batch and keeping this
+    process's rows: with every rank seeded alike, sample p of a step is dropped alike on any number of ranks."""
+
+    def __init__(self, drop_prob: float, scale_by_keep: bool, part: BatchSlice) -> None:
+        super().__init__()
+        self.drop_prob, self.scale_by_keep, self.part = drop_prob, scale_by_keep, part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        part = self.part if self.part.size == x.shape[0] else BatchSlice.whole(x.shape[0])  # as _Pipeline.part_of
+        mask = x.new_empty(part.total).bernoulli_(keep)[part.start : part.stop]
+        if keep > 0.0 and self.scale_by_keep:
+            mask.div_(keep)
+        return x * mask.view(-1, *(1,) * (x.ndim - 1))
+
+    def extra_repr(self) -> str:
+        part = self.part
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}, rows {part.start}:{part.stop} of {part.total}"
+
+
+def slice_drop_paths(model: torch.nn.Module, part: BatchSlice) -> torch.nn.Module:
+    """Replace every timm ``DropPath`` of ``model`` with a :class:`SlicedDropPath` of ``part`` (in place)."""
+    from timm.layers import DropPath
+
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, DropPath):
+                setattr(module, child_name, SlicedDropPath(child.drop_prob, child.scale_by_keep, part))
+    return model
 
 
 def build_pipeline(cfg: TrainConfig, info: DistInfo, device: torch.device) -> _Pipeline:

@@ -212,12 +212,15 @@ class Pretrainer:
         return torch.cat([plain, adapted])
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        """One optimizer step over ``--accum-iter`` micro-batches; every draw seeded from (seed, step, rank)."""
-        seed = step_seed(self.cfg.run.seed, self.at.step, self.info.rank)
+        """One optimizer step over ``--accum-iter`` micro-batches; every draw seeded from (seed, step), the masks
+        and TokenAdapt's transforms also from the rank (the pipeline draws for the global batch, each rank keeps
+        its rows)."""
+        seed = step_seed(self.cfg.run.seed, self.at.step)
         seed_everything(seed)
         self.pipe.reseed(seed)
-        masks = torch.Generator().manual_seed(seed % (1 << 62))
-        self.geometry = torch.Generator().manual_seed((seed + 1) % (1 << 62))  # TokenAdapt's transforms
+        rank = self.info.rank
+        masks = torch.Generator().manual_seed(step_seed(seed, 2 * rank))
+        self.geometry = torch.Generator().manual_seed(step_seed(seed, 2 * rank + 1))  # TokenAdapt's transforms
         o = self.cfg.optim
         lr = warmup_cosine(
             self.at.epoch + self.at.samples / self.pipe.num_train, self.lr, o.min_lr, o.warmup_epochs, o.epochs

@@ -1,8 +1,9 @@
 """`seit train`: the DeiT recipe on token ids (or pixels, for the baseline), one loop for 1..N processes.
 
 Reproducibility and elastic resume come from two choices:
-- every random draw of a step (augmentation, Mixup/CutMix, drop-path) is seeded from (seed, step, rank), so
-  no RNG state has to be checkpointed and a resumed run draws exactly what the uninterrupted run drew;
+- every random draw of a step (augmentation, Mixup/CutMix, drop-path) is seeded from (seed, step), alike on
+  every rank, and made for the whole global batch, of which each rank keeps its rows; so no RNG state has to
+  be checkpointed and a resumed run draws exactly what the uninterrupted run drew, on any number of processes;
 - the data position is the number of samples the epoch has consumed, and the epoch's global order depends
   only on (seed, epoch), so a run resumes mid-epoch, also on a different number of processes.
 """
@@ -51,9 +52,9 @@ class TrainResult:
     best_top1: float | None = None  # its validation top-1 at the last step, when evaluated there
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A well-mixed 63-bit seed for one (seed, step, rank)."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+def step_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for one (seed, step): the same on every rank (each keeps its rows of the draws)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def seed_everything(seed: int) -> None:
@@ -232,8 +233,8 @@ class Trainer:
         atomic_torch_save(state, self.out / "last.pt")
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimizer step; every random draw in it is seeded from (seed, step, rank)."""
-        seed = step_seed(self.cfg.run.seed, self.at.step, self.info.rank)
+        """One optimizer step; every random draw in it is seeded from (seed, step), see ``self.pipe.part``."""
+        seed = step_seed(self.cfg.run.seed, self.at.step)
         seed_everything(seed)
         self.pipe.reseed(seed)
         self.scheduler.step(self.at.epoch + self.at.samples / self.pipe.num_train)
