@@ -10,6 +10,7 @@ runs `seit continual` on both memories and prints its report; process CPU second
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shlex
 import sys
@@ -34,22 +35,32 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--selection", default="herding")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the data, tokenizer and stores of `seit demo --quick` (its 4 classes, 250 + 50 images each); "
+        "--train-per-class, --val-per-class and --tokenizer-steps are then ignored",
+    )
     args = parser.parse_args()
 
     from seit.cli import main as seit_main
     from seit.cli import setup_logging
-    from seit.demo.config import DemoConfig, DemoSize
+    from seit.demo.config import SIZES, DemoConfig, DemoSize
     from seit.demo.run import PIXEL_MODEL, _make_data, _Paths, _tokenize, _train_tokenizer
 
     setup_logging(0)
     out = Path(args.output)
     paths = _Paths(out)
-    size = DemoSize(
-        classes=10,
-        train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class,
-        tokenizer_steps=args.tokenizer_steps,
-        epochs=args.epochs,
+    size = (
+        dataclasses.replace(SIZES["quick"], epochs=args.epochs)
+        if args.quick
+        else DemoSize(
+            classes=10,
+            train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
+            tokenizer_steps=args.tokenizer_steps,
+            epochs=args.epochs,
+        )
     )
     demo = DemoConfig(out=str(out), device="cpu")
     for stage, done, build in (
