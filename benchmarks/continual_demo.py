@@ -5,6 +5,8 @@ runs `seit continual` on both memories and prints its report; process CPU second
 (wall time on a shared machine is noise). Rerunning reuses what is built and resumes the continual runs.
 
     PYTHONPATH=src python benchmarks/continual_demo.py --output bench-continual
+    # the budget of BENCHMARKS.md: seit demo --quick's data, 2 steps of 2 classes, 600 optimizer steps each
+    PYTHONPATH=src python benchmarks/continual_demo.py --quick --tasks 2 --epochs 40 --memory-bytes 100000 --output cb
 """
 
 from __future__ import annotations
