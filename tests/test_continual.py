@@ -172,6 +172,11 @@ def test_class_order_is_seeded_and_splits_every_class_once():
     assert task_classes(10, 3, seed=0) == groups != task_classes(10, 3, seed=1)
 
 
+def test_classes_keeps_the_first_of_the_seeded_order():
+    order = [c for g in task_classes(10, 5, seed=0) for c in g]
+    assert task_classes(10, 2, seed=0, classes=4) == [order[:2], order[2:4]]
+
+
 def test_forgetting_is_the_drop_from_the_best_earlier_accuracy():
     steps = [{"per_task_top1": [90.0]}, {"per_task_top1": [70.0, 80.0]}, {"per_task_top1": [60.0, 50.0, 95.0]}]
     assert forgetting(steps) == pytest.approx(((90 - 60) + (80 - 50)) / 2)
@@ -183,6 +188,8 @@ def test_forgetting_is_the_drop_from_the_best_earlier_accuracy():
     [
         (("--val-store", None), "--store/--val-store: give both"),
         (("--tasks", "9"), "--tasks 9 exceeds the 4 classes"),
+        (("--classes", "5"), "--classes 5 exceeds the 4 classes of the data"),
+        (("--classes", "1"), "--tasks 2 exceeds the 1 classes used"),
         (("--memory-bytes", "-1"), "--memory-bytes must be >= 0"),
         (("--memory-bytes", "100"), "--memory-bytes 100 is below the 1400 bytes a token memory"),
     ],

@@ -44,6 +44,11 @@ class ContinualDataConfig(Checked):
 class ContinualProtocolConfig(Checked):
     tasks: int = field(5, help="incremental steps: the classes are split into this many groups", check=at_least(1))
     class_order_seed: int = field(0, help="seed of the class order (a permutation of the classes)", check=non_negative)
+    classes: int | None = field(
+        None,
+        help="use only the first N classes of that order (a smaller benchmark on the same data; default: all)",
+        check=at_least(1),
+    )
     memory_bytes: int = field(
         200_000,
         help="replay memory budget in bytes, every stored byte counted (tokens: each encoded page, offset and "

@@ -53,11 +53,14 @@ def class_order(num_classes: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).permutation(num_classes).tolist()
 
 
-def task_classes(num_classes: int, tasks: int, seed: int) -> list[list[int]]:
-    """The classes of each incremental step: the seeded order split into ``tasks`` near-equal groups."""
-    if tasks > num_classes:
-        raise SeitError(f"--tasks {tasks} exceeds the {num_classes} classes of the data; give at most {num_classes}")
-    return [g.tolist() for g in np.array_split(np.array(class_order(num_classes, seed)), tasks)]
+def task_classes(num_classes: int, tasks: int, seed: int, classes: int | None = None) -> list[list[int]]:
+    """The classes of each incremental step: the seeded order (its first ``classes``) split into ``tasks`` groups."""
+    if classes is not None and classes > num_classes:
+        raise SeitError(f"--classes {classes} exceeds the {num_classes} classes of the data; give at most that")
+    used = num_classes if classes is None else classes
+    if tasks > used:
+        raise SeitError(f"--tasks {tasks} exceeds the {used} classes used; give at most {used}")
+    return [g.tolist() for g in np.array_split(np.array(class_order(num_classes, seed)[:used]), tasks)]
 
 
 def train_config(cfg: ContinualConfig, kind: str) -> TrainConfig:
@@ -136,7 +139,7 @@ class ContinualLearner:
         self.autocast, _ = _autocast(self.device, "auto")
         self.num_classes = self.pipe.num_classes
         p = cfg.protocol
-        self.tasks = task_classes(self.num_classes, p.tasks, p.class_order_seed)
+        self.tasks = task_classes(self.num_classes, p.tasks, p.class_order_seed, p.classes)
         self.train_labels, self.val_labels, self.features_set = self._labels_and_views()
         self.memory = ReplayMemory(p.memory_bytes, self._reserve())
         self.at = Position()
