@@ -138,8 +138,7 @@ def check_token_patches(name: str, crop: int, grid: tuple[int, ...]) -> str | No
     side = token_patch_side(name, crop)
     if side is None or side >= FEW_PATCH_SIDE:
         return None
-    base = name.removesuffix(STRIDE1_SUFFIX)
-    finer = base + STRIDE1_SUFFIX if name != base + STRIDE1_SUFFIX else None
+    finer = None if name in STRIDE1_TOKEN_MODELS else name + STRIDE1_SUFFIX
     where = f"{'x'.join(map(str, grid))} token grid ({crop}x{crop} crop)"
     fix = (
         f"use --model {finer} (a stride-1 stem: {crop}x{crop} patches)"
