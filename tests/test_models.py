@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from seit.errors import SeitError
 from seit.models import (
     PIXEL_MODELS,
+    STRIDE1_TOKEN_MODELS,
     TOKEN_MODELS,
     ClassifierMeta,
     StemAdaptor,
@@ -30,7 +31,7 @@ def test_import_seit_alone_does_not_import_torch():
 
 
 def test_registry_holds_token_and_pixel_vits():
-    assert set(timm.list_models("deit_*_token_*")) == set(TOKEN_MODELS) and len(TOKEN_MODELS) == 6
+    assert set(timm.list_models("deit_*_token_*")) == {*TOKEN_MODELS, *STRIDE1_TOKEN_MODELS} and len(TOKEN_MODELS) == 6
     assert set(timm.list_models("deit_*_pixel_*")) == set(PIXEL_MODELS) and len(PIXEL_MODELS) == 6
     widths = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
     for name in TOKEN_MODELS:

@@ -18,7 +18,7 @@ from seit.runtime import RunError
 from seit.runtime.metrics import read_metrics
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import TokenizerError, TrainConfig
-from seit.tokenizer.train import TokenizerTrainer, train
+from seit.tokenizer.train import TokenizerTrainer, tokenizer_config, train
 from seit.utils.serialization import safe_torch_load
 from tokenizer_testdata import TINY32_YAML, write_image_folder
 
@@ -189,3 +189,11 @@ def test_torchrun_two_processes(data, tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert rows[-1]["kind"] == "eval" and load_tokenizer(out).config.image_size == 32
     assert len(list_images(data / "images").samples) == 64
+
+
+def test_code_dim_and_codebook_size_replace_the_presets():
+    cfg = tokenizer_config(TrainConfig(images="x", out="y", preset="vitvq-tiny", codebook_size=256, code_dim=8))
+    assert (cfg.codebook_size, cfg.code_dim, cfg.image_size) == (256, 8, 64)
+    assert tokenizer_config(TrainConfig(images="x", out="y", preset="vitvq-tiny")).code_dim == 32
+    with pytest.raises(ConfigError, match="--code-dim"):
+        TrainConfig(images="x", out="y", code_dim=0)

@@ -124,6 +124,7 @@ class _Pipeline:
         return self._loader(self.val_set, sampler, self.collate)
 
     collate = None
+    advice: str | None = None  # a warning about the model for this data, logged when training starts
 
 
 class TokenPipeline(_Pipeline):
@@ -172,11 +173,12 @@ class TokenPipeline(_Pipeline):
         self.augment.generator.manual_seed(self.step_seed)
 
     def create_model(self, timm):
-        import seit.models  # noqa: F401  (registers the token ViTs)
+        from seit.models import check_token_patches  # (importing seit.models registers the token ViTs)
 
         name = self.cfg.model.model
         dim = self.codebook.shape[1]
-        m = re.search(r"_token_(\d+)$", name)
+        self.advice = check_token_patches(name, self.grid_size, self.train_grid)  # raises below 2x2 patches
+        m = re.search(r"_token_(\d+)(?:_s1)?$", name)
         if m and int(m.group(1)) != dim and self.info.is_main:
             # the suffix names the released models' code dim; the stem always reads this codebook's
             log.info("%s: its Stem-Adaptor reads %d-dim codes (this codebook), not %s", name, dim, m.group(1))

@@ -327,6 +327,8 @@ class Trainer:
         cfg = self.cfg
         planned = self._check_can_start() * cfg.optim.epochs
         self.run.announce("seit train")
+        if self.pipe.advice and self.info.is_main:
+            log.warning(self.pipe.advice)
         bar = runtime.RunProgress(min(planned, cfg.run.max_steps or planned), self.at.step, cfg.optim.epochs)
         preempted = False
         while self.at.epoch < cfg.optim.epochs and not preempted:

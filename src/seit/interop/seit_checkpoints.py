@@ -68,7 +68,7 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | No
     proj = state_dict["patch_embed.proj.weight"]
     embed_dim, in_chans, kernel = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[-1])
     token = kernel != 16 or in_chans != 3
-    stride = 2 if token else 16
+    stride = 16 if not token else 1 if kernel == 3 else 2  # kernel 3: seit's stride-1 stem (``..._s1``)
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
     grid = int(state_dict["pos_embed"].shape[1]) - 1  # one class token
     side = round(grid**0.5)
@@ -86,5 +86,5 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | No
     if size is None:
         return None, args
     args["num_heads"] = embed_dim // _HEAD_DIM
-    name = f"deit_{size}_token_{in_chans}" if token else f"deit_{size}_pixel_16"
+    name = f"deit_{size}_token_{in_chans}{'_s1' if stride == 1 else ''}" if token else f"deit_{size}_pixel_16"
     return name, args

@@ -13,7 +13,8 @@ class StemAdaptor(PatchEmbed):
     image with 16 px patches, so the transformer after the stem is an unchanged DeiT. The windows overlap
     (kernel 4 > stride 2), letting every patch see the codes around it. ``patch_size`` is the stride; any
     crop size works (odd sizes too: 7 -> 3), and ``kernel_size - 2 * padding == patch_size`` keeps the
-    output at ``m // patch_size`` like timm's ``PatchEmbed`` grid.
+    output at ``m // patch_size`` like timm's ``PatchEmbed`` grid. The kernel defaults to the stride + 2
+    (one code of overlap on each side): SeiT's kernel 4 at stride 2, kernel 3 at stride 1 (small grids).
     """
 
     def __init__(
@@ -22,13 +23,15 @@ class StemAdaptor(PatchEmbed):
         patch_size: int = 2,
         in_chans: int = 32,
         embed_dim: int = 768,
-        kernel_size: int = 4,
+        kernel_size: int | None = None,
         padding: int = 1,
         bias: bool = True,
         device=None,
         dtype=None,
         **kwargs,
     ) -> None:
+        if kernel_size is None:
+            kernel_size = patch_size + 2 * padding
         if kernel_size - 2 * padding != patch_size:
             raise ValueError(
                 f"StemAdaptor: kernel_size - 2 * padding must equal the stride (patch_size) so the output grid is "

@@ -135,6 +135,9 @@ class TrainConfig(Checked):
     )
     image_size: int | None = field(None, help="train at this image size instead of the preset's", check=at_least(1))
     codebook_size: int | None = field(None, help="number of codes instead of the preset's", check=at_least(1))
+    code_dim: int | None = field(
+        None, help="code dimension instead of the preset's (the token ViT's input channels)", check=at_least(1)
+    )
     resize: str = field(
         "squash",
         help="squash: resize to a square (SeiT); crop: shorter side + center crop",

@@ -74,7 +74,8 @@ class TrainResult:
 
 def tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
     base = config_from_yaml(cfg.config) if cfg.config else preset(cfg.preset)
-    changes = {k: v for k, v in (("image_size", cfg.image_size), ("codebook_size", cfg.codebook_size)) if v}
+    sizes = {"image_size": cfg.image_size, "codebook_size": cfg.codebook_size, "code_dim": cfg.code_dim}
+    changes = {k: v for k, v in sizes.items() if v}
     return base.replace(**changes) if changes else base
 
 
