@@ -13,7 +13,6 @@ seconds of each run are printed too (CPU timing on a shared machine is noisy; co
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 from pathlib import Path
@@ -41,25 +40,14 @@ def prepare(paths, size, cfg) -> dict:
 
 
 def train_token_vit(paths, size, cfg, model: str, out: Path) -> dict:
-    """The demo's token-ViT recipe (seit.demo.run._train_classifier) with another ``--model``."""
-    from seit.engine.config import TrainConfig
+    """The demo's token-ViT recipe (seit.demo.run.recipe_config) with another ``--model``."""
     from seit.engine.train import train
 
-    t = TrainConfig()
+    t = demo.recipe_config(size, cfg.seed, cfg.device)
     t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
     t.model.model = model
     t.run.output = str(out)
-    t.model.embed_dim, t.model.depth, t.model.num_heads, t.model.drop_path = (
-        size.embed_dim,
-        size.depth,
-        size.num_heads,
-        0.0,
-    )
-    t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
-    t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
-    t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=size.crop_scale, hflip_prob=0.5)
-    t.run.device, t.run.seed, t.run.resume = cfg.device, cfg.seed, "auto"
-    t.run.tensorboard, t.run.ckpt_every, t.run.log_every = False, 0, 50
+    t.run.tensorboard, t.run.log_every = False, 50
     start = cpu_seconds()
     result = train(t)
     return {"model": model, "val_top1": result.best_top1, "steps": result.global_step, "cpu_s": cpu_seconds() - start}
