@@ -64,8 +64,8 @@ class TokenAugment:
         synonyms = None if synonyms is None else _tensor(synonyms, "synonyms")
         if codebook.ndim != 2 or not codebook.is_floating_point():
             raise AugmentError(f"codebook must be float [num_codes, dim], got {codebook.dtype} {tuple(codebook.shape)}")
-        if num_classes < 1:
-            raise AugmentError(f"num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise AugmentError(f"num_classes must be >= 0 (0: unlabelled data, train_inputs only), got {num_classes}")
         self.config = config
         self.num_classes = num_classes
         self.device = torch.device(device) if device is not None else codebook.device
@@ -101,9 +101,23 @@ class TokenAugment:
         Tensors or numpy arrays (``TokenStore.get_batch``). ``x`` is in channels_last memory format (what the
         crop produces; convolutions take it as is).
         """
+        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
+        x, mix_seed = self._augment(ids, labels)
+        return self.targets(x, labels, mix_seed)
+
+    @torch.no_grad()
+    def train_inputs(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """ids [B, H, W] -> x [B, D, m, m] as :meth:`train` augments them (the same draws), without labels or
+        mixing: what self-supervised pre-training reads from unlabelled data."""
+        if self.targets.mixup is not None:
+            raise AugmentError("Mixup/CutMix mix labels too: unlabelled data trains with --mixup 0 --cutmix 0")
+        return self._augment(ids, None)[0]
+
+    def _augment(self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """Token-EDA, crop and colour of :meth:`train` (checking ``labels`` if given) -> (x [B, D, m, m], the
+        seed of this batch's mixing draw)."""
         cfg, gen = self.config, self.generator
         ids = self._ids(ids)
-        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
         batch, height, width = ids.shape
         side = self.crop_side(height, width)
 
@@ -113,11 +127,14 @@ class TokenAugment:
         synonym, swap = u < cfg.synonym_prob, (u >= cfg.synonym_prob) & (u < cfg.synonym_prob + cfg.swap_prob)
         noise = v < cfg.noise_prob
         adapt = (v >= cfg.noise_prob) & (v < cfg.noise_prob + cfg.color_adapt_prob)
-        stats = [ids.min(), ids.max(), labels.min(), labels.max(), mix_seed]
-        stats += [synonym.sum(), swap.sum(), noise.sum(), adapt.sum()]
-        lo, hi, lab_lo, lab_hi, mix_seed, n_syn, n_swap, n_noise, n_adapt = torch.stack(stats).tolist()  # one sync
+        stats = [ids.min(), ids.max(), mix_seed, synonym.sum(), swap.sum(), noise.sum(), adapt.sum()]
+        stats += [] if labels is None else [labels.min(), labels.max()]
+        lo, hi, mix_seed, n_syn, n_swap, n_noise, n_adapt, *label_range = torch.stack(stats).tolist()  # one sync
         self._check_range(lo, hi)
-        if labels.shape != (batch,) or lab_lo < 0 or lab_hi >= self.num_classes:
+        if labels is not None and (
+            labels.shape != (batch,) or label_range[0] < 0 or label_range[1] >= self.num_classes
+        ):
+            lab_lo, lab_hi = label_range
             raise AugmentError(
                 f"labels must be [B] class ids in [0, {self.num_classes}), got shape {tuple(labels.shape)} "
                 f"with range {lab_lo}..{lab_hi}: the training data has labels outside its own classes (check the label "
@@ -142,7 +159,7 @@ class TokenAugment:
         if n_noise:
             rows = _rows(noise, n_noise)
             x.index_add_(0, rows, emb_noise((n_noise, *x.shape[1:]), cfg.noise_scale, cfg.noise_std, gen))
-        return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed))
+        return x.permute(0, 3, 1, 2), int(mix_seed)
 
     @torch.no_grad()
     def eval(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
