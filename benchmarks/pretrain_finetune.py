@@ -15,7 +15,7 @@ are only read), so extra rows cost only their own runs.
 
     seit demo --quick                                   # once: makes seit-demo/stores/{train,val}
     python benchmarks/pretrain_finetune.py --demo seit-demo --output bench-pretrain [--steps 375 --pretrain-share 0.4]
-    # (about 7 CPU minutes at the defaults; --tokenadapt about 3 more, plus about 5 to train the pair)
+    # (about 7 CPU minutes at the defaults; --tokenadapt about 3 more, plus about 2 to train the pair)
     python benchmarks/pretrain_finetune.py --demo seit-demo --output bench-pretrain --tokenadapt --also 0.8:4e-3
 
 Prints a Markdown table (and writes OUTPUT/results.json). CPU seconds are this process's (resource.getrusage).
