@@ -18,11 +18,13 @@ def write_class_token_store(
     classes: int = 4,
     seed: int = 0,
     noise: float = 0.15,
+    labelled: bool = True,
 ) -> Path:
     """A token store whose classes differ in which codes they use and where: learnable in a few steps.
 
     Class c paints the left half of the grid with code 2c and the right half with code 2c+1, then a
-    fraction ``noise`` of the tokens is replaced by random codes.
+    fraction ``noise`` of the tokens is replaced by random codes. ``labelled=False``: the same ids, every label -1
+    and no class names (what pre-training reads).
     """
     import torch
 
@@ -39,7 +41,7 @@ def write_class_token_store(
         path,
         grid_shape=(grid, grid),
         codebook_size=codes,
-        class_names=[f"c{i}" for i in range(classes)],
+        class_names=[f"c{i}" for i in range(classes)] if labelled else None,
         codebook=codebook,
         synonyms=synonyms,
     ) as w:
@@ -48,7 +50,7 @@ def write_class_token_store(
             ids[:, : grid // 2], ids[:, grid // 2 :] = 2 * c, 2 * c + 1
             flip = rng.random((grid, grid)) < noise
             ids[flip] = rng.integers(0, codes, size=int(flip.sum()))
-            w.append(ids, int(c), f"s{i:05d}")
+            w.append(ids, int(c) if labelled else -1, f"s{i:05d}")
     return path
 
 

@@ -137,6 +137,18 @@ def test_same_seed_same_stream_and_state_resumes_it():
         make().load_state_dict(foreign)
 
 
+def test_train_inputs_are_trains_inputs_without_labels_and_refuse_mixing():
+    """What pre-training reads from unlabelled data: the same draws as train, for any (or no) class count."""
+    ids, labels = batch(n=8)
+    config = AugmentConfig(**dict(OFF, synonym_prob=0.3, swap_prob=0.3, noise_prob=0.3, color_adapt_prob=0.3))
+    expected = make(config, seed=5).train(ids, labels)[0]
+    torch.testing.assert_close(make(config, classes=0, seed=5).train_inputs(ids), expected)
+    with pytest.raises(AugmentError, match="--mixup 0 --cutmix 0"):
+        make(classes=0).train_inputs(ids)  # SeiT's default CutMix
+    with pytest.raises(AugmentError, match=r"class ids in \[0, 0\)"):
+        make(config, classes=0).train(ids, labels)
+
+
 def test_mixing_leaves_numpy_global_rng_alone():
     np.random.seed(7)
     expected = np.random.rand()

@@ -58,6 +58,31 @@ def test_resume_equals_uninterrupted(stores, pretrained, tmp_path, stop_at):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_store_without_labels_pretrains_and_resumes_as_the_labelled_one(
+    pretrained, tmp_path, class_token_store, capsys
+):
+    """Labels are never read: the same ids with every label -1 (no class names) give the same losses, resumed;
+    `seit train` (supervised) still refuses the store in one line."""
+    unlabelled = class_token_store(tmp_path / "unlabelled", 96, seed=0, labelled=False)
+    out = tmp_path / "run"
+    assert main(pretrain_args(unlabelled, out, "--max-steps", "4")) == 0
+    assert main(pretrain_args(unlabelled, out, "--resume", "auto")) == 0
+    assert len(losses(out)) == 12 and losses(out) == losses(pretrained)
+    capsys.readouterr()
+    assert main(["train", "--store", str(unlabelled), "--output", str(tmp_path / "ft"), *VIT, *FAST]) == 1
+    assert "no sample has a label (all -1); training needs labelled data" in capsys.readouterr().err
+
+
+def test_seit_release_tokens_pretrain_without_a_label_file(tmp_path):
+    release = ["--train-token-file", str(TOKENS / "tiny-train-token.data.bin.gz")]
+    release += ["--codebook-path", str(TOKENS / "codebook.ckpt")]
+    common = ["--model", "mtm_token_vit_tiny_test", "--crop-size", "12", "--batch-size", "4", "--max-steps", "2"]
+    labelled = ["--train-label-file", str(TOKENS / "tiny-train-label.txt")]
+    assert main(["pretrain", *release, *labelled, "--output", str(tmp_path / "a"), *common, *FAST]) == 0
+    assert main(["pretrain", *release, "--output", str(tmp_path / "b"), *common, *FAST]) == 0
+    assert len(losses(tmp_path / "b")) == 2 and losses(tmp_path / "b") == losses(tmp_path / "a")
+
+
 def test_lr_is_blr_times_effective_batch_over_256_with_warmup_then_cosine(stores, tmp_path):
     out = tmp_path / "run"
     args = pretrain_args(stores[0], out, "--blr", "0.128", "--max-steps", "3")

@@ -105,11 +105,27 @@ class TokenAugment:
         crop produces; convolutions take it as is). ``part``: where the batch sits in the step's global batch
         (default: it is the whole batch); every draw is made for the global batch and this batch's rows kept.
         """
+        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
+        part = part or BatchSlice.whole(len(labels))
+        x, mix_seed = self._augment(ids, labels, part)
+        return self.targets(x, labels, mix_seed, part)
+
+    @torch.no_grad()
+    def train_inputs(self, ids: torch.Tensor | np.ndarray, part: BatchSlice | None = None) -> torch.Tensor:
+        """ids [B, H, W] -> x [B, D, m, m] as :meth:`train` augments them (the same draws), without labels or
+        mixing: what self-supervised pre-training reads from unlabelled data."""
+        if self.targets.mixup is not None:
+            raise AugmentError("Mixup/CutMix mix labels too: unlabelled data trains with --mixup 0 --cutmix 0")
+        return self._augment(ids, None, part or BatchSlice.whole(len(ids)))[0]
+
+    def _augment(
+        self, ids: torch.Tensor | np.ndarray, labels: torch.Tensor | None, part: BatchSlice
+    ) -> tuple[torch.Tensor, int]:
+        """Token-EDA, crop and colour of :meth:`train` (checking ``labels`` if given) -> (x [B, D, m, m], the
+        seed of this batch's mixing draw)."""
         cfg, gen = self.config, self.generator
         ids = self._ids(ids)
-        labels = _tensor(labels, "labels").to(self.device, non_blocking=True).long()
         batch, height, width = ids.shape
-        part = part or BatchSlice.whole(batch)
         if part.size != batch:
             raise AugmentError(f"batch of {batch} samples given as rows {part.start}:{part.stop} of the global batch")
         side = self.crop_side(height, width)
@@ -121,12 +137,16 @@ class TokenAugment:
         synonym, swap = u < cfg.synonym_prob, (u >= cfg.synonym_prob) & (u < cfg.synonym_prob + cfg.swap_prob)
         noise = v < cfg.noise_prob
         adapt = (v >= cfg.noise_prob) & (v < cfg.noise_prob + cfg.color_adapt_prob)
-        stats = [ids.min(), ids.max(), labels.min(), labels.max(), mix_seed]
+        stats = [ids.min(), ids.max(), mix_seed]
         stats += [m.sum() for m in (synonym, swap, noise)] + [m[mine].sum() for m in (synonym, swap, noise, adapt)]
-        lo, hi, lab_lo, lab_hi, mix_seed, *counts = torch.stack(stats).tolist()  # one sync
-        all_syn, all_swap, all_noise, n_syn, n_swap, n_noise, n_adapt = counts
+        stats += [] if labels is None else [labels.min(), labels.max()]
+        lo, hi, mix_seed, *counts = torch.stack(stats).tolist()  # one sync
+        all_syn, all_swap, all_noise, n_syn, n_swap, n_noise, n_adapt, *label_range = counts
         self._check_range(lo, hi)
-        if labels.shape != (batch,) or lab_lo < 0 or lab_hi >= self.num_classes:
+        if labels is not None and (
+            labels.shape != (batch,) or label_range[0] < 0 or label_range[1] >= self.num_classes
+        ):
+            lab_lo, lab_hi = label_range
             raise AugmentError(
                 f"labels must be [B] class ids in [0, {self.num_classes}), got shape {tuple(labels.shape)} "
                 f"with range {lab_lo}..{lab_hi}: the training data has labels outside its own classes (check the label "
@@ -157,7 +177,7 @@ class TokenAugment:
             if n_noise:
                 rows, drawn = _rows_and_draws(noise, mine, n_noise)
                 x.index_add_(0, rows, offsets[drawn])
-        return self.targets(x.permute(0, 3, 1, 2), labels, int(mix_seed), part)
+        return x.permute(0, 3, 1, 2), int(mix_seed)
 
     @torch.no_grad()
     def eval(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:

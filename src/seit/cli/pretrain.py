@@ -37,8 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pretrain",
         help="masked token modeling pre-training (SeiT++) on token ids; torchrun-ready",
         description="Pre-train a token ViT encoder by masked token modeling (SeiT++): per step a random share of\n"
-        "the token patches is masked and the model predicts their codes. Defaults are SeiT++'s ImageNet\n"
-        "settings. Fine-tune the result with `seit train --finetune OUTPUT/last.pt --layer-decay 0.65`.",
+        "the token patches is masked and the model predicts their codes. Labels are not read: the store may\n"
+        "hold none, and SeiT's release tokens need no --train-label-file (one given is ignored). Defaults are\n"
+        "SeiT++'s ImageNet settings. Fine-tune the result with\n"
+        "`seit train --finetune OUTPUT/last.pt --layer-decay 0.65`.",
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )

@@ -128,19 +128,22 @@ class _Pipeline:
 
 
 class TokenPipeline(_Pipeline):
-    """Ids from a token store (or SeiT's release files) -> device-side token augmentation -> token ViT."""
+    """Ids from a token store (or SeiT's release files) -> device-side token augmentation -> token ViT.
+
+    ``labelled=False`` (self-supervised pre-training): the data need no labels or label file, and batches go
+    through :meth:`train_inputs`."""
 
     # Decoding ids is cheaper in-process than in workers beside the model's threads on CPU (the quick demo's
     # token ViT: 28 s with none, 60 s with 2 workers on 2 cores); so do pixels decoded into memory.
     cpu_workers = 0
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, *, labelled: bool = True) -> None:
         super().__init__(cfg, info, device)
         from seit.augment import TokenAugment
         from seit.store import collate
 
         self.collate = collate
-        source = open_token_source(cfg.data)
+        source = open_token_source(cfg.data, labelled=labelled)
         self.train_set, self.val_set = source.train, source.val
         codebook, synonyms = source.codebook, source.synonyms
         if codebook is None:
@@ -195,6 +198,10 @@ class TokenPipeline(_Pipeline):
     def train_batch(self, ids: torch.Tensor, labels: torch.Tensor):
         return self.augment.train(ids, labels, self.part_of(len(ids)))
 
+    def train_inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """The augmented embeddings of ``train_batch``, labels unread (pre-training)."""
+        return self.augment.train_inputs(ids, self.part_of(len(ids)))
+
     def eval_batch(self, ids: torch.Tensor) -> torch.Tensor:
         return self.augment.eval(ids)
 
@@ -231,7 +238,9 @@ class TokenSource:
     code_ids: list[int] | None = None
 
 
-def open_token_source(d) -> TokenSource:
+def open_token_source(d, *, labelled: bool = True) -> TokenSource:
+    """The training (and validation) token data of ``d``; ``labelled=False`` reads no labels (stores may hold none,
+    SeiT's release files need no label file) and names the classes only if the store does."""
     from seit.interop import seit_release
     from seit.store import TokenDataset, TokenStore
 
@@ -255,19 +264,18 @@ def open_token_source(d) -> TokenSource:
         codebook = seit_release.read_codebook(d.codebook_path) if d.codebook_path else store.codebook
         size = store.codebook_size
         synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else store.synonyms
-        names = store.class_names or derived_class_names(store.labels, str(d.store))
+        names = store.class_names or (derived_class_names(store.labels, str(d.store)) if labelled else [])
         code_ids = None if store.code_ids is None else store.code_ids.tolist()
         return TokenSource(
             str(d.store), TokenDataset(d.store), val, codebook, synonyms, size, names, tuple(store.grid_shape), code_ids
         )
     if d.train_token_file:
-        train = seit_release.SeitReleaseDataset(
-            d.train_token_file, labels=_required(d.train_label_file, "--train-label-file")
-        )
+        label_file = _required(d.train_label_file, "--train-label-file") if labelled else None
+        train = seit_release.SeitReleaseDataset(d.train_token_file, labels=label_file)
         codebook = seit_release.read_codebook(_required(d.codebook_path, "--codebook-path"))
         size = len(codebook)
         synonyms = seit_release.read_synonyms(d.token_synonym_dict, size) if d.token_synonym_dict else None
-        names = derived_class_names(train.labels, d.train_label_file)
+        names = derived_class_names(train.labels, d.train_label_file) if labelled else []
         return TokenSource(d.train_token_file, train, val, codebook, synonyms, size, names, train.grid_shape)
     raise SeitError("no training data: pass --store STORE (or SeiT's --train-token-file/--train-label-file)")
 

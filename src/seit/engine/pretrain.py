@@ -104,7 +104,7 @@ class Pretrainer:
             optim=OptimConfig(batch_size=o.batch_size),
             run=RunConfig(output=cfg.run.output, seed=cfg.run.seed, device=cfg.run.device),
         )
-        self.pipe = TokenPipeline(view, self.info, self.device)
+        self.pipe = TokenPipeline(view, self.info, self.device, labelled=False)  # self-supervised: no labels read
         self.codebook = self.pipe.codebook.to(self.device)
         self.tokenadapt = self._load_tokenadapt()
         self.model = self._create_model()
@@ -195,16 +195,16 @@ class Pretrainer:
         }
         atomic_torch_save(state, self.out / "last.pt")
 
-    def inputs(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor:
         """One micro-batch of ids -> the augmented ids the model reads.
 
         With a TokenAdapt pair the second half gets TokenAdapt's geometric transforms (SeiT++'s distribution, the
         crop area of ``--rrc-scale``) instead, drawn from this step's own CPU generator; it skips Token-EDA,
         ColorAdapt and Emb-Noise (SeiT++ colours the whole batch before splitting it)."""
         if self.tokenadapt is None:
-            return nearest_codes(self.pipe.train_batch(ids, labels)[0], self.codebook)
+            return nearest_codes(self.pipe.train_inputs(ids), self.codebook)
         half = ids.shape[0] // 2
-        plain = nearest_codes(self.pipe.train_batch(ids[:half], labels[:half])[0], self.codebook)
+        plain = nearest_codes(self.pipe.train_inputs(ids[:half]), self.codebook)
         geometry = GeometryConfig(rrc_scale=self.cfg.augment.rrc_scale)
         adapted = tokenadapt_augment(
             ids[half:].to(self.device), self.tokenadapt, self.geometry, codebook=self.codebook, geometry=geometry
@@ -229,8 +229,8 @@ class Pretrainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for i, (ids, labels) in enumerate(micro_batches):
-            x = self.inputs(ids, labels)
+        for i, (ids, _labels) in enumerate(micro_batches):
+            x = self.inputs(ids)
             sync = i == len(micro_batches) - 1 or not hasattr(self.train_model, "no_sync")
             with self.autocast, contextlib.nullcontext() if sync else self.train_model.no_sync():
                 loss = self.train_model(x, generator=masks)

@@ -33,7 +33,8 @@ def subset(cls: type, name: str, names: tuple[str, ...], **defaults: Any) -> typ
     return dataclasses.make_dataclass(name, chosen, bases=(Checked,), namespace={"full": full, "__module__": __name__})
 
 
-# what masked token modeling reads: token ids and the codebook (labels are not used); no validation split
+# what masked token modeling reads: token ids and the codebook, no validation split; labels are never read (a store
+# may hold none; --train-label-file is accepted for SeiT++'s command line and ignored)
 PretrainDataConfig = subset(
     DataConfig,
     "PretrainDataConfig",
