@@ -67,8 +67,8 @@ class TokenAugment:
         synonyms = None if synonyms is None else _tensor(synonyms, "synonyms")
         if codebook.ndim != 2 or not codebook.is_floating_point():
             raise AugmentError(f"codebook must be float [num_codes, dim], got {codebook.dtype} {tuple(codebook.shape)}")
-        if num_classes < 1:
-            raise AugmentError(f"num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise AugmentError(f"num_classes must be >= 0 (0: unlabelled data, train_inputs only), got {num_classes}")
         self.config = config
         self.num_classes = num_classes
         self.device = torch.device(device) if device is not None else codebook.device
