@@ -43,11 +43,11 @@ class DemoConfig(Checked):
     out: str = field(
         "seit-demo", help="output folder (every stage's artefacts and the report)", flag="output", hidden=("--out",)
     )
-    quick: bool = field(False, help="the few-minute version: 4 classes, fewer images (same as --size quick)")
+    quick: bool = field(False, help="the 4-minute version: 4 classes, fewer images (same as --size quick)")
     size: str | None = field(
         None,
-        help="default (10 classes), quick (4) or tiny (a smoke run of every stage in seconds; its accuracies "
-        "mean nothing); times on 2 CPU cores in BENCHMARKS.md",
+        help="default (10 classes, ~12 min on 2 CPU cores), quick (4 classes, ~4 min) or tiny (a smoke run of "
+        "every stage in seconds; its accuracies mean nothing); stage times in BENCHMARKS.md",
         choices=tuple(SIZES),
     )
     seed: int = field(0, help="seed of the dataset and of every training run", check=non_negative)
