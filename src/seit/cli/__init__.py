@@ -49,6 +49,15 @@ exit status:
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
+
+def stopped_by_signal(saved: Any, where: str) -> int:
+    """How every long job's command ends after a stop signal: the one resume hint on stderr, exit 75."""
+    from seit.runtime import resume_hint
+
+    print(f"seit: {resume_hint(saved, where)}", file=sys.stderr)
+    return EXIT_PREEMPTED
+
+
 # What to do about an environment error, by errno; the message also names the path and the system's reason.
 _OS_HINTS = {
     errno.ENOSPC: "the disk is full: free space or write somewhere else, then rerun (finished work is kept)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.continual.config import ContinualConfig
@@ -46,16 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
+
     cfg = from_args(ContinualConfig, args)  # flag values are checked before torch is imported
     cfg.data.kinds()
     from seit.continual import run_continual
-    from seit.errors import EXIT_PREEMPTED
-    from seit.runtime import resume_hint
 
     result = run_continual(cfg)
     if result.preempted:
-        print(f"seit: {resume_hint(result.output, result.where)}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return stopped_by_signal(result.output, result.where)
     print(f"[seit] {result.report['verdict']}")
     print(f"[seit] report: {result.report_md}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.engine.pretrain_config import PretrainConfig
@@ -50,17 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
     from seit.interop import seit_flags
 
     seit_flags.apply_reference_flags(args, seit_flags.PRETRAIN, args.group_parser)
     cfg = from_args(PretrainConfig, args)
     from seit.engine.pretrain import pretrain
-    from seit.errors import EXIT_PREEMPTED
-    from seit.runtime import resume_hint
 
     result = pretrain(cfg)
     if result.preempted:
-        print(f"seit: {resume_hint(result.output / 'last.pt', f'at step {result.global_step}')}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return stopped_by_signal(result.output / "last.pt", f"at step {result.global_step}")
     print(f"[seit] done: {result.output / 'last.pt'}")
     return 0

@@ -50,13 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     cfg = from_args(TokenAdaptTrainConfig, args)
-    from seit.errors import EXIT_PREEMPTED
-    from seit.runtime import resume_hint
     from seit.tokenadapt.train import train_tokenadapt
 
     result = train_tokenadapt(cfg)
     if not result.finished:
-        print(f"seit: {resume_hint(result.checkpoint, f'at step {result.step}')}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        from seit.cli import stopped_by_signal
+
+        return stopped_by_signal(result.checkpoint, f"at step {result.step}")
     print(f"TokenAdapt written to {result.path}", file=sys.stderr)
     return 0

@@ -69,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":
         return EXIT_PREEMPTED if not result.finished else 0
     if not result.finished:
-        from seit.runtime import resume_hint
+        from seit.cli import stopped_by_signal
 
-        print(f"seit: {resume_hint(result.store, f'after {result.samples:,} images')}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return stopped_by_signal(result.store, f"after {result.samples:,} images")
     print(result.summary())
     if not result.samples:
         print(f"seit: error: no image could be encoded; see {result.skip_report}", file=sys.stderr)

@@ -85,14 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     cfg = from_args(TrainConfig, args)
-    from seit.errors import EXIT_PREEMPTED
-    from seit.runtime import resume_hint
     from seit.tokenizer.train import train
 
     result = train(cfg)
     if not result.finished:
-        print(f"seit: {resume_hint(result.checkpoint, f'at step {result.step}')}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        from seit.cli import stopped_by_signal
+
+        return stopped_by_signal(result.checkpoint, f"at step {result.step}")
     if result.tokenizer_path is not None:
         print(f"tokenizer written to {result.tokenizer_path}", file=sys.stderr)
     return 0

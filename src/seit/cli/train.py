@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.engine.config import TrainConfig
@@ -58,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
+
     if args.list_models:
         import timm
 
@@ -71,13 +72,10 @@ def _run(args: argparse.Namespace) -> int:
     seit_flags.apply_reference_flags(args, seit_flags.TRAIN, args.group_parser)
     cfg = from_args(TrainConfig, args)  # flag values are checked before torch is imported
     from seit.engine.train import train
-    from seit.errors import EXIT_PREEMPTED
-    from seit.runtime import resume_hint
 
     result = train(cfg)
     if result.preempted:
-        print(f"seit: {resume_hint(result.output / 'last.pt', f'at step {result.global_step}')}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return stopped_by_signal(result.output / "last.pt", f"at step {result.global_step}")
     if result.best is not None:  # the main process: the better of model and EMA weights (best.json)
         print(f"[seit] done: {result.best}")
     return 0
