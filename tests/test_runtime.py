@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seit.runtime import RunError, StopSignal, check_output, prepare_output, resume_checkpoint
+from seit import runtime
+from seit.runtime import RUN_LOCK, RunError, StopSignal, check_output, prepare_output, resume_checkpoint
+from seit.store.lock import WriterLock
 
 
 def test_a_first_signal_asks_to_stop_after_the_step_and_a_second_ctrl_c_interrupts_at_once():
@@ -38,6 +40,45 @@ def test_output_rules(tmp_path):
     check_output(used, resume="auto", restart=False)
     assert prepare_output(used, restart=True) == used and not any(used.iterdir())
     assert (tmp_path / "used.old-1" / "last.pt").read_bytes() == b"x"
+
+
+def test_a_job_holds_its_output_so_a_second_job_neither_resumes_nor_moves_it_aside(tmp_path):
+    """Two jobs in one folder would interleave checkpoints and logs: the second stops at once, naming the first."""
+    out = tmp_path / "run"
+    with runtime.start(out, device="cpu", resume=None, restart=False):
+        (out / "last.pt").write_bytes(b"first")
+        assert (out / RUN_LOCK).exists()
+        for resume, restart in (("auto", False), (None, True)):
+            busy = rf"{out}: already being written by pid {os.getpid()} \(host "
+            with pytest.raises(RunError, match=busy), runtime.start(out, device="cpu", resume=resume, restart=restart):
+                pass
+        assert (out / "last.pt").read_bytes() == b"first" and not (tmp_path / "run.old-1").exists()
+    assert not (out / RUN_LOCK).exists()  # released: the next job proceeds
+    with runtime.start(out, device="cpu", resume="auto", restart=False):
+        pass
+
+
+def test_restart_refuses_a_folder_a_store_writer_holds(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    lock = WriterLock(store, 0)  # what a running `seit tokenize --output store` holds
+    try:
+        with pytest.raises(RunError, match="already being written by pid"):
+            check_output(store, resume=None, restart=True)
+    finally:
+        lock.release()
+    check_output(store, resume=None, restart=True)
+
+
+def test_a_lock_file_left_by_a_killed_job_neither_blocks_nor_counts_as_a_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RUN_LOCK).write_text("12345 elsewhere\n")  # SIGKILL leaves the file; the OS dropped the lock
+    check_output(out, resume=None, restart=False)  # nothing else there: not a run to protect
+    (out / "last.pt").write_bytes(b"x")
+    check_output(out, resume="auto", restart=False)
+    with pytest.raises(RunError, match="already holds a run"):
+        check_output(out, resume=None, restart=False)
 
 
 def test_resume_auto_or_path(tmp_path):

@@ -23,6 +23,7 @@ import torch
 from seit.errors import SeitError
 from seit.utils import dist as seit_dist
 from seit.utils.dist import DistInfo
+from seit.utils.lock import FileLock, held_by, is_lock_file
 from seit.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,22 @@ class RunError(SeitError):
     """A run that cannot start as asked (output in use, missing checkpoint); the message says what to pass."""
 
 
+RUN_LOCK = ".run.lock"  # held in the output folder by the main rank while a job writes there
+
+
 def check_output(output: str | Path, *, resume: str | None, restart: bool) -> None:
-    """Refuse to write a new run over a non-empty ``output`` unless resuming or restarting (read-only: every rank)."""
+    """Refuse to write a new run over a non-empty ``output`` unless resuming or restarting, and any run into an
+    output a live process writes (read-only: every rank)."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: a file is in the way where the output folder should be; choose another --output")
-    if resume is None and not restart and out.is_dir() and any(out.iterdir()):
+    holder = held_by(out)
+    if holder is not None:  # resuming or moving it aside now would interleave two writers
+        raise RunError(
+            f"{out}: already being written by {holder}; wait for it to finish, or stop it and rerun with "
+            "--resume auto (or --restart)"
+        )
+    if resume is None and not restart and out.is_dir() and any(not is_lock_file(p.name) for p in out.iterdir()):
         raise RunError(
             f"{out} already holds a run; continue it with --resume auto, start over with --restart (moves the old "
             "run aside), or choose another --output"
@@ -49,7 +60,7 @@ def check_output(output: str | Path, *, resume: str | None, restart: bool) -> No
 def prepare_output(output: str | Path, *, restart: bool) -> Path:
     """Create ``output`` (main rank); with ``restart``, first move a non-empty one aside to ``OUTPUT.old-N``."""
     out = Path(output)
-    if restart and out.is_dir() and any(out.iterdir()):
+    if restart and out.is_dir() and any(not is_lock_file(p.name) for p in out.iterdir()):
         n = 1
         while out.with_name(f"{out.name}.old-{n}").exists():
             n += 1
@@ -131,17 +142,24 @@ def start(
 ) -> Iterator[Run]:
     """Join the process group, claim ``output`` (refusing a run in use, see :func:`check_output`), catch stop signals.
 
-    Every rank checks the folder before the main rank changes it, so all ranks decide alike. ``timeout_s``: how
-    long a collective waits for the slowest rank (longer for jobs whose ranks meet only at the end).
+    Every rank checks the folder before the main rank changes it, so all ranks decide alike; the main rank then
+    holds OUTPUT/.run.lock until the job ends, so a second job into the same folder is refused. ``timeout_s``:
+    how long a collective waits for the slowest rank (longer for jobs whose ranks meet only at the end).
     """
     with seit_dist.process_group(device, timeout_s=timeout_s) as info:
         check_output(output, resume=resume, restart=restart)
         seit_dist.barrier()
+        lock = None
         if info.is_main:
-            prepare_output(output, restart=restart)
+            out = prepare_output(output, restart=restart)
+            lock = FileLock(out / RUN_LOCK, lambda holder: RunError(f"{out}: already being written by {holder}"))
         seit_dist.barrier()
-        with StopSignal() as stop:
-            yield Run(info, Path(output), stop)
+        try:
+            with StopSignal() as stop:
+                yield Run(info, Path(output), stop)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 class RunProgress:
