@@ -27,7 +27,7 @@ from seit.errors import (
 # Command groups in the order of the data flow; each module defines register(subparsers).
 GROUPS = (
     "store", "tokenizer", "tokenize", "synonyms", "decode", "tokenadapt", "pretrain", "train", "eval", "continual",
-    "scenario", "demo", "bench",
+    "scenario", "tradeoff", "demo", "bench",
 )  # fmt: skip
 
 DESCRIPTION = """\
@@ -50,11 +50,15 @@ exit status:
 """
 
 
-def stopped_by_signal(saved: Any, where: str) -> int:
-    """How every long job's command ends after a stop signal: the one resume hint on stderr, exit 75."""
+def stopped_by_signal(saved: Any, where: str, rerun: str | None = None) -> int:
+    """How every long job's command ends after a stop signal: the one resume hint on stderr, exit 75.
+
+    ``rerun``: what continues it, when not ``--resume auto`` (the jobs that continue on their own).
+    """
     from seit.runtime import resume_hint
 
-    print(f"seit: {resume_hint(saved, where)}", file=sys.stderr)
+    hint = resume_hint(saved, where) if rerun is None else resume_hint(saved, where, rerun)
+    print(f"seit: {hint}", file=sys.stderr)
     return EXIT_PREEMPTED
 
 

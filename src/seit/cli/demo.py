@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
     from seit.demo.run import run_demo
+    from seit.tradeoff.stages import Stopped
 
-    run_demo(from_args(DemoConfig, args))
+    try:
+        run_demo(from_args(DemoConfig, args))
+    except Stopped as e:
+        return stopped_by_signal(e.saved, e.where, rerun="the same command")
     return 0

@@ -31,8 +31,19 @@ from typing import Any
 
 from seit.demo.config import DemoConfig, DemoSize
 from seit.demo.squeeze import MANIFEST
-from seit.errors import SeitError
 from seit.store.format import MANIFEST as MANIFEST_FILE
+from seit.tradeoff.stages import (  # noqa: F401 (the scenarios' and benchmarks' names)
+    PIXEL_MODEL,
+    classifier_config,
+    evaluate,
+    pixel_image_size,
+    recipe_config,
+    tokenize_stores,
+    train_classifier,
+    train_tokenizer,
+)
+from seit.tradeoff.stages import folder_bytes as _folder_bytes
+from seit.tradeoff.stages import read_jsonl as _jsonl
 
 STATE = "demo-state.json"
 STATE_VERSION = 5  # bump when a stage records other fields: an older state is then redone, not misread
@@ -123,7 +134,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 # The rows of the trade-off, as in SeiT's main table: every row trains the same ViT with the same recipe and
 # budget and is evaluated on the same full-quality held-out images; only the stored training data differs.
 ROWS = ("tokens", "jpeg", "jpeg-low", "downsampled")
-PIXEL_MODEL = "deit_tiny_pixel_8"
 SQUEEZED_ROWS = ("jpeg-low", "downsampled")
 ROW_TITLES = {
     "tokens": "tokens (token store)",
@@ -200,69 +210,28 @@ def _make_data(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]
 
 
 def _train_tokenizer(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
-    from seit.tokenizer.config import TrainConfig
-    from seit.tokenizer.train import train
-
-    steps = size.tokenizer_steps
-    tcfg = TrainConfig(
-        images=str(paths.data / "train"),
-        out=str(paths.tokenizer_dir),
-        preset="vitvq-tiny",
+    return train_tokenizer(
+        paths.data / "train",
+        paths.data / "val",
+        paths.tokenizer_dir,
         image_size=size.image_size,
-        steps=steps,
-        batch_size=16,
-        # a few hundred CPU steps: a high peak rate and frequent dead-code restarts keep the codebook from
-        # collapsing onto a few codes (measured on the quick data: 14.5 dB at 1e-3 / 50 vs ~20 dB at 3e-3 / 20)
-        lr=3e-3,
-        warmup_steps=min(50, steps // 4),
-        dead_code_steps=20,
-        eval_every=max(steps // 4, 1),
-        save_every=max(steps // 4, 1),
-        log_every=10,
-        val_images=str(paths.data / "val"),
-        num_workers=cfg.num_workers,
-        device=cfg.device,
+        steps=size.tokenizer_steps,
         seed=cfg.seed,
-        resume="auto",
+        device=cfg.device,
+        num_workers=cfg.num_workers,
     )
-    result = train(tcfg)
-    if not result.finished:
-        raise SeitError("tokenizer training was interrupted; rerun `seit demo` to continue it")
-    evals = [r for r in _jsonl(paths.tokenizer_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-    return {
-        "steps": steps,
-        "images": steps * tcfg.batch_size,
-        "final_eval": evals[-1] if evals else {},
-        "bytes": paths.tokenizer.stat().st_size,
-    }
 
 
 def _tokenize(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
-    from seit.tokenizer.config import TokenizeConfig
-    from seit.tokenizer.to_store import tokenize
-
-    common = dict(tokenizer=str(paths.tokenizer), num_workers=cfg.num_workers, device=cfg.device, resume="auto")
-    train = tokenize(
-        TokenizeConfig(images=str(paths.data / "train"), out=str(paths.train_store), prune=True, synonyms=10, **common)
+    return tokenize_stores(
+        paths.tokenizer,
+        paths.data / "train",
+        paths.data / "val",
+        paths.train_store,
+        paths.val_store,
+        device=cfg.device,
+        num_workers=cfg.num_workers,
     )
-    val = tokenize(
-        TokenizeConfig(
-            images=str(paths.data / "val"), out=str(paths.val_store), codes_from=str(paths.train_store), **common
-        )
-    )
-    for result in (train, val):
-        if not result.finished:
-            raise SeitError("tokenizing was stopped by a signal; rerun `seit demo` to continue it")
-        print(result.summary(), flush=True)
-    seconds = train.seconds + val.seconds
-    return {
-        "images_per_s": (train.encoded + val.encoded) / seconds,
-        "train_samples": train.samples,
-        "val_samples": val.samples,
-        "skipped": len(train.skipped) + len(val.skipped),
-        "codes_kept": train.codebook_size,
-        "val_tokens_mapped": val.prune.mapped_tokens if val.prune is not None else 0,
-    }
 
 
 def _squeeze(paths: _Paths, size: DemoSize, data: dict[str, Any], cfg: DemoConfig) -> dict[str, Any]:
@@ -297,100 +266,30 @@ def _squeeze(paths: _Paths, size: DemoSize, data: dict[str, Any], cfg: DemoConfi
     return result
 
 
-def recipe_config(size: DemoSize, seed: int, device: str | None):
-    """The demo's training recipe (every row's, and the scenarios'): a TrainConfig without data or model name.
-
-    A short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
-    crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images.
-    """
-    from seit.engine.config import TrainConfig
-
-    t = TrainConfig()
-    t.model.embed_dim, t.model.depth, t.model.num_heads, t.model.drop_path = (
-        size.embed_dim,
-        size.depth,
-        size.num_heads,
-        0.0,
-    )
-    t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
-    t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
-    t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=size.crop_scale, hflip_prob=0.5)
-    t.run.device, t.run.seed, t.run.resume = device, seed, "auto"
-    t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
-    return t
-
-
-def pixel_image_size(size: DemoSize) -> int:
-    """56 px crops in 8 px patches: the token ViT's 7x7 sequence (16x16 ids -> 14x14 crop -> 7x7). A plain ViT
-    learns from 8 px patches within the demo's budget; on 112 px crops in 16 px patches it stayed at chance."""
-    return size.image_size * 7 // 16
-
-
 def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) -> dict[str, Any]:
     """Train one row's ViT: the same architecture, recipe and budget for every row."""
-    from seit.engine.train import train
-
-    t = recipe_config(size, cfg.seed, cfg.device)
-    tokens = row == "tokens"
-    if tokens:
-        t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
-        t.model.model = "deit_tiny_token_32"
-    else:
-        t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
-        t.data.image_size = pixel_image_size(size)
-        t.model.model = PIXEL_MODEL
-    t.run.output = str(paths.row_run(row))
-    # seit train's defaults: no worker processes on CPU, for ids and for images decoded into memory alike
-    t.data.num_workers = None
-    result = train(t)
-    if result.preempted:
-        raise SeitError("training was stopped by a signal; rerun `seit demo` to continue it")
-    return {
-        "model": t.model.model,
-        "epochs": size.epochs,
-        "steps": result.global_step,
-        "samples": result.global_step * size.batch_size,
-        "val_top1": result.best_top1,  # of the weights best.json names, which the evaluate stage uses
-        "parameters": _parameters(Path(t.run.output) / "model.safetensors"),
-        # what the run's settings were, so the report (and a test) can show every row had the same
-        "recipe": _recipe(t),
-    }
-
-
-def _recipe(t) -> dict[str, Any]:
-    """The settings every row must share: model size, optimisation, augmentation, seed."""
-    model = {k: v for k, v in dataclasses.asdict(t.model).items() if k not in ("model", "finetune")}
-    return {
-        "model": model,
-        "optim": dataclasses.asdict(t.optim),
-        "augment": dataclasses.asdict(t.augment),
-        "seed": t.run.seed,
-    }
-
-
-def _parameters(path: Path) -> int:
-    from seit.utils.serialization import load_weights
-
-    return sum(v.numel() for k, v in load_weights(path).items() if k.startswith("model."))
+    data = (
+        dict(store=paths.train_store, val_store=paths.val_store)
+        if row == "tokens"
+        else dict(images=paths.row_train(row), val_images=paths.data / "val")
+    )
+    return train_classifier(classifier_config(size, cfg.seed, cfg.device, paths.row_run(row), **data))
 
 
 def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
     """Every row's ViT on the same full-quality held-out images (the token one tokenizes them on the fly)."""
-    from seit.engine.config import EvalConfig
-    from seit.engine.eval_job import run_eval
     from seit.engine.evaluate import save_confusion_png
 
     paths.report.mkdir(parents=True, exist_ok=True)
-    val = str(paths.data / "val")
+    val = paths.data / "val"
     # a run folder stands for its better weights (model or EMA, as its best.json says)
-    runs = {row: EvalConfig(checkpoint=str(paths.row_run(row)), images=val) for row in ROWS}
-    runs["tokens"].tokenizer = str(paths.tokenizer)
-    runs["tokens_on_store"] = EvalConfig(checkpoint=str(paths.row_run("tokens")), store=str(paths.val_store))
+    runs = {row: dict(run=paths.row_run(row), tokenizer=None) for row in ROWS}
+    runs["tokens"]["tokenizer"] = paths.tokenizer
+    runs["tokens_on_store"] = dict(run=paths.row_run("tokens"), tokenizer=None, store=paths.val_store)
     results = {}
-    for name, ecfg in runs.items():
-        ecfg.num_workers, ecfg.device = cfg.num_workers, cfg.device
+    for name, how in runs.items():
         start = time.perf_counter()
-        result = run_eval(ecfg)
+        result = evaluate(val_images=val, device=cfg.device, num_workers=cfg.num_workers, **how)
         seconds = time.perf_counter() - start
         results[name] = {**result.to_json(), "images_per_s": result.count / seconds}
         if name in ROWS:
@@ -579,16 +478,6 @@ def _tradeoff_png(rows: list[dict[str, Any]], chance: float, png: Path) -> None:
     with atomic_open(png, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _reconstructions(paths: _Paths, png: Path, count: int = 10) -> None:
