@@ -45,7 +45,8 @@ exit status:
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
   {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
        --resume auto to continue (every long job: `seit train`, `seit pretrain`, `seit tokenizer train`,
-       `seit tokenize`, `seit tokenadapt train`, `seit continual`)
+       `seit tokenize`, `seit tokenadapt train`, `seit continual`); `seit tradeoff` and `seit demo`
+       continue when rerun as they were
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 

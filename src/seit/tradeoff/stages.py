@@ -81,7 +81,7 @@ def train_tokenizer(
     )
     result = train(tcfg)
     if not result.finished:
-        raise Stopped(result.checkpoint or out, f"training the tokenizer at step {result.step}")
+        raise Stopped(result.checkpoint or out, f"at step {result.step}")
     evals = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("kind") == "eval"]
     return {
         "steps": steps,
@@ -106,7 +106,7 @@ def tokenize_stores(
     ):
         result = tokenize(config)
         if not result.finished:
-            raise Stopped(result.store, f"tokenizing after {result.samples:,} images")
+            raise Stopped(result.store, f"after {result.samples:,} images")
         print(result.summary(), flush=True)
         results.append(result)
     train, val = results
@@ -194,8 +194,7 @@ def train_classifier(t) -> dict[str, Any]:
 
     result = train(t)
     if result.preempted:
-        output = Path(t.run.output)
-        raise Stopped(output / "last.pt", f"training {output.name} at step {result.global_step}")
+        raise Stopped(Path(t.run.output) / "last.pt", f"at step {result.global_step}")
     return {
         "model": t.model.model,
         "epochs": t.optim.epochs,
