@@ -9,18 +9,18 @@ Rows (each a way to keep the training images, each trained and evaluated alike):
   downsample-<S>         downsampled to a shorter side of S px, WebP (--downsample)
   jpeg-q<Q> / downsample-<S> matched to the first token row's bytes per image (--match-tokens)
 
-Layout of OUT (every folder named by its settings and a hash of everything its result depends on):
+Layout of OUT (each part in a folder named by it and a hash of everything its result depends on):
 
   tradeoff.json                      marks OUT as a tradeoff folder (any other used folder is refused)
   tokenizers/<spec>-<hash>/          tokenizer.safetensors, its checkpoint and metrics, result.json
-  match/<hash>/result.json           the squeeze settings --match-tokens chose
+  match/<hash>.json                  the squeeze settings --match-tokens chose
   rows/<row>-<hash>/                 store/{train,val} or images/ (the row's training data), run/ (the ViT),
                                      result.json (bytes, top-1/top-5 on --val, the recipe it trained with)
   report/                            report.md, report.json, frontier.png (this command's rows only)
 
-A result.json is written last and atomically: a rerun reuses every folder that has one, so adding a row trains
-only that row, and a changed recipe or data gives new folders (the old ones stay, unreported). A row stopped
-by a signal continues from its checkpoint on the next run.
+A result.json holds its settings from the start and its result once the part is done (atomic writes): a rerun
+reuses every finished part, so adding a row trains only that row, a changed recipe or data gives new folders
+(the old ones stay, unreported), and a row stopped by a signal continues from its checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ from typing import Any
 from seit.demo.squeeze import DOWNSAMPLE_FORMAT, DOWNSAMPLE_QUALITY, Squeeze
 from seit.errors import SeitError
 from seit.tradeoff.config import TOKENIZER_PRESET, Recipe, TokenSpec, TradeoffConfig
-from seit.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +95,78 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def cached(name: str, folder: Path, settings: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``fn``'s result, from ``folder/result.json`` when a run with these ``settings`` finished it earlier."""
+def cached(
+    name: str,
+    record: Path,
+    settings: dict[str, Any],
+    fn: Callable[[], dict[str, Any]],
+    *,
+    artefacts: tuple[Path, ...] = (),
+    folders: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """``fn``'s result, from ``record`` when a run with these ``settings`` finished it (and ``artefacts`` exist).
+
+    The record holds the settings from the start and the result once ``fn`` returns (atomic writes): a part
+    stopped half-way continues in its ``folders`` (from their checkpoints); a record of other settings means
+    its ``folders`` were made for those, so they are removed first.
+    """
+    from seit.utils.io import atomic_write_json
+
     settings = json.loads(json.dumps({"version": VERSION, **settings}))  # as a rerun reads them back
-    path = folder / RESULT
-    if path.exists():
-        done = json.loads(path.read_text())
-        if done.get("settings") == settings:
-            log.info("%s: done earlier, reusing %s", name, folder)
-            return done["result"]
-        path.unlink()  # another version's record: redo it (its checkpoints are the same settings' work)
-    folder.mkdir(parents=True, exist_ok=True)
+    done = json.loads(record.read_text()) if record.exists() else None
+    if done is not None and done.get("settings") != settings:
+        for folder in folders:
+            if folder.exists():
+                shutil.rmtree(folder)
+        done = None
+    if done is not None and done.get("result") is not None and all(p.exists() for p in artefacts):
+        log.info("%s: done earlier, reusing it (%s)", name, record)
+        return done["result"]
+    if done is None:
+        atomic_write_json(record, {"settings": settings, "result": None})
     log.info("%s ...", name)
     start, cpu = time.perf_counter(), cpu_seconds()
     result = fn()
     result.update(seconds=time.perf_counter() - start, cpu_seconds=cpu_seconds() - cpu)
-    atomic_write_json(path, {"settings": settings, "result": result})
+    atomic_write_json(record, {"settings": settings, "result": result})
     log.info("%s: %.1f s", name, result["seconds"])
     return result
+
+
+@dataclass(frozen=True)
+class RowFolders:
+    """Where one row keeps its record, its training data (a token store or re-encoded images) and its run."""
+
+    record: Path
+    train_store: Path
+    val_store: Path
+    images: Path
+    run: Path
+
+    @property
+    def made(self) -> tuple[Path, ...]:
+        return self.train_store, self.val_store, self.images, self.run
+
+
+class Layout:
+    """Where a trade-off keeps its parts: each in a folder named by the part and a hash of its settings, so other
+    settings get other folders (`seit demo` keeps the demo's fixed folders instead: see seit.demo.run)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def tokenizer(self, name: str, key: str) -> tuple[Path, Path]:
+        """(its record, its folder)."""
+        folder = self.out / "tokenizers" / f"{name}-{key}"
+        return folder / RESULT, folder
+
+    def match(self, key: str) -> Path:
+        return self.out / "match" / f"{key}.json"
+
+    def row(self, row: Row, key: str) -> RowFolders:
+        folder = self.out / "rows" / f"{row.name}-{key}"
+        store = folder / "store"
+        return RowFolders(folder / RESULT, store / "train", store / "val", folder / "images", folder / "run")
 
 
 def claim_output(out: Path, restart: bool) -> None:
@@ -129,6 +183,8 @@ def claim_output(out: Path, restart: bool) -> None:
             f"{out}: not empty and not a seit tradeoff folder (no {MARKER}); choose another --output, or --restart "
             "(moves it aside)"
         )
+    from seit.utils.io import atomic_write_json
+
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER
     if not marker.exists():
@@ -198,40 +254,41 @@ def run_tradeoff(cfg: TradeoffConfig) -> dict[str, Any]:
     data = describe_data(Path(cfg.images), Path(cfg.val), out)
     claim_output(out, cfg.restart)
     recipe = cfg.recipe()
-    rows = run_rows(cfg, out, data, recipe, specs, files)
+    rows = run_rows(cfg, Layout(out), data, recipe, specs, files)
     return write_report(out / "report", rows, data, recipe, cfg)
 
 
 def run_rows(
-    cfg: TradeoffConfig, out: Path, data: Data, recipe: Recipe, specs: list[TokenSpec], files: list[Row]
+    cfg: TradeoffConfig, layout: Layout, data: Data, recipe: Recipe, specs: list[TokenSpec], files: list[Row]
 ) -> list[dict[str, Any]]:
     """Every row's result (cached): token rows first, then the pixel rows, the matched ones last."""
     common = {"data": data.key(), "recipe": dataclasses.asdict(recipe), "seed": cfg.seed}
-    token_rows = [_trained_tokenizer(cfg, out, data, spec) for spec in specs] + files
+    token_rows = [_trained_tokenizer(cfg, layout, data, spec) for spec in specs] + files
     pixel_rows = [pixel_row(None)] if cfg.stored else []
     pixel_rows += [pixel_row(Squeeze("jpeg", q)) for q in cfg.jpeg_qualities or ()]
     pixel_rows += [pixel_row(Squeeze(DOWNSAMPLE_FORMAT, DOWNSAMPLE_QUALITY, s)) for s in cfg.downsample or ()]
-    results = [_row(cfg, out, data, recipe, row, common) for row in [*token_rows, *pixel_rows]]
+    results = [_row(cfg, layout, data, recipe, row, common) for row in [*token_rows, *pixel_rows]]
     if cfg.match_tokens:
         budget = results[0]["bytes_per_image"]
-        for squeeze in _matched(cfg, out, data, recipe, budget):
+        for squeeze in _matched(layout, data, recipe, budget):
             row = pixel_row(squeeze, matched=True)
             if all(r["row"] != row.name for r in results):  # an explicit row of the same setting is the same row
-                results.append(_row(cfg, out, data, recipe, row, common))
+                results.append(_row(cfg, layout, data, recipe, row, common))
             else:
                 next(r for r in results if r["row"] == row.name)["matched"] = True
     return results
 
 
-def _trained_tokenizer(cfg: TradeoffConfig, out: Path, data: Data, spec: TokenSpec) -> Row:
+def _trained_tokenizer(cfg: TradeoffConfig, layout: Layout, data: Data, spec: TokenSpec) -> Row:
     from seit.tradeoff.stages import train_tokenizer
 
     settings = {"spec": dataclasses.asdict(spec), "preset": TOKENIZER_PRESET, "steps": cfg.tokenizer_steps,
                 "seed": cfg.seed, "data": data.key()}  # fmt: skip
-    folder = out / "tokenizers" / f"{spec.name}-{short_hash(settings)}"
+    record, folder = layout.tokenizer(spec.name, short_hash(settings))
+    tokenizer = folder / "tokenizer.safetensors"
     result = cached(
         f"tokenizer {spec.name}",
-        folder,
+        record,
         settings,
         lambda: train_tokenizer(
             data.images,
@@ -245,15 +302,17 @@ def _trained_tokenizer(cfg: TradeoffConfig, out: Path, data: Data, spec: TokenSp
             device=cfg.device,
             num_workers=cfg.num_workers,
         ),
+        artefacts=(tokenizer,),
+        folders=(folder,),
     )
     row_settings = {**dataclasses.asdict(spec), "tokenizer": short_hash(settings), "tokenizer_bytes": result["bytes"]}
-    return Row(spec.name, "tokens", row_settings, tokenizer=folder / "tokenizer.safetensors", grid=spec.grid)
+    return Row(spec.name, "tokens", row_settings, tokenizer=tokenizer, grid=spec.grid)
 
 
-def _matched(cfg: TradeoffConfig, out: Path, data: Data, recipe: Recipe, budget: float) -> list[Squeeze]:
+def _matched(layout: Layout, data: Data, recipe: Recipe, budget: float) -> list[Squeeze]:
     """The JPEG quality and the downsampled side with the most bytes per image within ``budget`` (the demo's)."""
     settings = {"budget": budget, "data": data.key(), "max_side": recipe.image_size}
-    result = cached("match the tokens' bytes", out / "match" / short_hash(settings), settings,
+    result = cached("match the tokens' bytes", layout.match(short_hash(settings)), settings,
                     lambda: _match(data, budget, recipe.image_size))  # fmt: skip
     return [Squeeze(**result[kind]) for kind in ("jpeg", "downsample")]
 
@@ -274,14 +333,15 @@ def _match(data: Data, budget: float, max_side: int) -> dict[str, Any]:
     return result
 
 
-def _row(cfg: TradeoffConfig, out: Path, data: Data, recipe: Recipe, row: Row, common: dict[str, Any]):
+def _row(cfg: TradeoffConfig, layout: Layout, data: Data, recipe: Recipe, row: Row, common: dict[str, Any]):
     settings = {"row": row.name, "kind": row.kind, **row.settings, **common}
-    folder = out / "rows" / f"{row.name}-{short_hash(settings)}"
-    result = cached(row.name, folder, settings, lambda: _train_row(cfg, data, recipe, row, folder))
+    folders = layout.row(row, short_hash(settings))
+    result = cached(row.name, folders.record, settings, lambda: _train_row(cfg, data, recipe, row, folders),
+                    artefacts=(folders.run / "model.safetensors",), folders=folders.made)  # fmt: skip
     return {**result, "matched": row.matched}
 
 
-def _train_row(cfg: TradeoffConfig, data: Data, recipe: Recipe, row: Row, folder: Path) -> dict[str, Any]:
+def _train_row(cfg: TradeoffConfig, data: Data, recipe: Recipe, row: Row, folders: RowFolders) -> dict[str, Any]:
     """The row's training data (a token store, a re-encoded folder or the images), its ViT and its evaluation."""
     from seit.demo.squeeze import squeeze_folder
     from seit.tradeoff.stages import classifier_config, evaluate, folder_bytes, tokenize_stores, train_classifier
@@ -289,21 +349,25 @@ def _train_row(cfg: TradeoffConfig, data: Data, recipe: Recipe, row: Row, folder
     devices = {"device": cfg.device, "num_workers": cfg.num_workers}
     extra: dict[str, Any] = {}
     if row.kind == "tokens":
-        train_store, val_store = folder / "store" / "train", folder / "store" / "val"
-        extra["tokenize"] = tokenize_stores(row.tokenizer, data.images, data.val, train_store, val_store, **devices)
-        train_bytes = folder_bytes(train_store)  # every file of the store
+        extra["tokenize"] = tokenize_stores(
+            row.tokenizer, data.images, data.val, folders.train_store, folders.val_store, **devices
+        )
+        train_bytes = folder_bytes(folders.train_store)  # every file of the store
         stored_as = (f"{extra['tokenize']['codes_kept']}-code ids (of {row.settings['codes']}), "
                      f"{row.grid}x{row.grid} per image, every file of the store")  # fmt: skip
-        inputs = {"store": train_store, "val_store": val_store, "grid": row.grid}
+        inputs = {"store": folders.train_store, "val_store": folders.val_store, "grid": row.grid}
     elif row.squeeze is None:
         train_bytes, stored_as = data.train_bytes, "the image files as stored"
         inputs = {"images": data.images, "val_images": data.val}
     else:
-        squeezed = folder / "images"
-        train_bytes = squeeze_folder(data.images, squeezed, row.squeeze, num_workers=cfg.num_workers)
-        stored_as, inputs = row.squeeze.describe(), {"images": squeezed, "val_images": data.val}
-    trained = train_classifier(classifier_config(recipe, cfg.seed, cfg.device, folder / "run", **inputs))
-    evaluation = evaluate(folder / "run", data.val, tokenizer=row.tokenizer, **devices)
+        train_bytes = squeeze_folder(data.images, folders.images, row.squeeze, num_workers=cfg.num_workers)
+        stored_as, inputs = row.squeeze.describe(), {"images": folders.images, "val_images": data.val}
+    start = time.perf_counter()
+    trained = train_classifier(classifier_config(recipe, cfg.seed, cfg.device, folders.run, **inputs))
+    trained["train_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluation = evaluate(folders.run, data.val, tokenizer=row.tokenizer, **devices)
+    seconds = time.perf_counter() - start
     return {
         "row": row.name,
         "kind": row.kind,
@@ -314,7 +378,10 @@ def _train_row(cfg: TradeoffConfig, data: Data, recipe: Recipe, row: Row, folder
         "top1": evaluation.top1,
         "top5": evaluation.top5,
         "held_out_images": evaluation.count,
-        "folder": str(folder),
+        "run": str(folders.run),
+        "train_data": str(folders.train_store if row.kind == "tokens" else inputs["images"]),
+        "squeeze": dataclasses.asdict(row.squeeze) if row.squeeze is not None else None,
+        "evaluation": {**evaluation.to_json(), "images_per_s": evaluation.count / seconds},
         **trained,
         **extra,
     }
