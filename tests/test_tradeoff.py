@@ -11,7 +11,7 @@ import pytest
 from seit.cli import build_parser, main
 from seit.config import from_args
 from seit.tradeoff.config import TradeoffConfig
-from seit.tradeoff.report import pareto_front
+from seit.tradeoff.report import pareto_front, verdict
 from seit.tradeoff.stages import token_model
 
 TOKENS = "grid=8,codes=16,dim=8"  # a 64 px tokenizer: the smallest the ViT's 7x7 crop fits
@@ -94,6 +94,26 @@ def test_every_row_trains_the_same_vit_with_the_same_recipe(run):
     recipes = {row: recipe(row) for row in ROWS}
     assert all(r[:4] == recipes["stored"][:4] for r in recipes.values()), recipes
     assert recipes["tokens-g8-k16-d8"][4] == "deit_tiny_token_32_s1" and recipes["stored"][4] == "deit_tiny_pixel_8"
+    pixels = torch.load(row_folder(out, "stored") / "run" / "last.pt", weights_only=True)["config"]
+    assert pixels["data"]["image_size"] == 56  # 8 px patches: the token ViT's 7x7 sequence
+
+
+def test_matched_rows_take_the_most_bytes_within_the_tokens_bytes(run):
+    _, _, report = run
+    budget = report["rows"][0]["bytes_per_image"]
+    for row in report["rows"][4:]:  # each at most the tokens' bytes, unless its codec's smallest setting is above
+        assert row["bytes_per_image"] <= budget or row["row"] in ("jpeg-q1", "downsample-8"), row
+
+
+def test_a_tokenizer_file_makes_a_token_row_without_training_one(run, data, caplog):
+    out, _, _ = run
+    (tokenizer,) = (out / "tokenizers").glob("tokens-g8-k16-d8-*/tokenizer.safetensors")
+    with caplog.at_level("INFO", logger="seit"):
+        assert tradeoff(data, out, "--no-stored", "--tokenizer", str(tokenizer)) == 0
+    assert "tokens-file-g8-k16-d8 ..." in caplog.text and "seit tokenizer train" not in caplog.text
+    assert "tokenizer tokens" not in caplog.text
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["row"] for r in report["rows"]] == ["tokens-file-g8-k16-d8"]
 
 
 def test_adding_a_row_trains_only_that_row(run, data, caplog):
@@ -150,6 +170,22 @@ def test_pareto_front_keeps_ties_and_duplicates_and_drops_dominated_points():
     assert pareto_front([(100, 50.0), (200, 50.0)]) == [True, False]  # same top-1, more bytes
     assert pareto_front([(300, 70.0), (100, 20.0), (200, 20.0)]) == [True, True, False]
     assert pareto_front([]) == []
+
+
+def test_the_verdict_names_the_front_and_whether_tokens_match_every_pixel_row():
+    def row(name, kind, size, top1, on_front):
+        return {"row": name, "kind": kind, "bytes_per_image": size, "top1": top1, "on_front": on_front}
+
+    rows = [row("t", "tokens", 300, 40.0, True), row("q1", "pixels", 460, 33.5, False),
+            row("stored", "pixels", 4600, 34.0, False)]  # fmt: skip
+    words = verdict(rows)
+    assert words.startswith("The front (the most top-1 for the bytes): t (300 B, 40.0%).")
+    assert "Every pixel row is matched by a token row" in words
+    rows.append(row("s16", "pixels", 160, 30.0, True))
+    words = verdict(rows)
+    assert "front (the most top-1 for the bytes): s16 (160 B, 30.0%), t (300 B, 40.0%)." in words
+    assert words.endswith("Not every pixel row is matched by a token row at no more bytes and at least its top-1: "
+                          "s16 (160 B, 30.0%) is not.")  # fmt: skip
 
 
 def test_the_token_model_follows_the_grid():
