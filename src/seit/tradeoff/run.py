@@ -29,10 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import resource
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ from typing import Any
 from seit.demo.squeeze import DOWNSAMPLE_FORMAT, DOWNSAMPLE_QUALITY, Squeeze
 from seit.errors import SeitError
 from seit.tradeoff.config import TOKENIZER_PRESET, Recipe, TokenSpec, TradeoffConfig
+from seit.tradeoff.stages import cached
 
 log = logging.getLogger(__name__)
 
@@ -87,50 +85,6 @@ class Data:
 
 def short_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (timing under load: wall time is noisy)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def cached(
-    name: str,
-    record: Path,
-    settings: dict[str, Any],
-    fn: Callable[[], dict[str, Any]],
-    *,
-    artefacts: tuple[Path, ...] = (),
-    folders: tuple[Path, ...] = (),
-) -> dict[str, Any]:
-    """``fn``'s result, from ``record`` when a run with these ``settings`` finished it (and ``artefacts`` exist).
-
-    The record holds the settings from the start and the result once ``fn`` returns (atomic writes): a part
-    stopped half-way continues in its ``folders`` (from their checkpoints); a record of other settings means
-    its ``folders`` were made for those, so they are removed first.
-    """
-    from seit.utils.io import atomic_write_json
-
-    settings = json.loads(json.dumps({"version": VERSION, **settings}))  # as a rerun reads them back
-    done = json.loads(record.read_text()) if record.exists() else None
-    if done is not None and done.get("settings") != settings:
-        for folder in folders:
-            if folder.exists():
-                shutil.rmtree(folder)
-        done = None
-    if done is not None and done.get("result") is not None and all(p.exists() for p in artefacts):
-        log.info("%s: done earlier, reusing it (%s)", name, record)
-        return done["result"]
-    if done is None:
-        atomic_write_json(record, {"settings": settings, "result": None})
-    log.info("%s ...", name)
-    start, cpu = time.perf_counter(), cpu_seconds()
-    result = fn()
-    result.update(seconds=time.perf_counter() - start, cpu_seconds=cpu_seconds() - cpu)
-    atomic_write_json(record, {"settings": settings, "result": result})
-    log.info("%s: %.1f s", name, result["seconds"])
-    return result
 
 
 @dataclass(frozen=True)
@@ -262,7 +216,7 @@ def run_rows(
     cfg: TradeoffConfig, layout: Layout, data: Data, recipe: Recipe, specs: list[TokenSpec], files: list[Row]
 ) -> list[dict[str, Any]]:
     """Every row's result (cached): token rows first, then the pixel rows, the matched ones last."""
-    common = {"data": data.key(), "recipe": dataclasses.asdict(recipe), "seed": cfg.seed}
+    common = {"version": VERSION, "data": data.key(), "recipe": dataclasses.asdict(recipe), "seed": cfg.seed}
     token_rows = [_trained_tokenizer(cfg, layout, data, spec) for spec in specs] + files
     pixel_rows = [pixel_row(None)] if cfg.stored else []
     pixel_rows += [pixel_row(Squeeze("jpeg", q)) for q in cfg.jpeg_qualities or ()]
@@ -282,8 +236,8 @@ def run_rows(
 def _trained_tokenizer(cfg: TradeoffConfig, layout: Layout, data: Data, spec: TokenSpec) -> Row:
     from seit.tradeoff.stages import train_tokenizer
 
-    settings = {"spec": dataclasses.asdict(spec), "preset": TOKENIZER_PRESET, "steps": cfg.tokenizer_steps,
-                "seed": cfg.seed, "data": data.key()}  # fmt: skip
+    settings = {"version": VERSION, "spec": dataclasses.asdict(spec), "preset": TOKENIZER_PRESET,
+                "steps": cfg.tokenizer_steps, "seed": cfg.seed, "data": data.key()}  # fmt: skip
     record, folder = layout.tokenizer(spec.name, short_hash(settings))
     tokenizer = folder / "tokenizer.safetensors"
     result = cached(
@@ -311,7 +265,7 @@ def _trained_tokenizer(cfg: TradeoffConfig, layout: Layout, data: Data, spec: To
 
 def _matched(layout: Layout, data: Data, recipe: Recipe, budget: float) -> list[Squeeze]:
     """The JPEG quality and the downsampled side with the most bytes per image within ``budget`` (the demo's)."""
-    settings = {"budget": budget, "data": data.key(), "max_side": recipe.image_size}
+    settings = {"version": VERSION, "budget": budget, "data": data.key(), "max_side": recipe.image_size}
     result = cached("match the tokens' bytes", layout.match(short_hash(settings)), settings,
                     lambda: _match(data, budget, recipe.image_size))  # fmt: skip
     return [Squeeze(**result[kind]) for kind in ("jpeg", "downsample")]

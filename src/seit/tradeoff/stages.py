@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import resource
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seit.errors import SeitError
+
+log = logging.getLogger(__name__)
 
 PIXEL_MODEL = "deit_tiny_pixel_8"
 TOKENIZER_BATCH = 16
@@ -26,6 +32,52 @@ class Stopped(SeitError):
     def __init__(self, saved: Path, where: str) -> None:
         super().__init__(f"stopped {where}; {saved} saved")
         self.saved, self.where = saved, where
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (timing under load: wall time is noisy)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cached(
+    name: str,
+    record: Path,
+    settings: dict[str, Any],
+    fn: Callable[[], dict[str, Any]],
+    *,
+    artefacts: tuple[Path, ...] = (),
+    folders: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """``fn``'s result, from ``record`` when a run with these ``settings`` finished it (and ``artefacts`` exist).
+
+    The record holds the settings from the start and the result once ``fn`` returns (atomic writes): a part
+    stopped half-way continues in its ``folders`` (from their checkpoints); a record of other settings means
+    its ``folders`` were made for those, so they are removed first.
+    """
+    import shutil
+
+    from seit.utils.io import atomic_write_json
+
+    settings = json.loads(json.dumps(settings))  # as a rerun reads them back (tuples become lists)
+    done = json.loads(record.read_text()) if record.exists() else None
+    if done is not None and done.get("settings") != settings:
+        for folder in folders:
+            if folder.exists():
+                shutil.rmtree(folder)
+        done = None
+    if done is not None and done.get("result") is not None and all(p.exists() for p in artefacts):
+        log.info("%s: done earlier, reusing it (%s)", name, record)
+        return done["result"]
+    if done is None:
+        atomic_write_json(record, {"settings": settings, "result": None})
+    log.info("%s ...", name)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    result = fn()
+    result.update(seconds=time.perf_counter() - start, cpu_seconds=cpu_seconds() - cpu)
+    atomic_write_json(record, {"settings": settings, "result": result})
+    log.info("%s: %.1f s", name, result["seconds"])
+    return result
 
 
 def folder_bytes(folder: Path) -> int:
