@@ -110,10 +110,11 @@ store: all its files; pixels: the image files) over the {f["train_images"]:,} tr
 
 Every row trains the same ViT ({r["embed_dim"]} wide, {r["depth"]} blocks, {r["num_heads"]} heads) with {recipe}
 recipe and budget: {r["epochs"]} epochs of batch {r["batch_size"]} ({steps} steps), AdamW at {r["lr"]:g}, the same
-crops, flips and label smoothing, seed {f["seed"]}. The token rows' stem sees 7x7 patches of a 16x16 grid (stride
-2) or of an 8x8 grid (stride 1); the pixel rows see 8 px patches of {r["image_size"] * 7 // 16} px crops, 7x7 as
-well. Each tokenizer trained {f["tokenizer_steps"]} steps (its bytes are needed once, not per image). Process CPU
-seconds per row (its data, training and evaluation; measured when the row was made): {cpu}.
+crops, flips and label smoothing, seed {f["seed"]}. The token rows' stem has stride 2 from 16x16 grids up (a 16x16
+grid's 14x14 crop gives 7x7 patches) and stride 1 below (an 8x8 grid's 7x7 crop gives 7x7); the pixel rows see
+8 px patches of {r["image_size"] * 7 // 16} px crops, 7x7 as well. Each tokenizer trained {f["tokenizer_steps"]} steps
+(its bytes are needed once, not per image). Process CPU seconds per row (its data, training and evaluation;
+measured when the row was made): {cpu}.
 """
 
 
