@@ -1,6 +1,7 @@
 """`seit demo` end to end: the quick run must learn and report true sizes; the tiny run tests the plumbing."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,17 +9,7 @@ from PIL import Image
 
 from seit.cli import main
 
-STAGES = (
-    "data",
-    "tokenizer",
-    "tokenize",
-    "squeeze",
-    "token-vit",
-    "pixel-vit",
-    "pixel-vit-jpeg-low",
-    "pixel-vit-downsampled",
-    "evaluate",
-)
+PARTS = ("data", "tokenizer", "token-vit", "pixel-vit", "squeeze", "pixel-vit-jpeg-low", "pixel-vit-downsampled")
 RUNS = {
     "tokens": "token-vit",
     "jpeg": "pixel-vit",
@@ -131,30 +122,48 @@ def test_quick_demo_artefacts_work_with_the_normal_commands(quick, tmp_path, cap
     assert json.loads((evaluation / "eval.json").read_text())["top1"] == report["accuracy"]["tokens_top1_on_store"]
 
 
-def test_a_rerun_reuses_every_finished_stage(tiny, capsys):
-    before = json.loads((tiny / "demo-state.json").read_text())
-    assert set(before["stages"]) == set(STAGES)
+def tiny_demo(out: Path) -> int:
+    return main(["demo", "--size", "tiny", "--output", str(out), "--num-workers", "0"])
+
+
+def test_a_rerun_reuses_every_finished_part(tiny, capsys):
+    records = {part: tiny / "state" / f"{part}.json" for part in PARTS}
+    assert {p.stem for p in (tiny / "state").iterdir()} == set(PARTS)
+    before = {part: (path.read_bytes(), path.stat().st_mtime_ns) for part, path in records.items()}
     capsys.readouterr()
-    assert main(["demo", "--size", "tiny", "--output", str(tiny), "--num-workers", "0"]) == 0
-    printed = capsys.readouterr().out
-    assert all(f"[demo] {name}: done earlier" in printed for name in STAGES)
-    assert json.loads((tiny / "demo-state.json").read_text())["stages"] == before["stages"]
+    assert tiny_demo(tiny) == 0
+    assert capsys.readouterr().err.count(": done earlier, reusing it") == len(PARTS)
+    assert {part: (path.read_bytes(), path.stat().st_mtime_ns) for part, path in records.items()} == before
 
 
-def test_a_deleted_artefact_redoes_its_stage_and_the_later_ones(tiny, capsys):
+def test_a_deleted_artefact_redoes_its_part_only(tiny, capsys):
+    """The token ViT's weights are gone: its row continues from its last.pt; nothing else is redone."""
     model = tiny / "token-vit" / "model.safetensors"
     model.unlink()
-    stale = tiny / "pixel-vit" / "stale-file"
-    stale.write_text("made from the old token-vit run's inputs")
     capsys.readouterr()
-    assert main(["demo", "--size", "tiny", "--output", str(tiny), "--num-workers", "0"]) == 0
-    printed = capsys.readouterr().out
-    assert "[demo] tokenizer: done earlier" in printed and "[demo] tokenize: done earlier" in printed
-    assert all(f"[demo] {name} ..." in printed for name in STAGES[STAGES.index("token-vit") :])
-    assert model.exists() and not stale.exists()  # later stages start from a clean folder
+    assert tiny_demo(tiny) == 0
+    err = capsys.readouterr().err
+    assert "tokens-g16-k512-d32 ..." in err and "resumed" in err and model.exists()
+    assert err.count(": done earlier, reusing it") == len(PARTS) - 1
+
+
+def test_a_demo_stopped_by_a_signal_exits_75_and_a_rerun_finishes_it(tiny, capsys, monkeypatch):
+    import dataclasses
+
+    import seit.engine.train
+
+    real = seit.engine.train.train
+    (tiny / "state" / "pixel-vit.json").unlink()
+    with monkeypatch.context() as m:
+        m.setattr(seit.engine.train, "train", lambda t: dataclasses.replace(real(t), preempted=True))
+        assert tiny_demo(tiny) == 75
+    assert re.search(r"seit: stopped at step \d+; \S+/pixel-vit/last.pt saved: rerun the same command to continue",
+                     capsys.readouterr().err)  # fmt: skip
+    assert tiny_demo(tiny) == 0
+    assert json.loads((tiny / "state" / "pixel-vit.json").read_text())["result"]["top1"] >= 0
 
 
 def test_contradicting_sizes_are_refused(tmp_path, capsys):
     assert main(["demo", "--quick", "--size", "tiny", "--output", str(tmp_path)]) != 0
     assert "contradict" in capsys.readouterr().err
-    assert not (tmp_path / "demo-state.json").exists()
+    assert not (tmp_path / "state").exists()

@@ -27,7 +27,7 @@ from seit.errors import (
 # Command groups in the order of the data flow; each module defines register(subparsers).
 GROUPS = (
     "store", "tokenizer", "tokenize", "synonyms", "decode", "tokenadapt", "pretrain", "train", "eval", "continual",
-    "scenario", "demo", "bench",
+    "scenario", "tradeoff", "demo", "bench",
 )  # fmt: skip
 
 DESCRIPTION = """\
@@ -45,16 +45,21 @@ exit status:
   {EXIT_USAGE:<4} usage: an unknown flag, or a flag value that cannot work (the message names the flag)
   {EXIT_PREEMPTED:<4} stopped by Ctrl-C, SIGTERM or SIGUSR1 after saving the current step: rerun with
        --resume auto to continue (every long job: `seit train`, `seit pretrain`, `seit tokenizer train`,
-       `seit tokenize`, `seit tokenadapt train`, `seit continual`)
+       `seit tokenize`, `seit tokenadapt train`, `seit continual`); `seit tradeoff` and `seit demo`
+       continue when rerun as they were
   {EXIT_INTERRUPTED:<4} interrupted (a second Ctrl-C, or Ctrl-C in a command that does not checkpoint)
 """
 
 
-def stopped_by_signal(saved: Any, where: str) -> int:
-    """How every long job's command ends after a stop signal: the one resume hint on stderr, exit 75."""
+def stopped_by_signal(saved: Any, where: str, rerun: str | None = None) -> int:
+    """How every long job's command ends after a stop signal: the one resume hint on stderr, exit 75.
+
+    ``rerun``: what continues it, when not ``--resume auto`` (the jobs that continue on their own).
+    """
     from seit.runtime import resume_hint
 
-    print(f"seit: {resume_hint(saved, where)}", file=sys.stderr)
+    hint = resume_hint(saved, where) if rerun is None else resume_hint(saved, where, rerun)
+    print(f"seit: {hint}", file=sys.stderr)
     return EXIT_PREEMPTED
 
 

@@ -18,10 +18,12 @@ what it does (each stage's artefacts are the normal commands' outputs, reusable 
   6. evaluates every model on the same full-quality held-out images, the token model through the tokenizer
      (seit eval --images)
   7. writes OUT/report/report.md (+ report.json, tradeoff.png: top-1 against bytes per image,
-     reconstructions.png, curves.png, confusion-*.png) and prints the trade-off table
+     with the Pareto front, reconstructions.png, curves.png, confusion-*.png) and prints the trade-off table
 
-A rerun continues where a previous run stopped. --quick trains on 4 of the classes; the time of every
-stage on 2 CPU cores is in BENCHMARKS.md (the budgets: 4 minutes for --quick, 15 for the default).
+A rerun continues where a previous run stopped (Ctrl-C or SIGTERM exit 75: rerun the same command).
+--quick trains on 4 of the classes; the time of every stage on 2 CPU cores is in BENCHMARKS.md (the
+budgets: 4 minutes for --quick, 15 for the default). The demo is a preset of `seit tradeoff`, which runs
+the same comparison, with more rows, on your own images.
 """
 
 
@@ -42,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
     from seit.demo.run import run_demo
+    from seit.tradeoff.stages import Stopped
 
-    run_demo(from_args(DemoConfig, args))
+    try:
+        run_demo(from_args(DemoConfig, args))
+    except Stopped as e:
+        return stopped_by_signal(e.saved, e.where, rerun="the same command")
     return 0

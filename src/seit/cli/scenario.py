@@ -47,12 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _storage_pretrain(args: argparse.Namespace) -> int:
+    from seit.cli import stopped_by_signal
     from seit.errors import EXIT_PREEMPTED
     from seit.scenarios.pretrain import ScenarioStopped, run_storage_pretrain
+    from seit.tradeoff.stages import Stopped
 
     try:
         run_storage_pretrain(from_args(StoragePretrainConfig, args))
     except ScenarioStopped as e:
         print(f"seit: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except Stopped as e:  # in a stage shared with seit tradeoff (the tokenizer, tokenizing)
+        return stopped_by_signal(e.saved, e.where, rerun="the same command")
     return 0

@@ -1,22 +1,25 @@
 """`seit demo`: the whole method end to end on the built-in dataset, as a storage / accuracy trade-off.
 
-Stages (each writes the artefacts the normal commands write, so every one can be reused or inspected):
+The demo is a preset of `seit tradeoff` (seit.tradeoff) on the data it draws, with the demo's folders and
+pictures. Its parts (each writes the artefacts the normal commands write, so every one can be reused):
 
   data                   the built-in JPEG dataset                     OUT/data/{train,val}/<class>/*.jpg
   tokenizer              a small ViT-VQGAN trained on the train images  OUT/tokenizer/tokenizer.safetensors
-  tokenize               train (pruned, synonyms) and val token stores  OUT/stores/{train,val}
-  squeeze                the train JPEGs re-encoded to about the token  OUT/squeezed/{jpeg-low,downsampled}
-                         store's bytes: low-quality JPEG; downsampled
-  token-vit              a token ViT trained on the train store         OUT/token-vit/
+  token-vit              train (pruned, synonyms) and val token stores, OUT/stores/{train,val}, OUT/token-vit/
+                         a token ViT on the train store
   pixel-vit              the same ViT on the train JPEGs, same budget   OUT/pixel-vit/
-  pixel-vit-jpeg-low     ... on the low-quality JPEGs                   OUT/pixel-vit-jpeg-low/
-  pixel-vit-downsampled  ... on the downsampled images                  OUT/pixel-vit-downsampled/
-  evaluate               every ViT on the full-quality held-out images  (the token one through the tokenizer)
+  squeeze                the JPEG quality and the downsampled side with the most bytes per image within the
+                         token store's (OUT/state/squeeze.json)
+  pixel-vit-jpeg-low     the train JPEGs re-encoded at that quality,    OUT/squeezed/jpeg-low/,
+                         the same ViT on them                           OUT/pixel-vit-jpeg-low/
+  pixel-vit-downsampled  ... downsampled to that side (WebP)            OUT/squeezed/downsampled/, OUT/pixel-vit-...
   report                 OUT/report/{report.md, report.json, tradeoff.png, reconstructions.png, curves.png,
                          confusion-*.png}
 
-A rerun skips the stages whose results are recorded in OUT/demo-state.json; delete a stage's folder to redo
-it and every stage after it (or all of OUT to start over).
+Every ViT is evaluated on the full-quality held-out images (the token one through the tokenizer) as part of its
+row. Each part records its settings and result in OUT/state/<part>.json: a rerun reuses the finished parts,
+continues a stopped one from its checkpoints, and redoes (in a clean folder) a part whose settings changed;
+delete a part's record to redo it.
 """
 
 from __future__ import annotations
@@ -30,100 +33,69 @@ from pathlib import Path
 from typing import Any
 
 from seit.demo.config import DemoConfig, DemoSize
-from seit.demo.squeeze import MANIFEST
-from seit.errors import SeitError
-from seit.store.format import MANIFEST as MANIFEST_FILE
+from seit.tradeoff.config import TOKENIZER_PATCH
+from seit.tradeoff.run import Layout, Row, RowFolders
+from seit.tradeoff.stages import (  # noqa: F401 (the scenarios' and benchmarks' names)
+    PIXEL_MODEL,
+    classifier_config,
+    evaluate,
+    pixel_image_size,
+    recipe_config,
+    tokenize_stores,
+    train_classifier,
+    train_tokenizer,
+)
+from seit.tradeoff.stages import folder_bytes as _folder_bytes
+from seit.tradeoff.stages import read_jsonl as _jsonl
 
-STATE = "demo-state.json"
-STATE_VERSION = 5  # bump when a stage records other fields: an older state is then redone, not misread
-
-
-class _Stages:
-    """Runs the stages in order, each once: results are recorded in OUT/demo-state.json with their settings.
-
-    A recorded stage whose artefacts exist is reused; once a stage runs, every later stage runs again on a
-    clean folder (its inputs changed). A stage that was interrupted continues from its own checkpoints.
-    """
-
-    def __init__(self, out: Path, settings: dict[str, Any]) -> None:
-        self.path = out / STATE
-        self.settings = settings
-        state = json.loads(self.path.read_text()) if self.path.exists() else {}
-        if state.get("settings") != settings:
-            state = {"settings": settings, "stages": {}}  # other settings: redo everything
-        self.state = state
-        self.upstream_changed = False
-
-    def run(self, name: str, fn, *artefacts: Path, folder: Path | None = None) -> dict[str, Any]:
-        done = self.state["stages"].get(name)
-        if not self.upstream_changed and done is not None and all(p.exists() for p in artefacts):
-            print(f"[demo] {name}: done earlier ({done['seconds']:.1f} s), reusing its artefacts", flush=True)
-            return done
-        if self.upstream_changed and folder is not None and folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)  # built from inputs that were just redone
-        self.upstream_changed = True
-        print(f"[demo] {name} ...", flush=True)
-        start = time.perf_counter()
-        result = fn()
-        result["seconds"] = time.perf_counter() - start
-        self.state["stages"][name] = result
-        from seit.utils.io import atomic_write_json
-
-        atomic_write_json(self.path, self.state)
-        print(f"[demo] {name}: {result['seconds']:.1f} s", flush=True)
-        return result
+# the demo's tokenizer: vitvq-tiny's codebook (512 codes of 32 dimensions) at the size's image side
+DEMO_CODES, DEMO_CODE_DIM = 512, 32
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run (or finish) the demo under ``cfg.out``; returns the report's figures."""
-    size_name, size = cfg.demo_size()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"state_version": STATE_VERSION, "size": size_name, **dataclasses.asdict(size), "seed": cfg.seed}
-    settings = json.loads(json.dumps(settings))  # as a rerun reads them back (tuples become lists)
-    stages = _Stages(out, settings)
-    started = time.perf_counter()
-    paths = _Paths(out)
+    """Run (or finish) the demo under ``cfg.out``; returns the report's figures.
 
-    data = stages.run("data", lambda: _make_data(paths, size, cfg), paths.data / "demo-dataset.json")
-    tok = stages.run(
-        "tokenizer", lambda: _train_tokenizer(paths, size, cfg), paths.tokenizer, folder=paths.tokenizer_dir
+    The demo is a preset of `seit tradeoff` on the data it draws: a token row (the vitvq-tiny tokenizer at the
+    size's image side), the images as stored, and the JPEG quality and downsampled side matched to the tokens'
+    bytes (--match-tokens), in the demo's fixed folders (:class:`DemoLayout`).
+    """
+    from seit.tradeoff.config import Recipe, TradeoffConfig
+    from seit.tradeoff.run import cached, describe_data, run_rows
+
+    size_name, size = cfg.demo_size()
+    paths = _Paths(Path(cfg.out))
+    paths.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    settings = {"size": dataclasses.asdict(size), "seed": cfg.seed}
+    data = cached("data", paths.state("data"), settings, lambda: _make_data(paths, size, cfg),
+                  artefacts=(paths.data / "demo-dataset.json",))  # fmt: skip
+    preset = TradeoffConfig(
+        images=str(paths.data / "train"),
+        val=str(paths.data / "val"),
+        output=str(paths.out),
+        tokens=(f"grid={size.image_size // TOKENIZER_PATCH},codes={DEMO_CODES},dim={DEMO_CODE_DIM}",),
+        match_tokens=True,
+        tokenizer_steps=size.tokenizer_steps,
+        embed_dim=size.embed_dim,
+        depth=size.depth,
+        num_heads=size.num_heads,
+        epochs=size.epochs,
+        batch_size=size.batch_size,
+        lr=size.lr,
+        seed=cfg.seed,
+        device=cfg.device,
+        num_workers=cfg.num_workers,
     )
-    stores = stages.run(
-        "tokenize",
-        lambda: _tokenize(paths, size, cfg),
-        paths.train_store / MANIFEST_FILE,
-        paths.val_store / MANIFEST_FILE,
-        folder=paths.out / "stores",
-    )
-    squeezed = stages.run(
-        "squeeze",
-        lambda: _squeeze(paths, size, data, cfg),
-        *(paths.row_train(row) / MANIFEST for row in SQUEEZED_ROWS),
-        folder=paths.squeezed,
-    )
-    trained = {
-        row: stages.run(
-            paths.row_run(row).name,
-            lambda row=row: _train_classifier(paths, size, cfg, row),
-            paths.row_model(row),
-            folder=paths.row_run(row),
-        )
-        for row in ROWS
-    }
-    evals = stages.run("evaluate", lambda: _evaluate(paths, cfg))
-    figures = _report(
-        paths, size_name, size, data, tok, stores, squeezed, trained, evals, total=time.perf_counter() - started
-    )
-    return figures
+    recipe = Recipe(size.embed_dim, size.depth, size.num_heads, size.epochs, size.batch_size, size.lr,
+                    tuple(size.crop_scale), size.image_size)  # fmt: skip
+    described = describe_data(paths.data / "train", paths.data / "val", paths.out)
+    rows = dict(zip(ROWS, run_rows(preset, DemoLayout(paths), described, recipe, preset.token_specs(), [])))
+    return _report(paths, size_name, size, data, rows, cfg, total=time.perf_counter() - started)
 
 
 # The rows of the trade-off, as in SeiT's main table: every row trains the same ViT with the same recipe and
 # budget and is evaluated on the same full-quality held-out images; only the stored training data differs.
 ROWS = ("tokens", "jpeg", "jpeg-low", "downsampled")
-PIXEL_MODEL = "deit_tiny_pixel_8"
 SQUEEZED_ROWS = ("jpeg-low", "downsampled")
 ROW_TITLES = {
     "tokens": "tokens (token store)",
@@ -177,6 +149,39 @@ class _Paths:
     def report(self) -> Path:
         return self.out / "report"
 
+    def state(self, part: str) -> Path:
+        """The record of a part (its settings and result): OUT/state/<part>.json."""
+        return self.out / "state" / f"{part}.json"
+
+
+class DemoLayout(Layout):
+    """`seit tradeoff`'s parts in the demo's fixed folders (named in the README and reused by the scenarios),
+    their records in OUT/state/: one token row, the images as stored, the two rows matched to the tokens."""
+
+    def __init__(self, paths: _Paths) -> None:
+        super().__init__(paths.out)
+        self.paths = paths
+
+    def tokenizer(self, name: str, key: str) -> tuple[Path, Path]:
+        return self.paths.state("tokenizer"), self.paths.tokenizer_dir
+
+    def match(self, key: str) -> Path:
+        return self.paths.state("squeeze")
+
+    def row(self, row: Row, key: str) -> RowFolders:
+        p, name = self.paths, demo_row(row)
+        run = p.row_run(name)
+        return RowFolders(p.state(run.name), p.train_store, p.val_store, p.squeezed / name, run)
+
+
+def demo_row(row: Row) -> str:
+    """The demo's name of a trade-off row: tokens, jpeg (as stored), jpeg-low or downsampled."""
+    if row.kind == "tokens":
+        return "tokens"
+    if row.squeeze is None:
+        return "jpeg"
+    return "jpeg-low" if row.squeeze.side is None else "downsampled"
+
 
 def _make_data(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
     from seit.demo.dataset import make_demo_dataset
@@ -200,225 +205,75 @@ def _make_data(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]
 
 
 def _train_tokenizer(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
-    from seit.tokenizer.config import TrainConfig
-    from seit.tokenizer.train import train
-
-    steps = size.tokenizer_steps
-    tcfg = TrainConfig(
-        images=str(paths.data / "train"),
-        out=str(paths.tokenizer_dir),
-        preset="vitvq-tiny",
+    return train_tokenizer(
+        paths.data / "train",
+        paths.data / "val",
+        paths.tokenizer_dir,
         image_size=size.image_size,
-        steps=steps,
-        batch_size=16,
-        # a few hundred CPU steps: a high peak rate and frequent dead-code restarts keep the codebook from
-        # collapsing onto a few codes (measured on the quick data: 14.5 dB at 1e-3 / 50 vs ~20 dB at 3e-3 / 20)
-        lr=3e-3,
-        warmup_steps=min(50, steps // 4),
-        dead_code_steps=20,
-        eval_every=max(steps // 4, 1),
-        save_every=max(steps // 4, 1),
-        log_every=10,
-        val_images=str(paths.data / "val"),
-        num_workers=cfg.num_workers,
-        device=cfg.device,
+        steps=size.tokenizer_steps,
         seed=cfg.seed,
-        resume="auto",
+        device=cfg.device,
+        num_workers=cfg.num_workers,
     )
-    result = train(tcfg)
-    if not result.finished:
-        raise SeitError("tokenizer training was interrupted; rerun `seit demo` to continue it")
-    evals = [r for r in _jsonl(paths.tokenizer_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-    return {
-        "steps": steps,
-        "images": steps * tcfg.batch_size,
-        "final_eval": evals[-1] if evals else {},
-        "bytes": paths.tokenizer.stat().st_size,
-    }
 
 
 def _tokenize(paths: _Paths, size: DemoSize, cfg: DemoConfig) -> dict[str, Any]:
-    from seit.tokenizer.config import TokenizeConfig
-    from seit.tokenizer.to_store import tokenize
-
-    common = dict(tokenizer=str(paths.tokenizer), num_workers=cfg.num_workers, device=cfg.device, resume="auto")
-    train = tokenize(
-        TokenizeConfig(images=str(paths.data / "train"), out=str(paths.train_store), prune=True, synonyms=10, **common)
+    return tokenize_stores(
+        paths.tokenizer,
+        paths.data / "train",
+        paths.data / "val",
+        paths.train_store,
+        paths.val_store,
+        device=cfg.device,
+        num_workers=cfg.num_workers,
     )
-    val = tokenize(
-        TokenizeConfig(
-            images=str(paths.data / "val"), out=str(paths.val_store), codes_from=str(paths.train_store), **common
-        )
-    )
-    for result in (train, val):
-        if not result.finished:
-            raise SeitError("tokenizing was stopped by a signal; rerun `seit demo` to continue it")
-        print(result.summary(), flush=True)
-    seconds = train.seconds + val.seconds
-    return {
-        "images_per_s": (train.encoded + val.encoded) / seconds,
-        "train_samples": train.samples,
-        "val_samples": val.samples,
-        "skipped": len(train.skipped) + len(val.skipped),
-        "codes_kept": train.codebook_size,
-        "val_tokens_mapped": val.prune.mapped_tokens if val.prune is not None else 0,
-    }
 
 
-def _squeeze(paths: _Paths, size: DemoSize, data: dict[str, Any], cfg: DemoConfig) -> dict[str, Any]:
-    """The train images re-encoded to about the token store's bytes per image: low-quality JPEG, downsampled."""
-    from seit.demo.squeeze import downsample_settings, jpeg_settings, match_budget, squeeze_folder
-    from seit.images import list_images
-    from seit.tokenizer.render import spread_indices
+def _evaluate_extras(paths: _Paths, rows: dict[str, dict[str, Any]], cfg: DemoConfig) -> dict[str, Any]:
+    """The token ViT on the val token store (it must match the on-the-fly figure) and a confusion matrix per row."""
+    import numpy as np
 
-    train = paths.data / "train"
-    budget = _folder_bytes(paths.train_store) / data["train_images"]
-    samples = list_images(train).samples
-    probe = [Path(samples[i].path) for i in spread_indices(len(samples), min(len(samples), 200))]
-    choices = {
-        "jpeg-low": match_budget(probe, budget, jpeg_settings()),
-        "downsampled": match_budget(probe, budget, downsample_settings(max_side=size.image_size)),
-    }
-    result: dict[str, Any] = {"budget_bytes_per_image": budget}
-    for row, (squeeze, probe_bytes) in choices.items():
-        total = squeeze_folder(train, paths.row_train(row), squeeze, num_workers=cfg.num_workers)
-        result[row] = {
-            "setting": dataclasses.asdict(squeeze),
-            "describe": squeeze.describe(),
-            "bytes": total,
-            "bytes_per_image": total / data["train_images"],
-            "probe_bytes_per_image": probe_bytes,
-        }
-        print(
-            f"[demo] {row}: {squeeze.describe()}, {total / data['train_images']:.0f} bytes per image "
-            f"(tokens: {budget:.0f})",
-            flush=True,
-        )
-    return result
-
-
-def recipe_config(size: DemoSize, seed: int, device: str | None):
-    """The demo's training recipe (every row's, and the scenarios'): a TrainConfig without data or model name.
-
-    A short CPU budget: a small ViT, an unscaled learning rate, no CutMix, EMA or drop-path; flips and milder
-    crops than SeiT's ImageNet recipe help a ViT that sees a few thousand images.
-    """
-    from seit.engine.config import TrainConfig
-
-    t = TrainConfig()
-    t.model.embed_dim, t.model.depth, t.model.num_heads, t.model.drop_path = (
-        size.embed_dim,
-        size.depth,
-        size.num_heads,
-        0.0,
-    )
-    t.optim.epochs, t.optim.batch_size, t.optim.lr, t.optim.unscale_lr = size.epochs, size.batch_size, size.lr, True
-    t.optim.warmup_epochs, t.optim.model_ema = 1.0, False
-    t.augment = dataclasses.replace(t.augment, cutmix=0.0, rrc_scale=size.crop_scale, hflip_prob=0.5)
-    t.run.device, t.run.seed, t.run.resume = device, seed, "auto"
-    t.run.tensorboard, t.run.ckpt_every, t.run.log_every = True, 0, 10
-    return t
-
-
-def pixel_image_size(size: DemoSize) -> int:
-    """56 px crops in 8 px patches: the token ViT's 7x7 sequence (16x16 ids -> 14x14 crop -> 7x7). A plain ViT
-    learns from 8 px patches within the demo's budget; on 112 px crops in 16 px patches it stayed at chance."""
-    return size.image_size * 7 // 16
-
-
-def _train_classifier(paths: _Paths, size: DemoSize, cfg: DemoConfig, row: str) -> dict[str, Any]:
-    """Train one row's ViT: the same architecture, recipe and budget for every row."""
-    from seit.engine.train import train
-
-    t = recipe_config(size, cfg.seed, cfg.device)
-    tokens = row == "tokens"
-    if tokens:
-        t.data.store, t.data.val_store = str(paths.train_store), str(paths.val_store)
-        t.model.model = "deit_tiny_token_32"
-    else:
-        t.data.images, t.data.val_images = str(paths.row_train(row)), str(paths.data / "val")
-        t.data.image_size = pixel_image_size(size)
-        t.model.model = PIXEL_MODEL
-    t.run.output = str(paths.row_run(row))
-    # seit train's defaults: no worker processes on CPU, for ids and for images decoded into memory alike
-    t.data.num_workers = None
-    result = train(t)
-    if result.preempted:
-        raise SeitError("training was stopped by a signal; rerun `seit demo` to continue it")
-    return {
-        "model": t.model.model,
-        "epochs": size.epochs,
-        "steps": result.global_step,
-        "samples": result.global_step * size.batch_size,
-        "val_top1": result.best_top1,  # of the weights best.json names, which the evaluate stage uses
-        "parameters": _parameters(Path(t.run.output) / "model.safetensors"),
-        # what the run's settings were, so the report (and a test) can show every row had the same
-        "recipe": _recipe(t),
-    }
-
-
-def _recipe(t) -> dict[str, Any]:
-    """The settings every row must share: model size, optimisation, augmentation, seed."""
-    model = {k: v for k, v in dataclasses.asdict(t.model).items() if k not in ("model", "finetune")}
-    return {
-        "model": model,
-        "optim": dataclasses.asdict(t.optim),
-        "augment": dataclasses.asdict(t.augment),
-        "seed": t.run.seed,
-    }
-
-
-def _parameters(path: Path) -> int:
-    from seit.utils.serialization import load_weights
-
-    return sum(v.numel() for k, v in load_weights(path).items() if k.startswith("model."))
-
-
-def _evaluate(paths: _Paths, cfg: DemoConfig) -> dict[str, Any]:
-    """Every row's ViT on the same full-quality held-out images (the token one tokenizes them on the fly)."""
-    from seit.engine.config import EvalConfig
-    from seit.engine.eval_job import run_eval
-    from seit.engine.evaluate import save_confusion_png
+    from seit.engine.evaluate import EvalResult, save_confusion_png
 
     paths.report.mkdir(parents=True, exist_ok=True)
-    val = str(paths.data / "val")
-    # a run folder stands for its better weights (model or EMA, as its best.json says)
-    runs = {row: EvalConfig(checkpoint=str(paths.row_run(row)), images=val) for row in ROWS}
-    runs["tokens"].tokenizer = str(paths.tokenizer)
-    runs["tokens_on_store"] = EvalConfig(checkpoint=str(paths.row_run("tokens")), store=str(paths.val_store))
-    results = {}
-    for name, ecfg in runs.items():
-        ecfg.num_workers, ecfg.device = cfg.num_workers, cfg.device
-        start = time.perf_counter()
-        result = run_eval(ecfg)
-        seconds = time.perf_counter() - start
-        results[name] = {**result.to_json(), "images_per_s": result.count / seconds}
-        if name in ROWS:
-            save_confusion_png(
-                result,
-                paths.report / f"confusion-{name}.png",
-                title=f"{ROW_TITLES[name]}: top-1 {result.top1:.1f}% on {result.count} held-out images",
-            )
-    return results
+    for name, row in rows.items():
+        ev = row["evaluation"]
+        save_confusion_png(
+            EvalResult(np.array(ev["confusion"]), 0, 0.0, ev["class_names"]),
+            paths.report / f"confusion-{name}.png",
+            title=f"{ROW_TITLES[name]}: top-1 {row['top1']:.1f}% on {row['held_out_images']} held-out images",
+        )
+    on_store = evaluate(paths.row_run("tokens"), paths.data / "val", tokenizer=None, store=paths.val_store,
+                        device=cfg.device, num_workers=cfg.num_workers)  # fmt: skip
+    return on_store.to_json()
 
 
 def _report(
-    paths: _Paths, size_name: str, size: DemoSize, data, tok, stores, squeezed, trained, evals, total: float
+    paths: _Paths, size_name: str, size: DemoSize, data, rows: dict[str, dict[str, Any]], cfg: DemoConfig, total: float
 ) -> dict[str, Any]:
+    from seit.tradeoff.report import frontier_png, pareto_front
     from seit.utils.io import atomic_write_bytes, atomic_write_json
 
     report = paths.report
     report.mkdir(parents=True, exist_ok=True)
+    tok = json.loads(paths.state("tokenizer").read_text())["result"]
+    match = json.loads(paths.state("squeeze").read_text())["result"]
+    stores = rows["tokens"]["tokenize"]
+    on_store = _evaluate_extras(paths, rows, cfg)
     jpeg = data["train_jpeg_bytes"] + data["val_jpeg_bytes"]
     store_bytes = {"train": _folder_bytes(paths.train_store), "val": _folder_bytes(paths.val_store)}
     tokens_total = sum(store_bytes.values())
     images = data["train_images"] + data["val_images"]
-    train_images = data["train_images"]
     chance = 100.0 / len(data["classes"])
-    train_bytes = {
-        "tokens": store_bytes["train"],
-        "jpeg": data["train_jpeg_bytes"],
-        **{row: squeezed[row]["bytes"] for row in SQUEEZED_ROWS},
+    squeezed = {
+        row: {
+            "setting": rows[row]["squeeze"],
+            "describe": rows[row]["stored_as"],
+            "bytes": rows[row]["train_bytes"],
+            "bytes_per_image": rows[row]["bytes_per_image"],
+            "probe_bytes_per_image": match[f"{'jpeg' if row == 'jpeg-low' else 'downsample'}_probe_bytes_per_image"],
+        }
+        for row in SQUEEZED_ROWS
     }
     stored_as = {
         "tokens": f"{stores['codes_kept']}-code ids, {size.image_size // 8}x{size.image_size // 8} per image, "
@@ -426,28 +281,35 @@ def _report(
         "jpeg": f"the dataset's JPEG files, quality {_dataset_quality(paths)}",
         **{row: squeezed[row]["describe"] for row in SQUEEZED_ROWS},
     }
-    rows = [
+    table = [
         {
             "row": row,
+            "kind": rows[row]["kind"],
             "title": ROW_TITLES[row],
             "stored_as": stored_as[row],
-            "train_bytes": train_bytes[row],
-            "bytes_per_image": train_bytes[row] / train_images,
-            "top1": evals[row]["top1"],
-            "top5": evals[row]["top5"],
-            "train_samples_per_s": trained[row]["samples"] / trained[row]["seconds"],
+            "train_bytes": rows[row]["train_bytes"],
+            "bytes_per_image": rows[row]["bytes_per_image"],
+            "top1": rows[row]["top1"],
+            "top5": rows[row]["top5"],
+            "train_samples_per_s": rows[row]["samples"] / rows[row]["train_seconds"],
+            "run": rows[row]["run"],
+            "train_data": rows[row]["train_data"],
         }
         for row in ROWS
     ]
+    for r, on_front in zip(table, pareto_front([(r["bytes_per_image"], r["top1"]) for r in table])):
+        r["on_front"] = on_front
+    evals = {row: rows[row]["evaluation"] for row in ROWS}
     t, p = evals["tokens"], evals["jpeg"]
     figures = {
         "size": size_name,
         "settings": dataclasses.asdict(size),
         "total_seconds": total,
-        "tradeoff": rows,
-        "tradeoff_verdict": _verdict(rows, chance),
-        "same_recipe": all(trained[row]["recipe"] == trained["tokens"]["recipe"] for row in ROWS),
-        "recipe": trained["tokens"]["recipe"],
+        "tradeoff": table,
+        "tradeoff_verdict": _verdict(table, chance),
+        "front": [r["row"] for r in sorted(table, key=lambda r: r["bytes_per_image"]) if r["on_front"]],
+        "same_recipe": all(rows[row]["recipe"] == rows["tokens"]["recipe"] for row in ROWS),
+        "recipe": rows["tokens"]["recipe"],
         "storage": {
             "jpeg_bytes": jpeg,
             "token_store_bytes": tokens_total,
@@ -456,7 +318,7 @@ def _report(
             "jpeg_bytes_per_image": jpeg / images,
             "token_bytes_per_image": tokens_total / images,
             "tokenizer_bytes": tok["bytes"],
-            "squeeze_budget_bytes_per_image": squeezed["budget_bytes_per_image"],
+            "squeeze_budget_bytes_per_image": match["budget_bytes_per_image"],
         },
         "accuracy": {
             "chance_top1": chance,
@@ -467,7 +329,7 @@ def _report(
             "pixels_at_least_twice_chance": p["top1"] >= 2 * chance,
             "ratio_tokens_to_pixels": t["top1"] / p["top1"] if p["top1"] else math.inf,
             "gap_points": p["top1"] - t["top1"],
-            "tokens_top1_on_store": evals["tokens_on_store"]["top1"],
+            "tokens_top1_on_store": on_store["top1"],
             "per_class": {row: evals[row]["per_class_top1"] for row in ROWS},
             "held_out_images": t["count"],
         },
@@ -476,26 +338,25 @@ def _report(
             "dataset_images_per_s": data["generated"] / data["seconds"] if data["generated"] else math.nan,
             "tokenizer_train_images_per_s": tok["images"] / tok["seconds"],
             "tokenize_images_per_s": stores["images_per_s"],
-            **{f"{row}_vit_train_samples_per_s": r["train_samples_per_s"] for row, r in zip(ROWS, rows)},
+            **{f"{r['row']}_vit_train_samples_per_s": r["train_samples_per_s"] for r in table},
             "eval_tokens_images_per_s": t["images_per_s"],
             "eval_pixels_images_per_s": p["images_per_s"],
         },
+        # each row: its training data (tokenize or squeeze), training and evaluation
         "stages_seconds": {
             "data": data["seconds"],
             "tokenizer": tok["seconds"],
-            "tokenize": stores["seconds"],
-            "squeeze": squeezed["seconds"],
-            **{paths.row_run(row).name: trained[row]["seconds"] for row in ROWS},
-            "evaluate": evals["seconds"],
+            "squeeze": match["seconds"],
+            **{paths.row_run(row).name: rows[row]["seconds"] for row in ROWS},
         },
         "tokenizer": tok["final_eval"],
         "tokenize": stores,
-        "squeeze": squeezed,
-        "runs": trained,
+        "squeeze": {"budget_bytes_per_image": match["budget_bytes_per_image"], **squeezed},
+        "runs": {row: {k: v for k, v in rows[row].items() if k != "evaluation"} for row in ROWS},
     }
     _reconstructions(paths, report / "reconstructions.png")
     _curves(paths, report / "curves.png")
-    _tradeoff_png(rows, chance, report / "tradeoff.png")
+    frontier_png(table, chance, report / "tradeoff.png")
     atomic_write_json(report / "report.json", figures)
     atomic_write_bytes(report / "report.md", _markdown(figures, paths).encode())
     print("\n" + _summary(figures, paths), flush=True)
@@ -540,55 +401,6 @@ def _verdict(rows: list[dict[str, Any]], chance: float) -> str:
         f"{2 * chance:.0f}%): {versus(jpeg)}."
     )
     return words
-
-
-def _tradeoff_png(rows: list[dict[str, Any]], chance: float, png: Path) -> None:
-    """Top-1 against bytes per training image (log scale), one marker per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from seit.utils.io import atomic_open
-
-    markers = {"tokens": ("*", "tab:red"), "jpeg": ("o", "tab:blue"), "jpeg-low": ("s", "tab:cyan")}
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
-        marker, colour = markers.get(r["row"], ("^", "tab:green"))
-        ax.scatter(
-            r["bytes_per_image"],
-            r["top1"],
-            marker=marker,
-            s=160 if marker == "*" else 70,
-            color=colour,
-            label=f"{r['title']}: {r['top1']:.1f}% at {r['bytes_per_image']:.0f} B",
-            zorder=3,
-        )
-    tokens = next(r for r in rows if r["row"] == "tokens")
-    ax.axvline(tokens["bytes_per_image"], color="tab:red", linestyle="--", alpha=0.4, label="the token store's bytes")
-    ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0f}%)")
-    ax.set_xscale("log")
-    ax.set(
-        xlabel="bytes per training image (log scale)",
-        ylabel="top-1 on held-out images (%)",
-        title="storage / accuracy trade-off: same ViT, recipe and budget per row",
-    )
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    with atomic_open(png, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _reconstructions(paths: _Paths, png: Path, count: int = 10) -> None:
@@ -719,7 +531,7 @@ store (instead of the images): {a["tokens_top1_on_store"]:.1f}% top-1.
 | evaluation, tokens (tokenize + classify) | {t["eval_tokens_images_per_s"]:.0f} images/s |
 | evaluation, pixels | {t["eval_pixels_images_per_s"]:.0f} images/s |
 
-| stage | seconds |
+| stage (a row: its training data, training and evaluation) | seconds |
 |---|---:|
 {stage_rows}
 
@@ -728,7 +540,7 @@ Tokenizer after {settings["tokenizer_steps"]} steps: PSNR {tok.get("psnr", float
 
 ## Pictures
 
-- `tradeoff.png`: top-1 against bytes per training image, one marker per row
+- `tradeoff.png`: top-1 against bytes per training image (log scale), the Pareto front as a step line
 - `reconstructions.png`: held-out images (top) and what their tokens decode back to (bottom)
 - `curves.png`: training loss and held-out top-1 of every row's ViT, tokenizer PSNR
 - `confusion-<row>.png`: a confusion matrix per row
@@ -741,4 +553,9 @@ Tokenizer after {settings["tokenizer_steps"]} steps: PSNR {tok.get("psnr", float
     seit eval {paths.row_run("jpeg")} --images {paths.data / "val"}
     seit train --images {paths.row_train("downsampled")} --val-images {paths.data / "val"} \\
         --model {PIXEL_MODEL} --image-size {settings["image_size"] * 7 // 16}
+
+The same rows, and more (other grids and codebooks, JPEG qualities, sides), on any image folder:
+
+    seit tradeoff {paths.data / "train"} --val {paths.data / "val"} --match-tokens --jpeg-qualities 1 5 20 \\
+        --tokenizer-steps {settings["tokenizer_steps"]} --epochs {settings["epochs"]} --output tradeoff
 """

@@ -30,9 +30,7 @@ import json
 import logging
 import math
 import os
-import resource
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,30 +193,10 @@ class _Stages:
 
     def run(self, name: str, settings: dict[str, Any], fn: Callable[[], dict[str, Any]], *artefacts: Path,
             folder: Path | None = None) -> dict[str, Any]:  # fmt: skip
-        from seit.utils.io import atomic_write_json
+        from seit.tradeoff.stages import cached
 
-        path = self.dir / f"{name}.json"
-        settings = json.loads(json.dumps({"state_version": STATE_VERSION, **settings}))  # as a rerun reads them
-        done = json.loads(path.read_text()) if path.exists() else None
-        if done is not None and done.get("settings") == settings and all(p.exists() for p in artefacts):
-            log.info("%s: done earlier (%.1f s), reusing it", name, done["result"]["seconds"])
-            return done["result"]
-        if done is not None and folder is not None and folder.exists():
-            shutil.rmtree(folder)  # made with other settings: start it over
-        path.unlink(missing_ok=True)
-        log.info("%s ...", name)
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        result = fn()
-        result.update(seconds=time.perf_counter() - start, cpu_seconds=_cpu_seconds() - cpu)
-        atomic_write_json(path, {"settings": settings, "result": result})
-        log.info("%s: %.1f s", name, result["seconds"])
-        return result
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (timing under load: wall time is noisy)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        return cached(name, self.dir / f"{name}.json", {"state_version": STATE_VERSION, **settings}, fn,
+                      artefacts=artefacts, folders=(folder,) if folder is not None else ())  # fmt: skip
 
 
 def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
@@ -330,18 +308,12 @@ def _place(files: list[Path], folder: Path) -> int:
 
 
 def _tokenize(paths: Paths, tokenizer: Path, cfg: StoragePretrainConfig) -> dict[str, Any]:
-    from seit.tokenizer.config import TokenizeConfig
-    from seit.tokenizer.to_store import tokenize
+    """The token pool into a pruned store with synonyms, the val images into a store of its codes."""
+    from seit.tradeoff.stages import folder_bytes, tokenize_stores
 
-    common = dict(tokenizer=str(tokenizer), num_workers=cfg.num_workers, device=cfg.device)
-    pool = tokenize(
-        TokenizeConfig(images=str(paths.token_pool), out=str(paths.pool_store), prune=True, synonyms=10, **common)
-    )
-    val_images, codes = str(paths.data / "val"), str(paths.pool_store)
-    val = tokenize(TokenizeConfig(images=val_images, out=str(paths.val_store), codes_from=codes, **common))
-    if not (pool.finished and val.finished):
-        raise ScenarioStopped("tokenizing was stopped by a signal; rerun the same command to continue it")
-    return {"pool_samples": pool.samples, "pool_store_bytes": _folder_bytes(paths.pool_store)}
+    stores = tokenize_stores(tokenizer, paths.token_pool, paths.data / "val", paths.pool_store, paths.val_store,
+                             device=cfg.device, num_workers=cfg.num_workers)  # fmt: skip
+    return {"pool_samples": stores["train_samples"], "pool_store_bytes": folder_bytes(paths.pool_store)}
 
 
 def _pretrain(paths: Paths, size: PretrainSize, cfg: StoragePretrainConfig) -> dict[str, Any]:
@@ -382,10 +354,6 @@ def _train(t) -> dict[str, Any]:
         **{k: evals[-1][k] for k in ("top1", "top5", "count")},
         "config": dataclasses.asdict(t),
     }
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _report(cfg, paths, size, data, split, stores, pretrain, rows) -> dict[str, Any]:
