@@ -500,9 +500,10 @@ def _verdict(table: list[dict[str, Any]], pretrain: dict[str, Any], held_out: in
     clear = [r for r in table if abs(r["gain_points"]) > 2 * noise]
     return (
         f"Fine-tuning from token pre-training beats training from scratch at {len(wins)} of {len(table)} labelled-set "
-        f"sizes (mean {mean:+.1f} points; {by_size}); {len(clear)} of the gaps exceed twice the standard error of a "
-        f"difference on {held_out} held-out images ({noise:.1f} points). The token pre-training ({pretrain['steps']} "
-        f"steps on the token pool) reaches {pretrain['top1']:.1f}% on its own, on the val token store."
+        f"sizes (mean {mean:+.1f} points; {by_size}); gaps beyond twice the standard error of a difference on "
+        f"{held_out} held-out images ({noise:.1f} points): {len(clear)} of {len(table)}. The token pre-training "
+        f"({pretrain['steps']} steps on the token pool) reaches {pretrain['top1']:.1f}% on its own, on the val token "
+        "store."
     )
 
 
