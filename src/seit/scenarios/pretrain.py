@@ -79,7 +79,7 @@ SIZES = {
     "quick": PretrainSize(
         dataclasses.replace(DEMO_SIZES["quick"], train_per_class=1000, val_per_class=100),
         pretrain_steps=1000,
-        labelled_steps=200,
+        labelled_steps=600,
         labelled_batch=32,
     ),
     # every stage and artefact in seconds (tests of the plumbing); its accuracies mean nothing
@@ -115,7 +115,7 @@ class StoragePretrainConfig(Checked):
     labelled_steps: int | None = field(
         None,
         help="optimizer steps of every labelled row, scratch and fine-tuned alike, rounded to whole epochs "
-        "(default: the size's: quick 200, tiny 4)",
+        "(default: the size's: quick 600, tiny 4)",
         check=at_least(1),
     )
     pretrain_steps: int | None = field(
