@@ -9,7 +9,7 @@ import pytest
 from seit.cli import main
 from seit.config import to_dict
 from seit.errors import ConfigError
-from seit.scenarios.pretrain import Paths, StoragePretrainConfig, labelled_config
+from seit.scenarios.pretrain import Paths, StoragePretrainConfig, labelled_config, pretrain_config
 
 FRACTIONS = ("0.1", "0.5")
 STAGES = ("data", "split", "tokenizer", "tokenize", "pretrain")
@@ -63,6 +63,7 @@ def test_subsets_nest_and_never_meet_the_token_pool(tiny):
     pool, small, large = names(split / "tokens"), names(split / "pixels-10pct"), names(split / "pixels-50pct")
     assert len(pool) == 40 and len(small) == 8 and len(large) == 40
     assert small < large and not large & pool
+    assert pool | large == names(out / "data" / "train")  # the pool: every train image outside the largest subset
 
 
 def test_a_rerun_reuses_every_finished_stage(tiny, capsys):
@@ -103,15 +104,45 @@ def test_a_row_stopped_by_a_signal_exits_75_naming_its_folder(tiny, capsys, monk
 
 def test_labelled_steps_set_both_sides_budget(tmp_path):
     paths = Paths(tmp_path)
-    cfg = StoragePretrainConfig(output=str(tmp_path), labelled_steps=30)  # quick: 1000 train images, batch 32
+    cfg = StoragePretrainConfig(output=str(tmp_path), labelled_steps=30)  # quick: 4000 train images, batch 32
     for side in ("scratch", "finetune"):
-        assert labelled_config(cfg, paths, 0.05, side).optim.epochs == 30  # 50 images: 1 step per epoch
-        assert labelled_config(cfg, paths, 0.5, side).optim.epochs == 2  # 500 images: 15 steps per epoch
+        assert labelled_config(cfg, paths, 0.01, side).optim.epochs == 30  # 40 images: 1 step per epoch
+        assert labelled_config(cfg, paths, 0.05, side).optim.epochs == 5  # 200 images: 6 steps per epoch
+
+
+def test_pretrain_steps_set_the_pretraining_budget_alone(tmp_path):
+    """--pretrain-steps sizes the token pre-training (on the pool outside the largest subset), not the rows."""
+    paths = Paths(tmp_path)
+    cfg = StoragePretrainConfig(output=str(tmp_path))  # quick: 4 x 1000 train images, largest subset 25%
+    assert cfg.pool_images() == 3000 and pretrain_config(cfg, paths).optim.epochs == 22  # 46 steps of 64 each
+    longer = dataclasses.replace(cfg, pretrain_steps=2000)
+    assert pretrain_config(longer, paths).optim.epochs == 43
+    assert labelled_config(longer, paths, 0.05, "finetune") == labelled_config(cfg, paths, 0.05, "finetune")
+    with pytest.raises(ConfigError, match=r"--pretrain-steps must be >= 1, got 0"):
+        StoragePretrainConfig(pretrain_steps=0)
+    with pytest.raises(ConfigError, match=r"--labelled-steps must be >= 1, got 0"):
+        StoragePretrainConfig(labelled_steps=0)
+
+
+def test_a_new_pretraining_budget_redoes_only_the_pretraining_and_the_finetuned_rows(tiny, capsys):
+    out, _ = tiny
+    assert scenario(out) == 0  # complete again whatever the tests before did to the fixture's folder
+    capsys.readouterr()
+    assert scenario(out, "--pretrain-steps", "10") == 0
+    err = capsys.readouterr().err
+    for stage in (*STAGES[:-1], "scratch-10pct", "scratch-50pct"):
+        assert f"seit: {stage}: done earlier" in err
+    for stage in ("pretrain", "finetune-10pct", "finetune-50pct"):
+        assert f"seit: {stage} ..." in err
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["pretrain_steps"] == 10 and report["pretrain"]["steps"] == 10  # 2 epochs of the 40-image pool
+    assert "--pretrain-steps 10" in (out / "report" / "report.md").read_text()
+    assert scenario(out) == 0  # the fixture's budget back for the tests after this one
 
 
 def test_a_subset_smaller_than_a_batch_is_refused_naming_the_flag():
-    with pytest.raises(ConfigError, match=r"--fractions 0.01 gives 2 labelled images at --size tiny"):
-        StoragePretrainConfig(size="tiny", fractions=(0.01,))
+    with pytest.raises(ConfigError, match=r"--fractions 0.005 gives 20 labelled images at --size quick"):
+        StoragePretrainConfig(fractions=(0.005,))
     with pytest.raises(ConfigError, match=r"--fractions"):
         StoragePretrainConfig(fractions=(0.6,))
 

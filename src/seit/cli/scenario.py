@@ -10,16 +10,19 @@ from seit.scenarios.pretrain import StoragePretrainConfig
 
 STORAGE_PRETRAIN_EPILOG = """\
 examples:
-  seit scenario storage-pretrain --output runs/pretrain             # the demo's quick data, 4 subset sizes
+  seit scenario storage-pretrain --output runs/pretrain             # the quick demo's classes, 4 subset sizes
   seit scenario storage-pretrain --fractions 0.05 0.5 --tokenizer seit-demo/tokenizer/tokenizer.safetensors
+  seit scenario storage-pretrain --pretrain-steps 2000 --output runs/pretrain   # redoes pre-training + fine-tunes
   seit scenario storage-pretrain --size tiny --fractions 0.1 0.5 --output /tmp/smoke
 
-what it does: half of the train images are kept as tokens (a token store) and pre-train a token ViT; for
-each labelled subset of the other half (--fractions of all train images), the same pixel ViT trains on the
-subset's pixels from scratch and, with the same recipe and budget, from the token ViT (`seit train
---finetune`: the transformer carries over, the patch embedding and head are new). Every model is
-evaluated on the same held-out images. OUT/report/ holds report.md, report.json and accuracy.png (top-1
-against the labelled-set size). A rerun reuses every finished stage and resumes an interrupted one.
+what it does: each labelled subset (--fractions of the train images, nested) is kept as pixels; every
+train image outside the largest subset is kept only as tokens (a token store) and pre-trains a token ViT
+for --pretrain-steps. For each subset the same pixel ViT trains on the subset's pixels from scratch and,
+with the same recipe and budget (--labelled-steps), from the token ViT (`seit train --finetune`: the
+transformer carries over, the patch embedding is new). Every model is evaluated on the same held-out
+images. OUT/report/ holds report.md, report.json and accuracy.png (top-1 against the labelled-set size).
+A rerun reuses every finished stage and resumes an interrupted one; a new --pretrain-steps redoes the
+pre-training and the fine-tuned rows only.
 """
 
 

@@ -2,23 +2,27 @@
 
 A user keeps most of a labelled collection only as tokens and a small part as pixels. Is a pixel ViT better
 off fine-tuned from a token ViT trained on the token part, or trained from scratch on its few pixels? On the
-built-in data (``seit demo``'s):
+built-in data (``seit demo``'s generator and classes):
 
-  data          the demo's JPEG dataset                                     OUT/data/{train,val}/<class>/
-  split         per class, half of the train images to the token pool, the  OUT/split/tokens/, OUT/split/pixels-*/
-                other half to the labelled pixel pool; each labelled subset
-                (a fraction of all train images, at most a half) is the
-                first images of that pool, so smaller subsets nest in larger
+  data          the demo's JPEG dataset (quick: its 4 classes, 4x the       OUT/data/{train,val}/<class>/
+                train images)
+  split         per class, a seeded order of the train images: each         OUT/split/tokens/, OUT/split/pixels-*/
+                labelled subset (a fraction of the train images, at most a
+                half) is its first images, so smaller subsets nest in
+                larger; every image after the largest subset goes to the
+                token pool
   tokenizer     the demo's tokenizer on the train images (or --tokenizer)   OUT/tokenizer/tokenizer.safetensors
   tokenize      the token pool and the val images into token stores         OUT/stores/{pool,val}
-  pretrain      a token ViT on the pool store (the demo's recipe)           OUT/runs/pretrain-tokens/
+  pretrain      a token ViT on the pool store (the demo's recipe, its own   OUT/runs/pretrain-tokens/
+                --pretrain-steps budget)
   scratch-*     per subset: a pixel ViT from scratch on the subset          OUT/runs/scratch-<pct>/
   finetune-*    per subset: the same pixel ViT, --finetune from pretrain    OUT/runs/finetune-<pct>/
   report        OUT/report/{report.md, report.json, accuracy.png}
 
 Both sides of a subset share one recipe and budget (:func:`labelled_config`: the same steps, batch, schedule,
 augmentation and seed; only ``--finetune`` and the output differ); the pre-training is the token side's extra
-(its steps are in the report). Every run is evaluated on the same full-quality held-out images. Each stage
+(its steps are in the report), so changing its budget redoes the pre-training and the fine-tuned rows only.
+Every run is evaluated on the same full-quality held-out images. Each stage
 records its result with its settings in OUT/state/<stage>.json: a rerun reuses finished stages, redoes those
 whose settings changed, and an interrupted training run resumes from its own checkpoint.
 """
@@ -58,15 +62,24 @@ SIDE_TITLES = {"scratch": "pixel ViT from scratch", "finetune": "fine-tuned from
 
 @dataclass(frozen=True)
 class PretrainSize:
-    """The demo size (data, tokenizer, ViT, the token pre-training's recipe) and the labelled rows' budget."""
+    """The demo size (data, tokenizer, ViT, the token pre-training's recipe) and the two training budgets."""
 
     demo: DemoSize
+    pretrain_steps: int  # optimizer steps of the token pre-training on the pool (rounded to epochs)
     labelled_steps: int  # optimizer steps of every labelled row, scratch and fine-tuned alike (rounded to epochs)
     labelled_batch: int
 
 
 SIZES = {
-    "quick": PretrainSize(DEMO_SIZES["quick"], labelled_steps=200, labelled_batch=32),
+    # the quick demo's classes, tokenizer and ViT with 4x its train images (images are drawn by class and index:
+    # the first 250 per class are the quick demo's) and 2x its held-out ones, so that the token pool is large
+    # and a top-1 difference is less noisy; a pre-training of 1,000 steps is 3x the quick demo's token ViT's
+    "quick": PretrainSize(
+        dataclasses.replace(DEMO_SIZES["quick"], train_per_class=1000, val_per_class=100),
+        pretrain_steps=1000,
+        labelled_steps=600,
+        labelled_batch=32,
+    ),
     # every stage and artefact in seconds (tests of the plumbing); its accuracies mean nothing
     "tiny": PretrainSize(
         DemoSize(
@@ -81,8 +94,9 @@ SIZES = {
             depth=1,
             num_heads=2,
         ),
+        pretrain_steps=5,
         labelled_steps=4,
-        labelled_batch=4,
+        labelled_batch=2,  # the default --fractions' smallest subset (2%) is 2 images at this size
     ),
 }
 
@@ -92,26 +106,33 @@ class StoragePretrainConfig(Checked):
     output: str = field("seit-storage-pretrain", help="output folder (every stage's artefacts and the report)")
     size: str = field(
         "quick",
-        help="quick (the data, tokenizer and ViT of `seit demo --quick`: 4 classes, 1,000 train images) or tiny (a "
-        "smoke run in seconds; its accuracies mean nothing)",
+        help="quick (the classes, tokenizer and ViT of `seit demo --quick`: 4 classes, 4,000 train and 400 "
+        "held-out images) or tiny (a smoke run in seconds; its accuracies mean nothing)",
         choices=tuple(SIZES),
     )
     labelled_steps: int | None = field(
         None,
         help="optimizer steps of every labelled row, scratch and fine-tuned alike, rounded to whole epochs "
-        "(default: the size's: quick 200, tiny 4)",
+        "(default: the size's: quick 600, tiny 4)",
+        check=at_least(1),
+    )
+    pretrain_steps: int | None = field(
+        None,
+        help="optimizer steps of the token pre-training, rounded to whole epochs of the token pool (default: the "
+        "size's: quick 1000, tiny 5); changing it redoes the pre-training and the fine-tuned rows, not the "
+        "scratch rows",
         check=at_least(1),
     )
     fractions: tuple[float, ...] = field(
-        (0.05, 0.1, 0.25, 0.5),
-        help="labelled pixel subsets as fractions of the train images (at most 0.5: the other half is the "
-        "token pre-training pool)",
+        (0.02, 0.05, 0.1, 0.25),
+        help="labelled pixel subsets as fractions of the train images (at most 0.5); the train images outside "
+        "the largest subset are the token pre-training pool",
         check=each(between(0, 0.5, include_lo=False)),
     )
     tokenizer: str | None = field(
         None,
         help="use this tokenizer instead of training one (e.g. `seit demo --quick`'s OUT/tokenizer/"
-        "tokenizer.safetensors, trained on the same images)",
+        "tokenizer.safetensors, trained on the same classes)",
     )
     seed: int = field(0, help="seed of the dataset, the split and every training run", check=non_negative)
     device: str | None = field(None, help="cuda / cpu (default: cuda if available)")
@@ -134,6 +155,15 @@ class StoragePretrainConfig(Checked):
     def steps(self) -> int:
         """The labelled rows' step budget: --labelled-steps, or the size's."""
         return self.labelled_steps or SIZES[self.size].labelled_steps
+
+    def pretraining_steps(self) -> int:
+        """The token pre-training's step budget: --pretrain-steps, or the size's."""
+        return self.pretrain_steps or SIZES[self.size].pretrain_steps
+
+    def pool_images(self) -> int:
+        """The token pool: the train images outside the largest labelled subset."""
+        size = SIZES[self.size]
+        return (size.demo.train_per_class - labelled_per_class(size, max(self.fractions))) * size.demo.classes
 
 
 def labelled_per_class(size: PretrainSize, fraction: float) -> int:
@@ -182,6 +212,19 @@ def labelled_config(cfg: StoragePretrainConfig, paths: Paths, fraction: float, s
     t.model.model = PIXEL_MODEL
     t.model.finetune = str(paths.pretrained) if side == "finetune" else None
     t.run.output = str(paths.run(row_name(side, fraction)))
+    return t
+
+
+def pretrain_config(cfg: StoragePretrainConfig, paths: Paths):
+    """The token ViT on the pool store: the demo's token row's recipe, for --pretrain-steps (whole epochs)."""
+    from seit.demo.run import recipe_config
+
+    size = SIZES[cfg.size]
+    t = recipe_config(size.demo, cfg.seed, cfg.device)
+    t.optim.epochs = max(1, round(cfg.pretraining_steps() / (cfg.pool_images() // size.demo.batch_size)))
+    t.run.eval_every = t.optim.epochs  # evaluated once, at the end
+    t.data.store, t.data.val_store = str(paths.pool_store), str(paths.val_store)
+    t.model.model, t.run.output = TOKEN_MODEL, str(paths.run("pretrain-tokens"))
     return t
 
 
@@ -235,23 +278,29 @@ def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
     else:
         tokenizer = Path(cfg.tokenizer)
         tokens = {**base, "tokenizer": str(tokenizer.resolve()), "tokenizer_bytes": tokenizer.stat().st_size}
+    pool = {**tokens, "pool_images": cfg.pool_images()}  # the pool is the train images outside the largest subset
     stores = stages.run(
         "tokenize",
-        tokens,
+        pool,
         lambda: _tokenize(paths, tokenizer, cfg),
         paths.pool_store,
         paths.val_store,
         folder=paths.out / "stores",
     )
+    pretrained = {**pool, "pretrain_steps": cfg.pretraining_steps()}
     pretrain = stages.run(
-        "pretrain", tokens, lambda: _pretrain(paths, size, cfg), paths.pretrained, folder=paths.run("pretrain-tokens")
+        "pretrain",
+        pretrained,
+        lambda: _train(pretrain_config(cfg, paths)),
+        paths.pretrained,
+        folder=paths.run("pretrain-tokens"),
     )
     rows = []
     for fraction in sorted(cfg.fractions):
         for side in SIDES:
             name = row_name(side, fraction)
             budget = {"fraction": fraction, "steps": cfg.steps(), "batch_size": size.labelled_batch}
-            settings = {**(tokens if side == "finetune" else base), **budget}
+            settings = {**(pretrained if side == "finetune" else base), **budget}
             result = stages.run(
                 name,
                 settings,
@@ -264,7 +313,8 @@ def run_storage_pretrain(cfg: StoragePretrainConfig) -> dict[str, Any]:
 
 
 def _split(paths: Paths, size: PretrainSize, cfg: StoragePretrainConfig) -> dict[str, Any]:
-    """Per class, a seeded permutation of the train images: the first half -> token pool, the rest -> labelled."""
+    """Per class, a seeded permutation of the train images: the first ones -> the labelled subsets (nested), every
+    one after the largest subset -> the token pool."""
     import numpy as np
 
     from seit.images import list_images
@@ -279,11 +329,11 @@ def _split(paths: Paths, size: PretrainSize, cfg: StoragePretrainConfig) -> dict
         name = listing.classes[label]
         order = np.random.default_rng([cfg.seed, label]).permutation(len(files))
         chosen = [files[i] for i in order]
-        half = len(chosen) // 2
-        pool_bytes += _place(chosen[:half], paths.token_pool / name)
-        counts["pool"] += half
+        labelled = labelled_per_class(size, max(cfg.fractions))
+        pool_bytes += _place(chosen[labelled:], paths.token_pool / name)
+        counts["pool"] += len(chosen) - labelled
         for fraction in cfg.fractions:
-            subset = chosen[half : half + labelled_per_class(size, fraction)]
+            subset = chosen[: labelled_per_class(size, fraction)]
             _place(subset, paths.labelled(fraction) / name)
             counts[fraction] += len(subset)
     return {
@@ -314,16 +364,6 @@ def _tokenize(paths: Paths, tokenizer: Path, cfg: StoragePretrainConfig) -> dict
     stores = tokenize_stores(tokenizer, paths.token_pool, paths.data / "val", paths.pool_store, paths.val_store,
                              device=cfg.device, num_workers=cfg.num_workers)  # fmt: skip
     return {"pool_samples": stores["train_samples"], "pool_store_bytes": folder_bytes(paths.pool_store)}
-
-
-def _pretrain(paths: Paths, size: PretrainSize, cfg: StoragePretrainConfig) -> dict[str, Any]:
-    """The token ViT on the pool store: the demo's token row, on half the images."""
-    from seit.demo.run import recipe_config
-
-    t = recipe_config(size.demo, cfg.seed, cfg.device)
-    t.data.store, t.data.val_store = str(paths.pool_store), str(paths.val_store)
-    t.model.model, t.run.output = TOKEN_MODEL, str(paths.run("pretrain-tokens"))
-    return _train(t)
 
 
 def _train_labelled(cfg: StoragePretrainConfig, paths: Paths, fraction: float, side: str) -> dict[str, Any]:
@@ -381,6 +421,7 @@ def _report(cfg, paths, size, data, split, stores, pretrain, rows) -> dict[str, 
         "settings": dataclasses.asdict(size),
         "fractions": sorted(cfg.fractions),
         "labelled_steps": cfg.steps(),
+        "pretrain_steps": cfg.pretraining_steps(),
         "chance_top1": chance,
         "held_out_images": data["val_images"],
         "train_images": split["train_images"],
@@ -427,9 +468,10 @@ def _verdict(table: list[dict[str, Any]], pretrain: dict[str, Any], held_out: in
     clear = [r for r in table if abs(r["gain_points"]) > 2 * noise]
     return (
         f"Fine-tuning from token pre-training beats training from scratch at {len(wins)} of {len(table)} labelled-set "
-        f"sizes (mean {mean:+.1f} points; {by_size}); {len(clear)} of the gaps exceed twice the standard error of a "
-        f"difference on {held_out} held-out images ({noise:.1f} points). The token pre-training ({pretrain['steps']} "
-        f"steps on the token pool) reaches {pretrain['top1']:.1f}% on its own, on the val token store."
+        f"sizes (mean {mean:+.1f} points; {by_size}); gaps beyond twice the standard error of a difference on "
+        f"{held_out} held-out images ({noise:.1f} points): {len(clear)} of {len(table)}. The token pre-training "
+        f"({pretrain['steps']} steps on the token pool) reaches {pretrain['top1']:.1f}% on its own, on the val token "
+        "store."
     )
 
 
@@ -469,15 +511,15 @@ token ViT (`seit train --finetune`): its blocks, norms, class token, position em
 grid) and head (the same classes) carry over; the pixel patch embedding is new, at timm's initialisation.
 
 The token pre-training ({TOKEN_MODEL}, the same transformer) ran {p["steps"]} steps of {p["batch_size"]} over
-{p["epochs"]} epochs on the other half of the train images: {p["pool_images"]} images kept as a token store of
-{p["pool_store_bytes"]:,} bytes ({p["pool_jpeg_bytes"]:,} as JPEG, {ratio:.0f}x more). Alone it reaches
+{p["epochs"]} epochs on the train images outside the labelled subsets: {p["pool_images"]} images kept as a token
+store of {p["pool_store_bytes"]:,} bytes ({p["pool_jpeg_bytes"]:,} as JPEG, {ratio:.0f}x more). Alone it reaches
 {p["token_top1"]:.1f}% on the val token store. Process CPU seconds: pre-training {p["cpu_seconds"]:.0f}; rows
 (scratch/fine-tuned) {cpu}.
 
 `accuracy.png` plots top-1 against the labelled-set size, token-pretrained vs from scratch.
 
     seit scenario storage-pretrain --size {f["size"]} --fractions {fractions} --labelled-steps {f["labelled_steps"]} \\
-        --output {cfg.output}
+        --pretrain-steps {f["pretrain_steps"]} --output {cfg.output}
 """
 
 
