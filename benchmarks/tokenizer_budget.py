@@ -44,6 +44,17 @@ def prepare_variant(paths, size, cfg, overrides: dict) -> None:
         demo._tokenize(paths, size, cfg)
 
 
+def _settings(folder: Path, overrides: dict) -> dict:
+    """``overrides``, recorded in FOLDER/settings.json: a folder is reused only for the settings it was made with."""
+    record = folder / "settings.json"
+    if record.exists() and json.loads(record.read_text()) != overrides:
+        sys.exit(f"{folder} was made with {record.read_text().strip()}, not {overrides}: use another name or --out")
+    if not record.exists() and (folder / "tokenizer").exists():
+        sys.exit(f"{folder} holds a run of unknown settings (no settings.json): use another name or --out")
+    record.write_text(json.dumps(overrides))
+    return overrides
+
+
 def figures(paths) -> dict:
     evals = [r for r in demo._jsonl(paths.tokenizer_dir / "metrics.jsonl") if r.get("kind") == "eval"]
     info = json.loads((paths.data / "demo-dataset.json").read_text())
@@ -70,7 +81,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data").exists():
             (folder / "data").symlink_to((args.data / "data").resolve())
-        rows[name] = (folder, {k: _value(v) for k, v in (s.split("=", 1) for s in settings)})
+        rows[name] = (folder, _settings(folder, {k: _value(v) for k, v in (s.split("=", 1) for s in settings)}))
     rows["demo"] = (args.data, {})  # last: grid_stems.py may still be training its ViT
     table = []
     for name, (folder, overrides) in rows.items():
