@@ -216,6 +216,11 @@ def test_codebook_ema_update_matches_a_hand_computation():
     ema.reset(torch.tensor([1]), torch.tensor([[1.0, 1.0], [0.0, -4.0]]))  # a restarted code forgets its past
     assert ema.cluster_size.tolist() == [1.5, 1.0] and ema.embed_sum[1].tolist() == [0.0, -1.0]
     assert torch.allclose(ema.embed_sum[0], sums[0])
+    # A code that has never been chosen (size 0) keeps a finite row through the Laplace smoothing.
+    ema.load_state_dict({"cluster_size": torch.tensor([0.0, 3.0]), "embed_sum": torch.tensor([[0.5, 0], [0, 3]])})
+    ema.update(torch.tensor([1]), torch.tensor([[0.0, 2.0]]), weight)
+    total = 0.5 * 3 + 0.5 * 1
+    assert torch.allclose(weight, torch.tensor([[0.25 / (eps / (total + 2 * eps) * total), 0], [0, 2 / total]]))
 
 
 def test_codebook_ema_resumes_exactly_and_leaves_the_tokenizer_file_alone(data, tmp_path, one_thread):
@@ -225,7 +230,10 @@ def test_codebook_ema_resumes_exactly_and_leaves_the_tokenizer_file_alone(data, 
     train(_config(data, tmp_path / "b", steps=4, resume=True, **options))
     a, b = _train_rows(tmp_path / "a"), _train_rows(tmp_path / "b")
     assert sorted(b) == [1, 2, 3, 4] and a == b and a[4]["codes_restarted"] > 0
-    ema_a, ema_b = (safe_torch_load(tmp_path / out / "checkpoint.pt")["codebook_ema"] for out in "ab")
+    state_a, state_b = (safe_torch_load(tmp_path / out / "checkpoint.pt") for out in "ab")
+    ema_a, ema_b = state_a["codebook_ema"], state_b["codebook_ema"]
+    params = sum(len(group["params"]) for group in state_a["optimizer"]["param_groups"])
+    assert len(state_a["optimizer"]["state"]) == params - 1  # every parameter has moments but the codebook
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ("cluster_size", "embed_sum"))
     sd_a, sd_b = load_tokenizer(tmp_path / "a").state_dict(), load_tokenizer(tmp_path / "b").state_dict()
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)  # and load_tokenizer's strict keys: no EMA state
