@@ -42,7 +42,7 @@ def prepare(paths, size, cfg) -> dict:
 
 def demo_recipe(size, cfg) -> dict:
     """The demo's token-ViT recipe as it is now, recorded with each result so a stale one can be told apart."""
-    return to_dict(demo.recipe_config(size, cfg.seed, cfg.device))
+    return json.loads(json.dumps(to_dict(demo.recipe_config(size, cfg.seed, cfg.device))))  # as read back
 
 
 def train_token_vit(paths, size, cfg, model: str, out: Path) -> dict:
