@@ -17,6 +17,7 @@ import json
 import resource
 from pathlib import Path
 
+from seit.config import to_dict
 from seit.demo import run as demo
 from seit.demo.config import SIZES, DemoConfig
 from seit.store.format import MANIFEST
@@ -39,6 +40,11 @@ def prepare(paths, size, cfg) -> dict:
     return state
 
 
+def demo_recipe(size, cfg) -> dict:
+    """The demo's token-ViT recipe as it is now, recorded with each result so a stale one can be told apart."""
+    return json.loads(json.dumps(to_dict(demo.recipe_config(size, cfg.seed, cfg.device))))  # as read back
+
+
 def train_token_vit(paths, size, cfg, model: str, out: Path) -> dict:
     """The demo's token-ViT recipe (seit.demo.run.recipe_config) with another ``--model``."""
     from seit.engine.train import train
@@ -50,7 +56,13 @@ def train_token_vit(paths, size, cfg, model: str, out: Path) -> dict:
     t.run.tensorboard, t.run.log_every = False, 50
     start = cpu_seconds()
     result = train(t)
-    return {"model": model, "val_top1": result.best_top1, "steps": result.global_step, "cpu_s": cpu_seconds() - start}
+    return {
+        "model": model,
+        "val_top1": result.best_top1,
+        "steps": result.global_step,
+        "cpu_s": cpu_seconds() - start,
+        "recipe": demo_recipe(size, cfg),
+    }
 
 
 def main() -> None:
@@ -76,7 +88,7 @@ def main() -> None:
         if not result.exists():  # each row once: rerun to add rows (or run rows in parallel processes)
             result.parent.mkdir(parents=True, exist_ok=True)
             result.write_text(json.dumps(train_token_vit(paths, size, cfg, model, result.parent)))
-        rows.append(json.loads(result.read_text()))
+        rows.append({k: v for k, v in json.loads(result.read_text()).items() if k != "recipe"})
         print(json.dumps(rows[-1]), flush=True)
     print("| model | val top-1 (%) | steps | process CPU s |\n|---|---:|---:|---:|")
     for r in rows:

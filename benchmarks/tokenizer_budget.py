@@ -3,7 +3,9 @@
 Each ``--variant NAME key=value ...`` trains the demo's tokenizer (``seit.demo.run._train_tokenizer``: the
 same steps, batch and seed) with those ``seit tokenizer train`` settings replaced, tokenizes the demo data
 with it (the demo's stage) and trains the token ViT of ``benchmarks/grid_stems.py`` on the stores. The data
-come from a folder ``grid_stems.py`` prepared (``--data``); its own tokenizer is the row ``demo``.
+come from a folder ``grid_stems.py`` prepared (``--data``); its own tokenizer and stores are the row ``demo``
+(linked, read only; that row's ViT trains in OUT/demo). A variant's folder is reused only for the settings
+it was made with, and a ViT result only for the demo's recipe as it is now.
 
     PYTHONPATH=src python benchmarks/tokenizer_budget.py --data /tmp/grid-bench/quick --out /tmp/tok-bench \
         --model deit_tiny_token_32 --variant dim8 code_dim=8 --variant k256 codebook_size=256
@@ -22,7 +24,7 @@ from seit.demo.config import SIZES, DemoConfig
 from seit.store.format import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grid_stems import train_token_vit
+from grid_stems import demo_recipe, train_token_vit
 
 
 def _value(text: str):
@@ -42,6 +44,29 @@ def prepare_variant(paths, size, cfg, overrides: dict) -> None:
             demo._train_tokenizer(paths, size, cfg)
     if not (paths.val_store / MANIFEST).exists():
         demo._tokenize(paths, size, cfg)
+
+
+def _settings(folder: Path, overrides: dict) -> dict:
+    """``overrides``, recorded in FOLDER/settings.json: a folder is reused only for the settings it was made with."""
+    record = folder / "settings.json"
+    if record.exists() and json.loads(record.read_text()) != overrides:
+        sys.exit(f"{folder} was made with {record.read_text().strip()}, not {overrides}: use another name or --out")
+    if not record.exists() and (folder / "tokenizer").exists():
+        sys.exit(f"{folder} holds a run of unknown settings (no settings.json): use another name or --out")
+    record.write_text(json.dumps(overrides))
+    return overrides
+
+
+def vit_result(paths, size, cfg, model: str) -> dict:
+    """The token ViT's figures on this row's stores: trained once per folder, for the demo's current recipe."""
+    result = paths.out / f"vit-{model}" / "result.json"
+    if not result.exists():
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text(json.dumps(train_token_vit(paths, size, cfg, model, result.parent)))
+    row = json.loads(result.read_text())
+    if row.pop("recipe", None) != demo_recipe(size, cfg):
+        sys.exit(f"{result}: trained with another recipe than the demo's now ({row['steps']} steps); move it away")
+    return row
 
 
 def figures(paths) -> dict:
@@ -70,18 +95,20 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data").exists():
             (folder / "data").symlink_to((args.data / "data").resolve())
-        rows[name] = (folder, {k: _value(v) for k, v in (s.split("=", 1) for s in settings)})
-    rows["demo"] = (args.data, {})  # last: grid_stems.py may still be training its ViT
+        rows[name] = (folder, _settings(folder, {k: _value(v) for k, v in (s.split("=", 1) for s in settings)}))
+    demo_folder = args.out / "demo"
+    demo_folder.mkdir(parents=True, exist_ok=True)
+    _settings(demo_folder, {})
+    for part in ("data", "tokenizer", "stores"):
+        if not (demo_folder / part).exists():
+            (demo_folder / part).symlink_to((args.data / part).resolve())
+    rows["demo"] = (demo_folder, {})
     table = []
     for name, (folder, overrides) in rows.items():
         cfg = DemoConfig(out=str(folder), size=args.size, seed=0, device="cpu")
         paths = demo._Paths(folder)
         prepare_variant(paths, size, cfg, overrides)
-        result = folder / f"vit-{args.model}" / "result.json"
-        if not result.exists():
-            result.parent.mkdir(parents=True, exist_ok=True)
-            result.write_text(json.dumps(train_token_vit(paths, size, cfg, args.model, result.parent)))
-        row = {"variant": name, "settings": overrides, **figures(paths), **json.loads(result.read_text())}
+        row = {"variant": name, "settings": overrides, **figures(paths), **vit_result(paths, size, cfg, args.model)}
         table.append(row)
         print(json.dumps(row), flush=True)
     print("| variant | settings | PSNR dB | codes used | store B/image | val top-1 (%) |")

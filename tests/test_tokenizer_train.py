@@ -18,7 +18,7 @@ from seit.runtime import RunError
 from seit.runtime.metrics import read_metrics
 from seit.tokenizer.checkpoint import load_tokenizer
 from seit.tokenizer.config import TokenizerError, TrainConfig
-from seit.tokenizer.train import TokenizerTrainer, tokenizer_config, train
+from seit.tokenizer.train import CodebookEMA, TokenizerTrainer, tokenizer_config, train
 from seit.utils.serialization import safe_torch_load
 from tokenizer_testdata import TINY32_YAML, write_image_folder
 
@@ -60,6 +60,12 @@ def _log(out):
     return read_metrics(out / "metrics.jsonl")
 
 
+def _train_rows(out) -> dict[int, dict]:
+    """The logged training figures by step, without the timings."""
+    train_rows = [r for r in _log(out) if r["kind"] == "train"]
+    return {r["step"]: {k: v for k, v in r.items() if k not in ("images_per_s", "time")} for r in train_rows}
+
+
 def test_training_improves_reconstructions_and_keeps_the_codebook_alive(data, tmp_path, one_thread):
     out = tmp_path / "run"
     result = train(_config(data, out, steps=300, eval_every=100, log_every=25, save_every=150))
@@ -95,11 +101,7 @@ def test_resume_continues_exactly_where_it_stopped(data, tmp_path, one_thread):
     resumed = train(_config(data, tmp_path / "b", steps=6, resume=True, **options))
     assert (straight.step, first.step, resumed.step) == (6, 3, 6)
 
-    def rows(out):
-        train_rows = [r for r in _log(out) if r["kind"] == "train"]
-        return {r["step"]: {k: v for k, v in r.items() if k not in ("images_per_s", "time")} for r in train_rows}
-
-    a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
+    a, b = _train_rows(tmp_path / "a"), _train_rows(tmp_path / "b")
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     assert a == b  # identical losses, PSNR, usage, restarts on every step, including the resumed ones
     assert "g_loss" in a[6] and "d_loss" in a[6] and "g_loss" not in a[2] and a[6]["codes_restarted"] > 0
@@ -197,3 +199,53 @@ def test_code_dim_and_codebook_size_replace_the_presets():
     assert tokenizer_config(TrainConfig(images="x", out="y", preset="vitvq-tiny")).code_dim == 32
     with pytest.raises(ConfigError, match="--code-dim"):
         TrainConfig(images="x", out="y", code_dim=0)
+
+
+def test_codebook_ema_update_matches_a_hand_computation():
+    """Two codes, decay 0.5: sizes and sums of unit latents move halfway; a row is their (smoothed) ratio."""
+    weight = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    ema = CodebookEMA(weight, decay=0.5)  # each code starts as one observation at its row's direction
+    latents = torch.tensor([[3.0, 4.0], [5.0, 0.0], [6.0, -8.0]])  # unit: (.6, .8), (1, 0), (.6, -.8)
+    ema.update(torch.tensor([0, 0, 1]), latents, weight)
+    sizes = torch.tensor([0.5 * 1 + 0.5 * 2, 0.5 * 1 + 0.5 * 1])
+    sums = torch.tensor([[0.5 * 1 + 0.5 * 1.6, 0.5 * 0 + 0.5 * 0.8], [0.5 * 0 + 0.5 * 0.6, 0.5 * 1 - 0.5 * 0.8]])
+    eps, total = 1e-5, 2.5
+    smoothed = (sizes + eps) / (total + 2 * eps) * total
+    assert torch.allclose(ema.cluster_size, sizes) and torch.allclose(ema.embed_sum, sums)
+    assert torch.allclose(weight, sums / smoothed[:, None])
+    ema.reset(torch.tensor([1]), torch.tensor([[1.0, 1.0], [0.0, -4.0]]))  # a restarted code forgets its past
+    assert ema.cluster_size.tolist() == [1.5, 1.0] and ema.embed_sum[1].tolist() == [0.0, -1.0]
+    assert torch.allclose(ema.embed_sum[0], sums[0])
+    # A code that has never been chosen (size 0) keeps a finite row through the Laplace smoothing.
+    ema.load_state_dict({"cluster_size": torch.tensor([0.0, 3.0]), "embed_sum": torch.tensor([[0.5, 0], [0, 3]])})
+    ema.update(torch.tensor([1]), torch.tensor([[0.0, 2.0]]), weight)
+    total = 0.5 * 3 + 0.5 * 1
+    assert torch.allclose(weight, torch.tensor([[0.25 / (eps / (total + 2 * eps) * total), 0], [0, 2 / total]]))
+
+
+def test_codebook_ema_resumes_exactly_and_leaves_the_tokenizer_file_alone(data, tmp_path, one_thread):
+    options = dict(batch_size=4, warmup_steps=100, dead_code_steps=1, log_every=1, eval_every=100, codebook_ema=0.9)
+    train(_config(data, tmp_path / "a", steps=4, **options))
+    train(_config(data, tmp_path / "b", steps=2, **options))
+    train(_config(data, tmp_path / "b", steps=4, resume=True, **options))
+    a, b = _train_rows(tmp_path / "a"), _train_rows(tmp_path / "b")
+    assert sorted(b) == [1, 2, 3, 4] and a == b and a[4]["codes_restarted"] > 0
+    state_a, state_b = (safe_torch_load(tmp_path / out / "checkpoint.pt") for out in "ab")
+    ema_a, ema_b = state_a["codebook_ema"], state_b["codebook_ema"]
+    params = sum(len(group["params"]) for group in state_a["optimizer"]["param_groups"])
+    assert len(state_a["optimizer"]["state"]) == params - 1  # every parameter has moments but the codebook
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ("cluster_size", "embed_sum"))
+    sd_a, sd_b = load_tokenizer(tmp_path / "a").state_dict(), load_tokenizer(tmp_path / "b").state_dict()
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)  # and load_tokenizer's strict keys: no EMA state
+    # Codes restarted at the last step forgot their statistics: every row points where its running sum does.
+    rows_dir = torch.nn.functional.normalize(sd_a["quantizer.embedding.weight"], dim=-1)
+    assert torch.allclose(rows_dir, torch.nn.functional.normalize(ema_a["embed_sum"], dim=-1), atol=1e-5)
+    with pytest.raises(TokenizerError, match=r"checkpoint\.pt was trained with --codebook-ema; resume it with"):
+        train(_config(data, tmp_path / "b", steps=5, resume=True, **{**options, "codebook_ema": None}))
+
+
+def test_codebook_ema_decay_must_be_inside_zero_one(data, tmp_path):
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=rf"--codebook-ema must be in \(0, 1\), got {bad}"):
+            _config(data, tmp_path, codebook_ema=bad)
+    assert _config(data, tmp_path, codebook_ema=0.99).codebook_ema == 0.99

@@ -106,6 +106,7 @@ def _collectives_on_rank(rank: int, rendezvous: str, out: str) -> None:
             "none": seit_dist.any_rank(False, cpu),
             "max": seit_dist.all_reduce(torch.tensor([rank, 5 - rank]), op="max").tolist(),
             "sum": seit_dist.all_reduce(torch.tensor([rank + 1])).tolist(),
+            "codebook_ema": _codebook_ema_rows(rank, world_size=2).tolist(),
         }
     finally:
         dist.destroy_process_group()
@@ -113,8 +114,19 @@ def _collectives_on_rank(rank: int, rendezvous: str, out: str) -> None:
         json.dump(figures, f)
 
 
+def _codebook_ema_rows(rank: int, world_size: int) -> torch.Tensor:
+    """The codebook after one ``--codebook-ema`` update from this rank's share of a fixed batch."""
+    from seit.tokenizer.train import CodebookEMA
+
+    gen = torch.Generator().manual_seed(0)
+    weight, latents, ids = torch.randn(4, 3, generator=gen), torch.randn(10, 3, generator=gen), torch.arange(10) % 4
+    CodebookEMA(weight, decay=0.9).update(ids[rank::world_size], latents[rank::world_size], weight)
+    return weight
+
+
 def test_collectives_agree_across_two_ranks_and_are_identities_without_a_group(tmp_path):
-    """The one set of helpers every loop uses: metric means, stop agreement, confusion sums."""
+    """The one set of helpers every loop uses: metric means, stop agreement, confusion sums; and the EMA
+    codebook's statistics, summed over ranks so that two ranks with half a batch each get one process's rows."""
     import json
 
     import torch.multiprocessing as mp
@@ -126,6 +138,8 @@ def test_collectives_agree_across_two_ranks_and_are_identities_without_a_group(t
     assert seit_dist.any_rank(True, cpu) and not seit_dist.any_rank(False, cpu)
     assert seit_dist.all_reduce(torch.tensor([4]), op="max").tolist() == [4]
     mp.spawn(_collectives_on_rank, args=(str(tmp_path / "rdzv"), str(tmp_path / "out")), nprocs=2)
+    whole_batch = _codebook_ema_rows(rank=0, world_size=1)
     for rank in range(2):
         figures = json.loads((tmp_path / f"out.{rank}").read_text())
+        assert torch.allclose(torch.tensor(figures.pop("codebook_ema")), whole_batch, atol=1e-6)
         assert figures == {"mean": {"x": 0.5, "y": 2.0}, "any": True, "none": False, "max": [1, 5], "sum": [3]}

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a tokenizer on a folder of images (torchrun for many GPUs)",
         description="Train a ViT-VQGAN: L2 (+L1) reconstruction, codebook/commitment loss on L2-normalised codes,\n"
-        "optional perceptual loss (your VGG16 weights) and PatchGAN loss, dead-code restarts, AMP, DDP.",
+        "optional perceptual loss (your VGG16 weights) and PatchGAN loss, dead-code restarts, an optional EMA\n"
+        "codebook (--codebook-ema), AMP, DDP.",
         epilog=TRAIN_EXAMPLES.format(presets=", ".join(PRESETS)),
         formatter_class=HelpFormatter,
     )

@@ -15,6 +15,7 @@ from seit.config import (
     Checked,
     ResumesInPlace,
     at_least,
+    between,
     each,
     field,
     json_field,
@@ -162,7 +163,16 @@ class TrainConfig(Checked):
     l1_weight: float = field(0.0, help="weight of an L1 reconstruction loss", check=non_negative)
     codebook_weight: float = field(1.0, help="weight of the codebook + commitment loss", check=non_negative)
     beta: float = field(
-        0.25, help="weight of the codebook term inside that loss (as the reference)", check=non_negative
+        0.25,
+        help="weight of the codebook term inside that loss (as the reference; unused with --codebook-ema)",
+        check=non_negative,
+    )
+    codebook_ema: float | None = field(
+        None,
+        help="move each code to an exponential moving average (this decay, e.g. 0.99) of the encoder outputs "
+        "assigned to it instead of by gradient (default: by gradient)",
+        metavar="DECAY",
+        check=between(0, 1, include_lo=False, include_hi=False),
     )
     perceptual_weights: str | None = field(
         None, help="VGG16 weights (torchvision state dict) to add a perceptual loss", metavar="PATH"

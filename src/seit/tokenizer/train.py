@@ -3,7 +3,8 @@
 Losses: L2 (+ optional L1) reconstruction, the reference's codebook/commitment loss on L2-normalised
 codes, an optional LPIPS-style perceptual loss (user-supplied VGG16 weights) and an optional PatchGAN
 hinge loss with an adaptive weight from ``--disc-start``. Codes unused for ``--dead-code-steps`` steps
-are restarted from the current encoder outputs so the codebook does not collapse.
+are restarted from the current encoder outputs so the codebook does not collapse. With
+``--codebook-ema`` the codes follow moving averages of their encoder outputs instead of a gradient.
 
 Outputs in ``--output``: ``checkpoint.pt`` (everything to resume, written atomically every
 ``--save-every`` steps and on SIGTERM/SIGINT), ``log.jsonl`` (one JSON object per logged step and per
@@ -121,16 +122,17 @@ class DeadCodes:
         return float((step - self.last_seen < max(self.patience, 1)).double().mean())
 
     @torch.no_grad()
-    def update(self, ids: torch.Tensor, latents: torch.Tensor, step: int, model: Tokenizer, opt, rng) -> None:
+    def update(self, ids: torch.Tensor, latents: torch.Tensor, step: int, model: Tokenizer, opt, rng) -> torch.Tensor:
+        """Note the codes ``ids`` use; restart the idle ones. Returns the indices of the restarted codes."""
+        weight = model.quantizer.embedding.weight
         counts = torch.bincount(ids.flatten(), minlength=len(self.last_seen))
         used = seit_dist.all_reduce(counts.clamp_(max=1).to(torch.int32), op="max").bool()
         self.last_seen[used.cpu()] = step
         if self.patience <= 0:
-            return
+            return torch.zeros(0, dtype=torch.long, device=weight.device)
         dead = torch.nonzero(step - torch.maximum(self.last_seen, self.last_reset) >= self.patience).flatten()
         if not len(dead):
-            return
-        weight = model.quantizer.embedding.weight
+            return dead.to(weight.device)
         pool = latents.reshape(-1, latents.shape[-1])
         picks = torch.randint(len(pool), (len(dead),), generator=rng).to(pool.device)
         rows = pool[picks].to(weight.dtype)
@@ -143,6 +145,54 @@ class DeadCodes:
                 opt.state[weight][moment][index] = 0
         self.last_reset[dead] = step
         self.restarted += len(dead)
+        return index
+
+
+# Laplace smoothing of the EMA cluster sizes (VQ-VAE-2; lucidrains' vector-quantize-pytorch uses the same).
+EMA_EPSILON = 1e-5
+
+
+class CodebookEMA:
+    """``--codebook-ema``: each code is the moving average of the encoder outputs assigned to it (VQ-VAE-2).
+
+    The tokenizer compares and decodes unit vectors, so the averages are of L2-normalised latents: per code an
+    EMA of its cluster size and of the sum of its assigned latents, the row being their ratio (sizes
+    Laplace-smoothed so a code chosen rarely keeps a finite row). The statistics are the global batch's
+    (summed over ranks), so every rank computes the same rows. They are training state: checkpoint.pt holds
+    them, tokenizer.safetensors only the rows.
+    """
+
+    def __init__(self, weight: torch.Tensor, decay: float) -> None:
+        self.decay = decay
+        self.cluster_size = torch.zeros(len(weight), device=weight.device)
+        self.embed_sum = torch.zeros(weight.shape, device=weight.device)
+        self.reset(torch.arange(len(weight), device=weight.device), weight)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"cluster_size": self.cluster_size, "embed_sum": self.embed_sum}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.cluster_size.copy_(state["cluster_size"])
+        self.embed_sum.copy_(state["embed_sum"])
+
+    @torch.no_grad()
+    def reset(self, index: torch.Tensor, weight: torch.Tensor) -> None:
+        """Codes ``index`` start over as one observation at their row's direction (at the start, on a restart)."""
+        self.embed_sum[index] = F.normalize(weight[index].float(), dim=-1)
+        self.cluster_size[index] = 1.0
+
+    @torch.no_grad()
+    def update(self, ids: torch.Tensor, latents: torch.Tensor, weight: torch.Tensor) -> None:
+        """Fold in one step's assignments ``ids`` [...] of ``latents`` [..., D] and rewrite ``weight`` [K, D]."""
+        z = F.normalize(latents.detach().reshape(-1, latents.shape[-1]).float(), dim=-1)
+        stats = torch.zeros(len(weight), 1 + z.shape[1], device=z.device)  # per code: count, sum of latents
+        stats.index_add_(0, ids.flatten().to(z.device), torch.cat([torch.ones_like(z[:, :1]), z], dim=1))
+        seit_dist.all_reduce(stats)
+        self.cluster_size.mul_(self.decay).add_(stats[:, 0], alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(stats[:, 1:], alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + EMA_EPSILON) / (total + len(weight) * EMA_EPSILON) * total
+        weight.copy_(self.embed_sum / smoothed.unsqueeze(1))
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -163,7 +213,12 @@ class TokenizerTrainer:
         self.samples = list_images(cfg.images).samples
         self.tok_cfg = tokenizer_config(cfg)
         torch.manual_seed(cfg.seed)
-        self.model = Tokenizer(self.tok_cfg, beta=cfg.beta).to(self.device)
+        # With --codebook-ema no gradient reaches the codebook: only the commitment term of the VQ loss is left.
+        self.model = Tokenizer(self.tok_cfg, beta=0.0 if cfg.codebook_ema else cfg.beta).to(self.device)
+        codebook = self.model.quantizer.embedding.weight
+        self.ema = None
+        if cfg.codebook_ema:
+            self.ema = CodebookEMA(codebook.requires_grad_(False), cfg.codebook_ema)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
         self.disc = self.disc_opt = self.perceptual = None
         if cfg.disc_start is not None:
@@ -200,6 +255,13 @@ class TokenizerTrainer:
             self.disc_opt.load_state_dict(state["disc_optimizer"])
         self.rng.set_state(state["rng"])
         self.codes.load_state_dict(state["codes"])
+        if ("codebook_ema" in state) != (self.ema is not None):
+            was = "with" if "codebook_ema" in state else "without"
+            raise TrainError(
+                f"{path} was trained {was} --codebook-ema; resume it {was} that flag or start over with --restart"
+            )
+        if self.ema is not None:
+            self.ema.load_state_dict(state["codebook_ema"])
         self.step = int(state["step"])
         if self.info.is_main:
             log.info("resumed %s at step %d", path, self.step)
@@ -219,6 +281,8 @@ class TokenizerTrainer:
             }
             if self.disc is not None:
                 state.update(disc=self.disc.state_dict(), disc_optimizer=self.disc_opt.state_dict())
+            if self.ema is not None:
+                state["codebook_ema"] = self.ema.state_dict()
             atomic_torch_save(state, self.checkpoint_path)
         seit_dist.barrier()
 
@@ -278,7 +342,12 @@ class TokenizerTrainer:
             metrics["d_loss"] = self._discriminator_step(x, rec)
         metrics.update(loss=loss.detach(), **self._code_figures(out.ids, rec, x))
         self.step += 1
-        self.codes.update(out.ids, out.latents, self.step, self.model, self.opt, self.rng)
+        codebook = self.model.quantizer.embedding.weight
+        if self.ema is not None:
+            self.ema.update(out.ids, out.latents, codebook)
+        restarted = self.codes.update(out.ids, out.latents, self.step, self.model, self.opt, self.rng)
+        if self.ema is not None:
+            self.ema.reset(restarted, codebook)
         return metrics
 
     def _generator_term(self, rec: torch.Tensor, nll: torch.Tensor, metrics: dict) -> torch.Tensor:
