@@ -19,6 +19,7 @@ MODULES=(
   "eda|src/seit/augment/eda.py|tests/test_augment_eda.py"
   "color|src/seit/augment/color.py|tests/test_augment_color.py"
   "mix|src/seit/augment/mix.py|tests/test_augment_mix.py"
+  "format|src/seit/store/format.py|tests/test_store_format.py"
 )
 # Not yet covered (see docs/mutation.md): store/format.py, store/codec.py and the other codecs,
 # interop/seit_release.py, augment/pipeline.py, engine/train.py's resume checks.
@@ -31,11 +32,12 @@ for entry in "${MODULES[@]}"; do
   fi
   work="build/mutation/$name"
   rm -rf "$work" && mkdir -p "$work"
-  cp -r src tests "$work"/
+  cp -r src tests docs "$work"/  # docs: tests read the written spec (docs/store-format.md)
   {
     echo "[mutmut]"
     echo "source_paths = src"
     echo "only_mutate = $module"
+    echo "also_copy = docs"
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
     echo
