@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import ClassVar
 
 import numpy as np
 import zstandard
@@ -82,3 +83,25 @@ def write_v1_store(path, n: int = 30):
     }
     (path / MANIFEST).write_text(json.dumps(manifest))
     return ids, labels, keys
+
+
+class ProgressRecorder:
+    """Stands in for seit.utils.progress: records how each bar was made and what it was told."""
+
+    made: ClassVar[list] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.updates, self.closed = kwargs, [], False
+        ProgressRecorder.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True

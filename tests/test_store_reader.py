@@ -5,7 +5,6 @@ import copy
 import pickle
 import re
 import shutil
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from seit.store import StoreError, StoreWriter, TokenStore
 from seit.store.files import StoreFiles
 from seit.store.format import part_name
-from store_util import K, make_samples, write_v1_store
+from store_util import K, ProgressRecorder, make_samples, write_v1_store
 
 N = 40  # 36-byte raw samples in 300-byte shards: shards of 9, 9, 9, 9 and 4 samples
 
@@ -131,31 +130,12 @@ def test_iter_batches_covers_the_store_once_in_order(store, written):
     assert [len(idx) for idx, _, _ in store.iter_batches()] == [N]
 
 
-class Bar:
-    """Stands in for seit.utils.progress: records how the bar was made and what it was told."""
-
-    made: ClassVar[list] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.updates = kwargs, []
-        Bar.made.append(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n):
-        self.updates.append(n)
-
-
 def test_iter_batches_reports_progress_in_samples(store, monkeypatch):
-    monkeypatch.setattr("seit.store.reader.progress", Bar)
-    Bar.made = []
+    monkeypatch.setattr("seit.store.reader.progress", ProgressRecorder)
+    ProgressRecorder.made = []
     list(store.iter_batches(16))
     list(store.iter_batches(32, show_progress=True, desc="verify"))
-    quiet, shown = Bar.made
+    quiet, shown = ProgressRecorder.made
     assert quiet.kwargs == {"total": N, "desc": "read", "unit": "sample", "disable": True} and quiet.updates == [
         16,
         16,
