@@ -4,13 +4,16 @@ pass's tests for store/writer.py; the whole file runs in seconds)."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
 import seit
 from seit.store import StoreError, StoreWriter, TokenStore, merge_parts
-from seit.store.format import MANIFEST, json_sha256, part_name, validate_record
+from seit.store.files import StoreFiles
+from seit.store.format import MANIFEST, encode_index, json_sha256, part_name, validate_record
+from seit.store.shard import ShardReader
 from seit.store.writer import MAX_SHARD_BYTES
 from store_util import ProgressRecorder
 
@@ -55,7 +58,8 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, kwargs, m
 
 
 def test_urls_are_refused_for_writing():
-    with pytest.raises(StoreError, match=r"^memory://x: writers need a local or mounted directory"):
+    message = r"^memory://x: writers need a local or mounted directory; write there, then copy the finished store "
+    with pytest.raises(StoreError, match=message + r"to object storage \(reading from any fsspec URL works\)$"):
         writer("memory://x")
 
 
@@ -187,6 +191,8 @@ def test_bad_batches_are_refused_and_nothing_is_lost(tmp_path):
         ((ids[:2], labels, keys), r"^got ids \[2, 2, 2\]"),
         ((ids + K - 1, labels, keys), r"^ids in \[9, 14\], outside the codebook of size 10$"),
         ((ids - 1, labels, keys), r"^ids in \[-1, 4\], outside the codebook"),
+        ((np.full((3, 2, 2), K), labels, keys), r"^ids in \[10, 10\], outside the codebook"),
+        ((ids, labels, ["a", "b" * 100 + "\n", "d"]), rf"^key '{'b' * 80}': keys must be strings"),
         ((ids, labels.astype(float), keys), r"^labels must be integers, got dtype float64$"),
         ((ids, [0, -2, 1], keys), r"^labels in \[-2, 1\], expected -1 \(unlabelled\) \.\. 2$"),
         ((ids, [0, 3, 1], keys), r"^labels in \[0, 3\], expected -1"),
@@ -449,3 +455,113 @@ def test_a_writer_record_holding_another_part_is_refused(tmp_path):
     os.rename(path / part_name(1), path / part_name(0))
     with pytest.raises(StoreError, match=r"part-00000\.json: holds part 1 \(corrupt writer record\)$"):
         merge_parts(path, 1)
+
+
+def test_a_config_message_lists_three_differences_clipped_to_500_characters(tmp_path):
+    path = tmp_path / "s"
+    writer(path, config={"a": 1, "b": 1, "c": 1, "d": 1}).abort()
+    with pytest.raises(StoreError) as e:
+        writer(path, config={"a": 2, "b": 2, "c": 2, "d": 2}, resume=True)
+    assert "another config (a: 1 there, 2 now; b: 1 there, 2 now; c: 1 there, 2 now); resume" in str(e.value)
+    writer(tmp_path / "t", config={"a": "x" * 600}).abort()
+    with pytest.raises(StoreError) as e:
+        writer(tmp_path / "t", config={"a": "y" * 600}, resume=True)
+    listed = str(e.value).split("another config (", 1)[1].split("); resume with", 1)[0]
+    assert len(listed) == 500 and listed.startswith("a: 'xxx")
+
+
+def test_a_resumed_write_reloads_its_fitted_codec(tmp_path):
+    path = tmp_path / "s"
+    ids, labels, keys = samples(30)
+    w = writer(path, codec="ctx", fit_samples=10, shard_bytes=20)
+    w.append_batch(ids[:20], labels[:20], keys[:20])
+    w.abort()
+    with writer(path, codec="ctx", fit_samples=10, shard_bytes=20, resume=True) as w:
+        todo = [i for i in range(30) if keys[i] not in w.done_keys]
+        w.append_batch(ids[todo], labels[todo], [keys[i] for i in todo])
+    store = TokenStore.open(path)
+    assert store.keys == keys and len(store.manifest["codecs"]) == 1
+    np.testing.assert_array_equal(store.get_batch(range(30))[0], ids)
+
+
+def test_resume_checks_the_durable_labels_against_the_classes(tmp_path):
+    path = tmp_path / "s"
+    ids, labels, keys = samples(4)
+    w = writer(path, class_names=list("abc"), fit_samples=1, shard_bytes=16)
+    w.append_batch(ids, labels, keys)
+    w.abort()
+    entry = record(path)["shards"][0]
+    shard = ShardReader(StoreFiles(path), entry, verify=False)
+    data = (path / entry["file"]).read_bytes()
+    forged = data[: entry["payload_bytes"]] + encode_index(shard.offsets, np.array([0, 7]), shard.sample_keys())
+    assert len(forged) == len(data)  # a label forged with its index CRC: only the class check can tell
+    (path / entry["file"]).write_bytes(forged)
+    with pytest.raises(StoreError, match=r"shard-00000-000000\.tok: sample 1 has label 7, outside -1\.\.2"):
+        writer(path, class_names=list("abc"), fit_samples=1, shard_bytes=16, resume=True)
+
+
+def test_an_aborted_writer_stays_closed(tmp_path):
+    path = tmp_path / "s"
+    ids, labels, keys = samples(3)
+    w = writer(path, fit_samples=1)
+    w.append_batch(ids, labels, keys)
+    w.abort()
+    w.close()  # does not finish the store
+    assert not (path / MANIFEST).exists()
+    with pytest.raises(StoreError, match=r"writer is closed$"):
+        w.append(ids[0], 0, "new")
+
+
+def test_merge_messages_name_every_unfinished_part_and_the_manifest(tmp_path):
+    with pytest.raises(StoreError, match=r"part-00000\.json: missing: part 0 was never started"):
+        merge_parts(tmp_path, 1)  # neither records nor manifest
+    path = tmp_path / "s"
+    for r in range(2):
+        writer(path, part=r).abort()
+    with pytest.raises(StoreError, match=r"unfinished: part 0 \(0 samples durable\), part 1 \(0 samples durable\); "):
+        merge_parts(path, 2)
+    with pytest.raises(StoreError, match=r"re-run those writers with resume=True, then merge$"):
+        merge_parts(path, 2)
+    done = tmp_path / "done"
+    writer(done).close()
+    (done / MANIFEST).write_text("{")
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(done / MANIFEST))}: not valid JSON"):
+        merge_parts(done, 1)
+    (done / MANIFEST).write_text("{}")
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(done / MANIFEST))}: missing or invalid 'format'"):
+        merge_parts(done, 1)
+
+
+def test_defaults_nested_directories_utc_times_and_named_side_array_files(tmp_path):
+    path = tmp_path / "a" / "b" / "s"
+    w = StoreWriter(path, grid_shape=GRID, codebook_size=K, codebook=np.zeros((K, 2)))
+    rec = record(path)
+    assert rec["writer"] == {"shard_bytes": 128 << 20, "fit_samples": 4096} and rec["codec_name"] == "ctx-ans"
+    assert rec["created"]["time"].endswith("+00:00")
+    assert (
+        rec["arrays"]["codebook"]["file"].startswith("codebook-")
+        and (path / rec["arrays"]["codebook"]["file"]).exists()
+    )
+    w.abort()
+
+
+def test_a_damaged_writer_record_is_named(tmp_path):
+    path = tmp_path / "s"
+    writer(path).abort()
+    (path / part_name(0)).write_text("{")
+    with pytest.raises(StoreError, match=r"part-00000\.json: not valid JSON"):
+        writer(path, resume=True)
+    (path / part_name(0)).write_text("{}")
+    with pytest.raises(StoreError, match=r"part-00000\.json: not a seit writer record$"):
+        writer(path, resume=True)
+
+
+def test_merged_manifests_carry_every_side_array_and_the_seit_version(tmp_path):
+    path = tmp_path / "s"
+    synonyms, code_ids = np.zeros((K, 2), int), np.arange(K) + 5
+    write_parts(path, [1, 1], synonyms=synonyms, code_ids=code_ids)
+    manifest = merge_parts(path, 2)
+    assert manifest["created"]["seit_version"] == seit.__version__
+    store = TokenStore.open(path)
+    np.testing.assert_array_equal(store.synonyms, synonyms)
+    np.testing.assert_array_equal(store.code_ids, code_ids)
