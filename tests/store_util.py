@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import ClassVar
+
 import numpy as np
+import zstandard
 
 from seit.store import CODECS, StoreWriter
+from seit.store.format import MANIFEST, V1_TRAILER
 
 CODEC_NAMES = sorted(CODECS)
 # Small groups, so that the tiny stores of the tests hold many groups (and groups split across shards).
@@ -45,3 +51,57 @@ def write_store(path, n: int = 200, *, grid=(4, 4), codec: str = "raw", shard_by
     ) as writer:
         writer.append_batch(ids, labels, keys)
     return ids, labels, keys
+
+
+def write_v1_store(path, n: int = 30):
+    """A store as seit wrote it before format 2: raw samples without CRC, 40-byte trailers, no checksum."""
+    ids, labels, keys = make_samples(n)
+    path.mkdir()
+    payload = ids.astype("<u2").tobytes()
+    offsets = np.arange(n + 1, dtype="<u4") * 32
+    labels_blob = zstandard.ZstdCompressor().compress(labels.astype("<i2").tobytes())
+    keys_blob = zstandard.ZstdCompressor().compress("\n".join(keys).encode())
+    tail = offsets.tobytes() + labels_blob + keys_blob
+    data = payload + tail + V1_TRAILER.pack(b"SEITSHD1", n, len(payload), len(labels_blob), len(keys_blob), 2, 0)
+    (path / "shard-00000-000000.tok").write_bytes(data)
+    (path / "codec-00000.bin").write_bytes(b"")
+    shard = {"file": "shard-00000-000000.tok", "part": 0, "codec": 0, "samples": n, "payload_bytes": len(payload)}
+    manifest = {
+        "format": "seit-token-store",
+        "format_version": 1,
+        "num_samples": n,
+        "grid_shape": [4, 4],
+        "ids_dtype": "int16",
+        "codebook_size": K,
+        "class_names": None,
+        "codebook": None,
+        "synonyms": None,
+        "codecs": [
+            {"name": "raw", "params": {}, "file": "codec-00000.bin", "sha256": hashlib.sha256().hexdigest(), "bytes": 0}
+        ],
+        "shards": [{**shard, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
+    }
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return ids, labels, keys
+
+
+class ProgressRecorder:
+    """Stands in for seit.utils.progress: records how each bar was made and what it was told."""
+
+    made: ClassVar[list] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.updates, self.closed = kwargs, [], False
+        ProgressRecorder.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True

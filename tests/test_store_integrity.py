@@ -15,10 +15,10 @@ import torch
 import zstandard
 
 from seit.store import StoreError, StoreWriter, TokenStore, set_codebook, verify_store
-from seit.store.format import MANIFEST, TRAILER, V1_TRAILER, json_sha256
+from seit.store.format import MANIFEST, TRAILER, json_sha256
 from seit.store.lock import WriterLock
 from seit.store.stream import TokenStream
-from store_util import CODEC_NAMES, K, make_samples, write_store
+from store_util import CODEC_NAMES, K, make_samples, write_store, write_v1_store
 
 
 def manifest_of(path) -> dict:
@@ -305,38 +305,6 @@ def test_a_filesystem_without_flock_writes_unguarded_with_a_warning(tmp_path, mo
 
 
 # ---- format 1 stores (no index CRC) still read, each shard checked by sha256 -----------------------------------
-def write_v1_store(path, n: int = 30):
-    """A store as seit wrote it before format 2: raw samples without CRC, 40-byte trailers, no checksum."""
-    ids, labels, keys = make_samples(n)
-    path.mkdir()
-    payload = ids.astype("<u2").tobytes()
-    offsets = np.arange(n + 1, dtype="<u4") * 32
-    labels_blob = zstandard.ZstdCompressor().compress(labels.astype("<i2").tobytes())
-    keys_blob = zstandard.ZstdCompressor().compress("\n".join(keys).encode())
-    tail = offsets.tobytes() + labels_blob + keys_blob
-    data = payload + tail + V1_TRAILER.pack(b"SEITSHD1", n, len(payload), len(labels_blob), len(keys_blob), 2, 0)
-    (path / "shard-00000-000000.tok").write_bytes(data)
-    (path / "codec-00000.bin").write_bytes(b"")
-    shard = {"file": "shard-00000-000000.tok", "part": 0, "codec": 0, "samples": n, "payload_bytes": len(payload)}
-    manifest = {
-        "format": "seit-token-store",
-        "format_version": 1,
-        "num_samples": n,
-        "grid_shape": [4, 4],
-        "ids_dtype": "int16",
-        "codebook_size": K,
-        "class_names": None,
-        "codebook": None,
-        "synonyms": None,
-        "codecs": [
-            {"name": "raw", "params": {}, "file": "codec-00000.bin", "sha256": hashlib.sha256().hexdigest(), "bytes": 0}
-        ],
-        "shards": [{**shard, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
-    }
-    (path / MANIFEST).write_text(json.dumps(manifest))
-    return ids, labels, keys
-
-
 def test_format_1_stores_still_read_and_their_shards_are_checked_whole(tmp_path):
     ids, labels, keys = write_v1_store(tmp_path / "s")
     got = read_everything(tmp_path / "s")

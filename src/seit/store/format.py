@@ -61,7 +61,7 @@ MAX_KEY_BYTES = 4096  # one key (a file name) in UTF-8
 MAX_GRID_NUMEL = 1 << 20  # tokens per sample (SeiT: 32 x 32)
 MAX_MANIFEST_BYTES = 256 << 20  # a manifest or writer record: ~200 bytes per shard
 MAX_SIDE_FILE_BYTES = 1 << 30  # a codebook, synonym table, code id list or codec state
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" would let a final newline in
 
 
 def shard_name(part: int, index: int) -> str:
@@ -279,7 +279,7 @@ def check_offsets(offsets: np.ndarray, payload_bytes: int, where: str) -> None:
 
 def check_file_name(name: Any, where: str) -> str:
     """File names in a manifest or writer record are plain names inside the store (no paths, no hidden files)."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
         raise StoreError(f"{where}: invalid file name {name!r} (corrupt or hand-edited file)")
     return name
 

@@ -290,7 +290,7 @@ class StoreWriter:
         for key in keys:
             if not isinstance(key, str) or "\n" in key or len(key.encode()) > MAX_KEY_BYTES:
                 raise StoreError(
-                    f"key {key[:80]!r}: keys must be strings without newlines, of at most {MAX_KEY_BYTES} bytes"
+                    f"key {str(key)[:80]!r}: keys must be strings without newlines, of at most {MAX_KEY_BYTES} bytes"
                 )
             if key in self._done_keys:
                 raise StoreError(f"key {key!r} is already in the store; a resumed job must skip writer.done_keys")
