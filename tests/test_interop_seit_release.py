@@ -13,8 +13,12 @@ from seit.interop.seit_release import (
     encode_stream,
     export_seit,
     import_seit,
+    iter_release,
     read_codebook,
+    read_index,
     read_synonyms,
+    release_paths,
+    stream_bound,
 )
 from seit.store import StoreWriter, TokenStore, collate
 from seit.store.errors import StoreError
@@ -146,3 +150,130 @@ def test_table_readers_reject_bad_files_naming_them(tmp_path):
     torch.save(torch.zeros(391), flat)
     with pytest.raises(StoreError, match=r"codebook\.ckpt: expected a float tensor \[K, D\]"):
         read_codebook(flat)
+
+
+# ---- edges of the reading paths, on tiny release files made here ----------------------------------------
+def write_release(folder, grids, labels=None, name="x", data=None):
+    """``grids`` in the release layout at ``folder/name-*`` (``data``: other decompressed token bytes)."""
+    stream, offsets = encode_stream(grids)
+    paths = release_paths(folder / name)
+    paths["tokens"].write_bytes(gzip.compress(stream if data is None else data(stream, offsets)))
+    npy = io.BytesIO()
+    np.save(npy, offsets)
+    paths["index"].write_bytes(gzip.compress(npy.getvalue()))
+    if labels is not None:
+        paths["labels"].write_text("".join(f"{x}\n" for x in labels))
+    return paths
+
+
+def some_grids(n, shape=(2, 3), high=510):
+    return np.random.default_rng(n).integers(0, high, (n, *shape))  # one- and two-byte ids
+
+
+def test_dataset_without_labels_and_at_its_edges(tmp_path):
+    grids = some_grids(5)
+    paths = write_release(tmp_path, grids, labels=[1, 2])
+    ds = SeitReleaseDataset(paths["tokens"], grid_shape=(2, 3))  # the index named as the reference code does
+    assert len(ds) == 5 and ds.labels.dtype == np.int64 and ds.labels.tolist() == [-1] * 5
+    ids, label = ds[2]
+    assert torch.equal(ids, torch.from_numpy(grids[2].astype(np.int16))) and label == -1
+    assert ds.grid(1).dtype == np.int16
+    ids, labels = ds.__getitems__([4, 0])
+    np.testing.assert_array_equal(ids, grids[[4, 0]])
+    ids, labels = ds.__getitems__([])
+    assert ids.shape == (0, 2, 3) and ids.dtype == torch.int16 and labels.shape == (0,)
+    assert labels.dtype == torch.int64
+    for i in (5, -1):
+        with pytest.raises(IndexError, match=rf"sample index {i} out of range for 5 samples"):
+            ds.grid(i)
+    with pytest.raises(StoreError, match=r"x-label\.txt: 2 labels for 5 token grids"):
+        SeitReleaseDataset(paths["tokens"], labels=paths["labels"], grid_shape=(2, 3))
+
+
+def test_a_sample_that_decodes_to_another_grid_is_named(tmp_path):
+    def escape_sample_1(stream, offsets):  # its first byte becomes an escape: 5 ids of 6, yet a valid length
+        return stream[: offsets[1]] + b"\xff" + stream[offsets[1] + 1 :]
+
+    grids = some_grids(3, high=200)  # one byte per id
+    paths = write_release(tmp_path, grids, data=escape_sample_1)
+    expected = r"x-token\.data\.bin\.gz: sample 1: SeiT token stream: sample decodes to 5 ids, expected 6"
+    ds = SeitReleaseDataset(paths["tokens"], grid_shape=(2, 3))
+    np.testing.assert_array_equal(ds.grid(0), grids[0])
+    with pytest.raises(StoreError, match=expected + r" \(wrong grid_shape\?\)"):
+        ds.grid(1)
+    with pytest.raises(StoreError, match=expected + r" \(wrong --grid\?\)"):
+        import_seit(tmp_path / "s", tokens=paths["tokens"], grid_shape=(2, 3), codebook_size=512)
+
+
+def test_release_files_stream_in_batches_and_name_where_they_end(tmp_path):
+    grids = some_grids(10)
+    paths = write_release(tmp_path, grids)
+    offsets = read_index(paths["index"], numel=6, stream_bytes=stream_bound(paths["tokens"]))
+    parts = list(iter_release(paths["tokens"], offsets, (2, 3), batch_size=3))
+    assert [start for start, _ in parts] == [0, 3, 6, 9]
+    np.testing.assert_array_equal(np.concatenate([g for _, g in parts]), grids)
+    # cut exactly where sample 7 starts: the batch 6..8 ends inside sample 7 (its bytes are all missing)
+    cut = write_release(tmp_path, grids, name="cut", data=lambda stream, offsets: stream[: offsets[7]])
+    with pytest.raises(
+        StoreError, match=rf"cut-token\.data\.bin\.gz: stream ends at byte {offsets[7]}, inside sample 7 "
+    ):
+        list(iter_release(cut["tokens"], offsets, (2, 3), batch_size=3))
+    longer = write_release(tmp_path, grids, name="long", data=lambda stream, offsets: stream + b"\x00")
+    with pytest.raises(StoreError, match=r"long-token\.data\.bin\.gz: longer than its index says"):
+        list(iter_release(longer["tokens"], offsets, (2, 3), batch_size=3))
+
+
+def test_import_without_a_codebook_records_its_sources_and_settings(tmp_path):
+    grids = some_grids(5)
+    paths = write_release(tmp_path, grids)
+    index = paths["index"].rename(tmp_path / "elsewhere.npy.gz")  # not where the token file's name points
+    given = dict(tokens=paths["tokens"], index=index, grid_shape=(2, 3), codebook_size=512, class_names=["a", "b"])
+    store = TokenStore.open(import_seit(tmp_path / "s", **given, codec="raw"))
+    ids, labels = store.get_batch(range(5))
+    np.testing.assert_array_equal(ids, grids)
+    assert labels.tolist() == [-1] * 5 and store.keys == ["0", "1", "2", "3", "4"]
+    assert store.codebook is None and store.synonyms is None and store.codebook_size == 512
+    assert store.class_names == ["a", "b"] and store.manifest["codecs"][0]["name"] == "raw"
+    sources = {"source": "seit-release", "tokens": str(paths["tokens"]), "index": str(index), "labels": "None"}
+    assert store.config == sources
+    with pytest.raises(StoreError, match="already"):
+        import_seit(tmp_path / "s", **given, codec="raw")
+    import_seit(tmp_path / "s", **given, codec="raw", resume=True)  # finished already: nothing left to add
+    assert TokenStore.open(tmp_path / "s").keys == store.keys
+
+
+def test_import_checks_the_codebook_size_and_every_id_against_it(tmp_path):
+    grids = some_grids(4100, shape=(2, 1), high=7)  # more than one read batch (4096 samples)
+    grids[4098, 1, 0] = 7
+    paths = write_release(tmp_path, grids)
+    with pytest.raises(StoreError, match=r"x-token\.data\.bin\.gz: sample 4098 has id 7 >= codebook size 7$"):
+        import_seit(tmp_path / "s", tokens=paths["tokens"], grid_shape=(2, 1), codebook_size=7, codec="raw")
+    store = TokenStore.open(
+        import_seit(tmp_path / "t", tokens=paths["tokens"], grid_shape=(2, 1), codebook_size=8, codec="raw")
+    )
+    assert len(store) == 4100 and store.key(4099) == "4099"
+    np.testing.assert_array_equal(store.get_batch([4098])[0], grids[[4098]])
+    book = tmp_path / "codebook.ckpt"
+    torch.save(torch.zeros(8, 2), book)
+    with pytest.raises(StoreError, match=r"codebook\.ckpt: holds 8 codes, --codebook-size says 9$"):
+        import_seit(tmp_path / "u", tokens=paths["tokens"], grid_shape=(2, 1), codebook=book, codebook_size=9)
+
+
+def test_import_bounds_the_index_by_the_grid_and_the_token_file(tmp_path):
+    paths = write_release(tmp_path, some_grids(3))
+    with pytest.raises(StoreError, match=r"sample 0 spans \d+ bytes; a grid of 1 ids takes 1\.\.2 bytes"):
+        import_seit(tmp_path / "s", tokens=paths["tokens"], grid_shape=(1, 1), codebook_size=512)
+    header = io.BytesIO()  # an index that declares a million samples (and holds none of them)
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i8", "fortran_order": False, "shape": (10**6,)})
+    paths["index"].write_bytes(gzip.compress(header.getvalue()))
+    with pytest.raises(StoreError, match=r"declares 999999 samples, more than its token file can hold"):
+        import_seit(tmp_path / "t", tokens=paths["tokens"], grid_shape=(2, 3), codebook_size=512)
+
+
+def test_import_shows_progress_only_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SEIT_NO_PROGRESS", raising=False)
+    paths = write_release(tmp_path, some_grids(5))
+    import_seit(tmp_path / "s", tokens=paths["tokens"], grid_shape=(2, 3), codebook_size=512)
+    assert capsys.readouterr().err == ""
+    import_seit(tmp_path / "t", tokens=paths["tokens"], grid_shape=(2, 3), codebook_size=512, show_progress=True)
+    assert "5/5" in capsys.readouterr().err
