@@ -7,7 +7,7 @@
 # Prints each module's killed / survived / total; `cd build/mutation/NAME && mutmut show MUTANT` shows one.
 # An entry may name several files, and may mutate only some of their functions (a 4th field): mutmut's names,
 # globs matched with fnmatch: MODULE.x_FUNCTION* for a function, MODULE.x?CLASS?METHOD* for a method (mutmut
-# joins them with a non-ASCII separator, which `?` matches); a package's __init__.py is MODULE.__init__.
+# joins them with a non-ASCII separator, which `?` matches); a package's __init__.py goes by the package's name.
 set -euo pipefail -f
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,10 +16,10 @@ MUTMUT="$(dirname "$(command -v "$PY")")/mutmut"
 WORKERS="${MUTATION_WORKERS:-1}"
 
 # the engine's resume checks, not the whole trainer: which checkpoint a run may continue, and where
-RESUME_CHECKS="seit.engine.train.x_run_state* seit.engine.train.x_restore_run_state*
-  seit.engine.train.x__check_resumable* seit.engine.train.x__normalise* seit.engine.train.x?Trainer?epoch_ends*
-  seit.engine.train.x?Trainer?reached_max_steps* seit.engine.pipeline.x?_Pipeline?steps_per_epoch*
-  seit.runtime.__init__.x_resume_checkpoint*"
+RESUME_CHECKS="seit.engine.train.x_run_state* seit.engine.train.x_restore_run_state* \
+  seit.engine.train.x__check_resumable* seit.engine.train.x__normalise* seit.engine.train.x?Trainer?epoch_ends* \
+  seit.engine.train.x?Trainer?reached_max_steps* seit.engine.pipeline.x?_Pipeline?steps_per_epoch* \
+  seit.runtime.x_resume_checkpoint*"
 
 # name | files to mutate | the tests that target them | [only these functions]
 MODULES=(
@@ -57,7 +57,7 @@ for entry in "${MODULES[@]}"; do
     echo "markers = slow: end-to-end tests that take tens of seconds"
   } >"$work/setup.cfg"
   echo "== $name: $modules${functions:+ ($functions)} against $tests"
-  read -r -a only <<<"$(echo $functions)"  # a list over several lines, unglobbed (set -f)
+  read -r -a only <<<"$functions"
   (cd "$work" && OMP_NUM_THREADS=1 SEIT_NO_PROGRESS=1 "$MUTMUT" run --max-children "$WORKERS" "${only[@]}" >run.log 2>&1) || {
     tail -20 "$work/run.log"
     exit 1

@@ -4,12 +4,14 @@ The end-to-end proofs (a resumed run equals the uninterrupted one, on another nu
 test_engine.py and test_engine_elastic.py; these pin each rule and message in milliseconds.
 """
 
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from seit.engine.config import TrainConfig
+from seit.engine.config import OptimConfig, RunConfig, TrainConfig
 from seit.engine.pipeline import _Pipeline
 from seit.engine.train import (
     Position,
@@ -101,6 +103,15 @@ def test_a_checkpoint_without_a_world_size_was_written_by_one_process():
         _check_resumable(ckpt, config(16), "last.pt", 2)
 
 
+def test_a_checkpoint_without_its_batch_size_is_refused():
+    ckpt = checkpoint(config())
+    del ckpt["config"]["optim"]
+    with pytest.raises(
+        TrainingError, match=r"^last\.pt: its settings name no --batch-size; not a complete seit\.train"
+    ):
+        _check_resumable(ckpt, config(), "last.pt", 1)
+
+
 def test_another_seed_is_refused():
     with pytest.raises(
         TrainingError,
@@ -150,9 +161,30 @@ def test_the_settings_a_resume_may_change():
     _check_resumable(ckpt, now, "last.pt", 4)
 
 
+@dataclass
+class Later:
+    flag: int = 0
+
+
+@dataclass
+class RunFirst:
+    """A config whose "run" section (skipped as a whole) is not the last one."""
+
+    run: RunConfig = dc_field(default_factory=RunConfig)
+    optim: OptimConfig = dc_field(default_factory=OptimConfig)
+    later: Later = dc_field(default_factory=Later)
+
+
+def test_every_section_is_compared_wherever_it_stands():
+    ckpt = checkpoint(RunFirst())
+    changed = RunFirst(later=Later(flag=1))
+    with pytest.raises(TrainingError, match="--flag: checkpoint 0, now 1"):
+        _check_resumable(ckpt, changed, "last.pt", 1)
+
+
 def test_floats_equal_to_12_places_and_tuples_as_lists_are_the_same_setting():
     ckpt = checkpoint(config())
-    ckpt["config"]["optim"]["lr"] = 0.00075 + 1e-16
+    ckpt["config"]["optim"]["lr"] = 0.00075 + 3e-13  # equal to 12 decimal places
     ckpt["config"]["augment"]["rrc_aspect"] = [0.75, 4 / 3 + 1e-15]
     _check_resumable(ckpt, config(), "last.pt", 1)
     ckpt["config"]["augment"]["rrc_aspect"] = [0.75, 1.5]
