@@ -8,6 +8,8 @@
 # An entry may name several files, and may mutate only some of their functions (a 4th field): mutmut's names,
 # globs matched with fnmatch: MODULE.x_FUNCTION* for a function, MODULE.x?CLASS?METHOD* for a method (mutmut
 # joins them with a non-ASCII separator, which `?` matches); a package's __init__.py goes by the package's name.
+# MUTATION_ONLY="GLOB ..." runs only those mutants of the named entry (e.g. the survivors of an earlier run,
+# after tests were added); the printed figures then count those only.
 set -euo pipefail -f
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,6 +23,14 @@ RESUME_CHECKS="seit.engine.train.x_run_state* seit.engine.train.x_restore_run_st
   seit.engine.train.x?Trainer?reached_max_steps* seit.engine.pipeline.x?_Pipeline?steps_per_epoch* \
   seit.runtime.x_resume_checkpoint*"
 
+# the hostile-file tests of the release readers (the rest of test_input_bounds.py trains models)
+RELEASE_BOUNDS="tests/test_input_bounds.py::test_index_offsets_far_beyond_the_data_are_refused_before_any_read \
+  tests/test_input_bounds.py::test_index_offsets_that_decrease_or_do_not_start_at_zero_are_refused \
+  tests/test_input_bounds.py::test_a_gzip_bomb_index_is_refused_without_inflating_it \
+  tests/test_input_bounds.py::test_a_token_file_longer_than_its_index_is_refused_without_inflating_all_of_it \
+  tests/test_input_bounds.py::test_label_values_are_bounded_and_named \
+  tests/test_input_bounds.py::test_a_label_file_far_larger_than_its_count_is_not_read"
+
 # name | files to mutate | the tests that target them | [only these functions]
 MODULES=(
   "order|src/seit/store/order.py|tests/test_store_order.py tests/test_store_sampler.py"
@@ -28,7 +38,7 @@ MODULES=(
   "eda|src/seit/augment/eda.py|tests/test_augment_eda.py"
   "color|src/seit/augment/color.py|tests/test_augment_color.py"
   "mix|src/seit/augment/mix.py|tests/test_augment_mix.py"
-  "release|src/seit/interop/seit_release.py|tests/test_interop_seit_release.py"
+  "release|src/seit/interop/seit_release.py|tests/test_interop_seit_release.py $RELEASE_BOUNDS"
   "pipeline|src/seit/augment/pipeline.py|tests/test_augment_pipeline.py"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
@@ -57,6 +67,7 @@ for entry in "${MODULES[@]}"; do
     echo "markers = slow: end-to-end tests that take tens of seconds"
   } >"$work/setup.cfg"
   echo "== $name: $modules${functions:+ ($functions)} against $tests"
+  functions="${MUTATION_ONLY:-$functions}"
   read -r -a only <<<"$functions"
   (cd "$work" && OMP_NUM_THREADS=1 SEIT_NO_PROGRESS=1 "$MUTMUT" run --max-children "$WORKERS" "${only[@]}" >run.log 2>&1) || {
     tail -20 "$work/run.log"
