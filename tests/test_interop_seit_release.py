@@ -277,3 +277,35 @@ def test_import_shows_progress_only_when_asked(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
     import_seit(tmp_path / "t", tokens=paths["tokens"], grid_shape=(2, 3), codebook_size=512, show_progress=True)
     assert "5/5" in capsys.readouterr().err
+
+
+def test_a_token_file_shorter_than_its_index_says_is_named(tmp_path):
+    paths = write_release(tmp_path, some_grids(4), data=lambda stream, offsets: stream[:-3])
+    size = int(read_index(paths["index"])[-1])
+    with pytest.raises(
+        StoreError,
+        match=rf"x-token\.data\.bin\.gz: decompresses to {size - 3} bytes, its index says {size}; the files do not "
+        r"belong together \(or one is truncated\)$",
+    ):
+        SeitReleaseDataset(paths["tokens"], grid_shape=(2, 3))
+
+
+def test_a_codebook_file_may_hold_one_table_in_a_dict(tmp_path):
+    table = torch.randn(6, 3)
+    path = tmp_path / "codebook.ckpt"
+    torch.save({"step": 3, "scale": torch.tensor(1.0), "codebook": table}, path)
+    np.testing.assert_array_equal(read_codebook(path), table.numpy())
+    torch.save({"a": table, "b": table.clone()}, path)  # which one? refused
+    with pytest.raises(
+        StoreError, match=r"codebook\.ckpt: expected a float tensor \[K, D\] \(the codebook\), got dict$"
+    ):
+        read_codebook(path)
+
+
+def test_synonym_file_errors_name_the_file_and_the_reason(tmp_path):
+    with pytest.raises(StoreError, match=r"nope\.json: no such file$"):
+        read_synonyms(tmp_path / "nope.json", 2)
+    bad = tmp_path / "synonyms.json"
+    bad.write_text('{"0": [0], ')
+    with pytest.raises(StoreError, match=r"synonyms\.json: not valid JSON \(Expecting property name"):
+        read_synonyms(bad, 2)
