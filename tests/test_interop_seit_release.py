@@ -75,6 +75,7 @@ def test_fixture_round_trip_through_a_store_is_exact(tmp_path, split):
     synonyms = json.loads((TOKENS / "synonyms.json").read_text())
     assert store.synonyms.tolist() == [synonyms[str(i)] for i in range(len(book))]
     assert store.num_shards > 1
+    assert store.config["labels"] == str(release_files(split)["labels"])
 
     written = export_seit(tmp_path / "store", tmp_path / "out" / f"tiny-{split}")
     assert gunzip(written["tokens"]) == gunzip(TOKENS / f"tiny-{split}-token.data.bin.gz")
@@ -130,7 +131,10 @@ def test_import_errors_name_the_file(tmp_path):
         import_seit(tmp_path / "b", **{**files, "tokens": truncated})
     with pytest.raises(StoreError, match="wrong --grid"):
         import_seit(tmp_path / "c", **files, grid_shape=(16, 16))
-    with pytest.raises(StoreError, match="needs the codebook"):
+    with pytest.raises(
+        StoreError,
+        match=r"^import-seit needs the codebook \(--codebook codebook\.ckpt\) or its size \(--codebook-size\)$",
+    ):
         import_seit(tmp_path / "d", tokens=files["tokens"])
     small = tmp_path / "small.json"
     small.write_text(json.dumps({"0": [0, 1]}))
