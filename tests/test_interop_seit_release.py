@@ -304,6 +304,10 @@ def test_a_codebook_file_may_hold_one_table_in_a_dict(tmp_path):
         StoreError, match=r"codebook\.ckpt: expected a float tensor \[K, D\] \(the codebook\), got dict$"
     ):
         read_codebook(path)
+    for bad in (table.long(), table[:0]):  # integer, or no codes at all
+        torch.save(bad, path)
+        with pytest.raises(StoreError, match=r"codebook\.ckpt: expected a float tensor \[K, D\]"):
+            read_codebook(path)
 
 
 def test_synonym_file_errors_name_the_file_and_the_reason(tmp_path):
