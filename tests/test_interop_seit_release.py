@@ -317,3 +317,28 @@ def test_synonym_file_errors_name_the_file_and_the_reason(tmp_path):
     bad.write_text('{"0": [0], ')
     with pytest.raises(StoreError, match=r"synonyms\.json: not valid JSON \(Expecting property name"):
         read_synonyms(bad, 2)
+
+
+@pytest.mark.parametrize(
+    ("table", "size", "message"),
+    [
+        ([[0], [1]], 2, r'expected an object \{"id": \[ids\]\}, got list$'),
+        ({"0": [0], "1": [1], "2": [2]}, 2, r"needs one entry per code 0\.\.1 \(missing e\.g\. \[\]\)$"),
+        ({"0": [0]}, 10, r"needs one entry per code 0\.\.9 \(missing e\.g\. \[1, 2, 3, 4, 5\]\)$"),
+        ({"0": 0, "1": [1]}, 2, r"every entry must be a list of integer code ids$"),
+        ({"0": [0], "1": ["1"]}, 2, r"every entry must be a list of integer code ids$"),
+        ({"0": [0], "1": [1, 0]}, 2, r"every code needs the same number of synonyms \(found \[1, 2\]\)$"),
+    ],
+)
+def test_synonym_tables_of_another_shape_are_refused_naming_what_is_wrong(tmp_path, table, size, message):
+    path = tmp_path / "synonyms.json"
+    path.write_text(json.dumps(table))
+    with pytest.raises(StoreError, match=r"synonyms\.json: " + message):
+        read_synonyms(path, size)
+
+
+def test_a_synonym_table_may_list_no_synonyms(tmp_path):
+    path = tmp_path / "synonyms.json"
+    for size in (1, 3):
+        path.write_text(json.dumps({str(i): [] for i in range(size)}))
+        assert read_synonyms(path, size).shape == (size, 0)
