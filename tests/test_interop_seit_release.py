@@ -1,6 +1,7 @@
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,36 @@ def test_a_synonym_table_may_list_no_synonyms(tmp_path):
     for size in (1, 3):
         path.write_text(json.dumps({str(i): [] for i in range(size)}))
         assert read_synonyms(path, size).shape == (size, 0)
+
+
+def small_store(path, grids, codebook_size):
+    with StoreWriter(path, grid_shape=grids.shape[1:], codebook_size=codebook_size, codec="raw") as w:
+        w.append_batch(grids, [0] * len(grids), [str(i) for i in range(len(grids))])
+    return path
+
+
+@pytest.mark.parametrize("codebook_size", [510, 511, 600])
+def test_export_checks_ids_only_where_the_codebook_can_exceed_the_layout(tmp_path, codebook_size):
+    grids = np.zeros((3, 2, 2), dtype=np.int64)
+    grids[2, 0, 1] = 509  # the largest id the layout holds
+    written = export_seit(small_store(tmp_path / "s", grids, codebook_size), tmp_path / "out" / "x")
+    np.testing.assert_array_equal(SeitReleaseDataset(written["tokens"], grid_shape=(2, 2)).grid(2), grids[2])
+    if codebook_size > 510:
+        grids[1, 1, 1] = 510
+        with pytest.raises(StoreError, match=r"sample 1 \(key '1'\) has id 510; the SeiT layout holds ids up to 509"):
+            export_seit(small_store(tmp_path / "t", grids, codebook_size), tmp_path / "out" / "y")
+
+
+def test_export_names_every_file_it_would_overwrite_and_shows_progress_only_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SEIT_NO_PROGRESS", raising=False)
+    store = small_store(tmp_path / "s", np.zeros((3, 2, 2), dtype=np.int64), 600)
+    written = export_seit(store, tmp_path / "x")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(
+        StoreError,
+        match="^" + re.escape(f"would overwrite {written['tokens']}, {written['index']}, {written['labels']}; pass"),
+    ):
+        export_seit(store, tmp_path / "x")
+    export_seit(store, tmp_path / "x", overwrite=True, show_progress=True)
+    err = capsys.readouterr().err
+    assert "check ids" in err and "export" in err
