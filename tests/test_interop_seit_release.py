@@ -17,6 +17,7 @@ from seit.interop.seit_release import (
     iter_release,
     read_codebook,
     read_index,
+    read_labels,
     read_synonyms,
     release_paths,
     stream_bound,
@@ -40,7 +41,11 @@ def test_stream_codec_matches_the_release_bytes(split):
 
 
 def test_stream_refuses_ids_it_cannot_hold_and_truncation():
-    with pytest.raises(StoreError, match="509"):
+    with pytest.raises(
+        StoreError,
+        match=r"^sample 0: id 510 cannot be written in the SeiT layout \(largest id 509\); prune the codebook first "
+        r"\(seit tokenize --prune\) or keep this data in a seit store$",
+    ):
         encode_stream([np.array([[510]])])
     data, _ = encode_stream([np.array([300, 2])])
     with pytest.raises(StoreError, match="expected 3"):
@@ -381,3 +386,27 @@ def test_export_names_every_file_it_would_overwrite_and_shows_progress_only_when
     export_seit(store, tmp_path / "x", overwrite=True, show_progress=True)
     err = capsys.readouterr().err
     assert "check ids" in err and "export" in err
+
+
+def test_label_files_at_their_bounds(tmp_path):
+    path = tmp_path / "x-label.txt"
+    path.write_text("-1\n1048575\n")  # unlabelled, and the largest class id
+    assert read_labels(path).tolist() == [-1, 1048575]
+    for value in ("-2", "1048576"):
+        path.write_text(f"{value}\n")
+        with pytest.raises(
+            StoreError,
+            match=rf"label {value} \(entry 1\) is outside -1 \(unlabelled\) \.\. 1048575; "
+            r"labels are class ids 0\.\.K-1$",
+        ):
+            read_labels(path)
+    path.write_text("1\n\u0663\n")  # an Arabic-Indic three: int() would read it, a label file is ASCII
+    with pytest.raises(StoreError, match="cannot read it as a label file"):
+        read_labels(path)
+    path.write_text("1\n2" + " " * (2 * 32 + 4096 - 3))  # exactly the most two labels may take
+    assert read_labels(path, 2).tolist() == [1, 2]
+    path.write_text("1\n2" + " " * (2 * 32 + 4096 - 2))
+    with pytest.raises(StoreError, match=r"x-label\.txt: 4161 bytes is far more than 2 labels take; wrong file\?$"):
+        read_labels(path, 2)
+    with pytest.raises(StoreError, match=r"nope-label\.txt: no such file$"):
+        read_labels(tmp_path / "nope-label.txt")
