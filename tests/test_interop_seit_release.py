@@ -410,3 +410,50 @@ def test_label_files_at_their_bounds(tmp_path):
         read_labels(path, 2)
     with pytest.raises(StoreError, match=r"nope-label\.txt: no such file$"):
         read_labels(tmp_path / "nope-label.txt")
+
+
+def write_index(path, offsets, tail=b""):
+    npy = io.BytesIO()
+    np.save(npy, np.asarray(offsets, dtype=np.int64))
+    path.write_bytes(gzip.compress(npy.getvalue() + tail))
+    return path
+
+
+def test_index_files_at_their_bounds(tmp_path):
+    index = write_index(tmp_path / "i.npy.gz", [0, 0, 3])  # without a grid size, empty samples are fine
+    assert read_index(index).tolist() == [0, 0, 3]
+    with pytest.raises(StoreError, match=r"i\.npy\.gz: offsets must start at 0, found 5 \(corrupt index\)$"):
+        read_index(write_index(index, [5, 6]))
+    with pytest.raises(StoreError, match=r"i\.npy\.gz: holds data after its offsets array \(corrupt index\)$"):
+        read_index(write_index(index, [0, 1], tail=b"\0"))
+    # one-byte grids: an index may declare as many samples as its token file has bytes, and no more
+    assert len(read_index(write_index(index, range(8)), stream_bytes=7)) == 8
+    with pytest.raises(StoreError, match="declares 7 samples, more than its token file can hold"):
+        read_index(index, stream_bytes=6)
+
+
+def test_stream_reads_in_chunks_and_one_byte_at_a_time(tmp_path, monkeypatch):
+    import seit.interop.seit_release as release
+
+    grids = some_grids(4, shape=(1, 1), high=200)
+    paths = write_release(tmp_path, grids)
+    offsets = read_index(paths["index"], numel=1)
+    streamed = [g for _, g in iter_release(paths["tokens"], offsets, (1, 1), batch_size=1)]  # 1-byte reads
+    np.testing.assert_array_equal(np.concatenate(streamed), grids)
+    monkeypatch.setattr(release, "_READ_CHUNK", 3)  # files larger than a read chunk are read in several
+    np.testing.assert_array_equal(SeitReleaseDataset(paths["tokens"], grid_shape=(1, 1)).grid(3), grids[3])
+
+
+def test_a_missing_or_unreadable_token_file_is_named(tmp_path):
+    with pytest.raises(StoreError, match=r"nope\.gz: no such file$"):
+        stream_bound(tmp_path / "nope.gz")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StoreError, match=r"file/x\.gz: Not a directory$"):
+        stream_bound(tmp_path / "file" / "x.gz")
+
+
+def test_decoded_samples_are_int64_and_a_cut_two_byte_id_is_named():
+    data, _ = encode_stream([np.array([300, 2])])
+    assert decode_sample(data, 2).dtype == np.int64
+    with pytest.raises(StoreError, match=r"^SeiT token stream ends inside a two-byte id \(truncated file\?\)$"):
+        decode_sample(data[:1], 1)
