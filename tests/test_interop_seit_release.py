@@ -336,6 +336,7 @@ def test_synonym_file_errors_name_the_file_and_the_reason(tmp_path):
         ({"0": 0, "1": [1]}, 2, r"every entry must be a list of integer code ids$"),
         ({"0": [0], "1": ["1"]}, 2, r"every entry must be a list of integer code ids$"),
         ({"0": [0], "1": [1, 0]}, 2, r"every code needs the same number of synonyms \(found \[1, 2\]\)$"),
+        ({"0": [0, 2], "1": [1, 0]}, 2, r"synonym ids must lie in \[0, 2\), found 0\.\.2$"),
     ],
 )
 def test_synonym_tables_of_another_shape_are_refused_naming_what_is_wrong(tmp_path, table, size, message):
@@ -385,7 +386,7 @@ def test_export_names_every_file_it_would_overwrite_and_shows_progress_only_when
     assert data[10 : data.index(b"\0", 10)] == b"x-token.data.bin"  # the name inside, as SeiT's files have it
     export_seit(store, tmp_path / "x", overwrite=True, show_progress=True)
     err = capsys.readouterr().err
-    assert "check ids" in err and "export" in err
+    assert "check ids:" in err and "export:" in err  # each pass's bar, by name
 
 
 def test_label_files_at_their_bounds(tmp_path):
@@ -424,6 +425,14 @@ def test_index_files_at_their_bounds(tmp_path):
     assert read_index(index).tolist() == [0, 0, 3]
     with pytest.raises(StoreError, match=r"i\.npy\.gz: offsets must start at 0, found 5 \(corrupt index\)$"):
         read_index(write_index(index, [5, 6]))
+    with pytest.raises(
+        StoreError, match=r"i\.npy\.gz: sample 1 spans -1 bytes; offsets never decrease \(corrupt index\)$"
+    ):
+        read_index(write_index(index, [0, 2, 1]))
+    with pytest.raises(
+        StoreError, match=r"offsets reach byte 10, more than its token file can hold \(corrupt index\)$"
+    ):
+        read_index(write_index(index, [0, 1, 2, 3, 10]), stream_bytes=5)
     with pytest.raises(StoreError, match=r"i\.npy\.gz: holds data after its offsets array \(corrupt index\)$"):
         read_index(write_index(index, [0, 1], tail=b"\0"))
     # one-byte grids: an index may declare as many samples as its token file has bytes, and no more
