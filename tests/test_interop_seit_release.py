@@ -2,6 +2,7 @@ import gzip
 import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -466,3 +467,28 @@ def test_decoded_samples_are_int64_and_a_cut_two_byte_id_is_named():
     assert decode_sample(data, 2).dtype == np.int64
     with pytest.raises(StoreError, match=r"^SeiT token stream ends inside a two-byte id \(truncated file\?\)$"):
         decode_sample(data[:1], 1)
+
+
+def npy_bytes(header: str, version):
+    """The offsets [0, 1] as an .npy file with this header text, for headers numpy would not write."""
+    size = struct.pack("<H" if version == (1, 0) else "<I", len(header) + 1)
+    data = np.array([0, 1], dtype="<i8").tobytes()
+    return b"\x93NUMPY" + bytes(version) + size + header.encode("latin1") + b"\n" + data
+
+
+def test_index_headers_of_both_npy_versions_and_no_other(tmp_path):
+    index = tmp_path / "i.npy.gz"
+    header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"
+    for version in ((1, 0), (2, 0)):
+        index.write_bytes(gzip.compress(npy_bytes(header, version)))
+        assert read_index(index).tolist() == [0, 1]
+    index.write_bytes(gzip.compress(npy_bytes(header, (3, 0))))
+    with pytest.raises(
+        StoreError,
+        match=r"i\.npy\.gz: not a \.npy array inside the gzip "
+        r"\(ValueError: npy version \(3, 0\) is not one an index uses\)$",
+    ):
+        read_index(index)
+    index.write_bytes(gzip.compress(npy_bytes(header.ljust(5000), (2, 0))))  # numpy's own limit is 10000
+    with pytest.raises(StoreError, match=r"not a \.npy array inside the gzip \(ValueError: Header info length"):
+        read_index(index)
