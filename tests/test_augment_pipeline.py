@@ -10,6 +10,7 @@ import torch
 
 import seit.models  # noqa: F401  (registers the token ViTs)
 from seit.augment import AugmentConfig, AugmentError, TokenAugment
+from seit.augment import pipeline as augment_pipeline
 from seit.augment.config import BatchSlice
 from seit.config import add_dataclass_args, from_args
 from seit.errors import ConfigError
@@ -133,8 +134,12 @@ def test_same_seed_same_stream_and_state_resumes_it():
     torch.testing.assert_close(got[1], expected[1])
 
     foreign = dict(a.state_dict(), device_type="cuda")  # other generator format: warned, deterministic reseed
-    with pytest.warns(UserWarning, match="derived seed"):
-        make().load_state_dict(foreign)
+    other = make()
+    message = "saved on cuda and is resumed on cpu: the random stream continues from a derived seed, not bit-ident"
+    with pytest.warns(UserWarning, match=message) as warned:
+        other.load_state_dict(foreign)
+    assert warned[0].filename != augment_pipeline.__file__  # it names the caller's line, not the library's
+    assert other.generator.initial_seed() == 1649334614  # sha256 of the saved state, little-endian, mod 2**31 - 1
 
 
 def test_train_inputs_are_trains_inputs_without_labels_and_refuse_mixing():
@@ -174,12 +179,61 @@ def test_bad_batches_get_clear_errors():
         aug.eval(ids - 1000)
     with pytest.raises(AugmentError, match="integer token ids"):
         aug.eval(ids.float())
+    with pytest.raises(
+        AugmentError, match=r"^token ids range 0\.\.50 but the codebook has 50 codes; .*\(check --codebook\)$"
+    ):
+        aug.eval(ids.index_fill(0, torch.tensor([2]), 50))  # one id past the last code
     with pytest.raises(AugmentError, match=r"class ids in \[0, 10\)"):
         aug.train(ids, labels + 10)
     with pytest.raises(AugmentError, match="even batch"):
         aug.train(ids[:7], labels[:7])
     with pytest.raises(AugmentError, match="synonym table has 3 rows"):
         TokenAugment(AugmentConfig(), torch.randn(50, 4), torch.zeros(3, 5, dtype=torch.long), num_classes=2)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda y: y.view(-1, 1),
+        lambda y: y.index_fill(0, torch.tensor([3]), -1),
+        lambda y: y.index_fill(0, torch.tensor([3]), 10),
+    ],
+    ids=["shape [B, 1]", "one label -1", "one label = num_classes"],
+)
+def test_labels_of_another_shape_or_outside_the_classes_are_refused(change):
+    ids, labels = batch()
+    with pytest.raises(
+        AugmentError, match=r"labels must be \[B\] class ids in \[0, 10\).*or a store with `seit store verify`\)$"
+    ):
+        make().train(ids, change(labels))
+
+
+def test_the_augmented_stream_is_pinned():
+    """Every draw on, numbers recorded: a change in what is drawn, in what order or range (the mixing seed, each
+    sample's choices, which draw goes to which row) changes the stream a resumed run continues."""
+    config = AugmentConfig(hflip_prob=0.5, synonym_prob=0.3, swap_prob=0.3, noise_prob=0.3, color_adapt_prob=0.3)
+    x, targets = TokenAugment(config, make().codebook, num_classes=10).train(*batch(n=8))  # default seed: 0
+    assert x.sum().item() == pytest.approx(-595.41589, rel=1e-5)
+    assert x.abs().sum().item() == pytest.approx(25205.551, rel=1e-5)
+    assert targets.max(1).values.sum().item() == pytest.approx(7.1146936, rel=1e-5)
+    assert (targets * torch.arange(10)).sum().item() == pytest.approx(41.4, rel=1e-5)
+
+
+def test_construction_checks_name_the_argument_and_build_only_the_tables_in_use():
+    codebook = make().codebook
+    with pytest.raises(AugmentError, match=r"^synonyms must be a torch tensor or numpy array, got list$"):
+        TokenAugment(AugmentConfig(), codebook, [[0]], num_classes=10)
+    with pytest.raises(AugmentError, match=r"^codebook must be float \[num_codes, dim\], got torch\.float32 \(50,\)$"):
+        TokenAugment(AugmentConfig(), codebook[:, 0], num_classes=10)
+    with pytest.raises(
+        AugmentError, match=r"^num_classes must be >= 0 \(0: unlabelled data, train_inputs only\), got -1$"
+    ):
+        TokenAugment(AugmentConfig(), codebook, num_classes=-1)
+    with pytest.raises(AugmentError, match=r"^ids must be a torch tensor or numpy array, got list$"):
+        make().eval([[[0]]])
+    assert TokenAugment(AugmentConfig(synonym_prob=0.0), codebook, num_classes=10).synonyms is None
+    wide = TokenAugment(AugmentConfig(synonym_topk=12), codebook, num_classes=10, device="cpu")
+    assert wide.synonyms.shape == (50, 12) and wide.device == torch.device("cpu")
 
 
 @pytest.mark.parametrize("grid, side", [(8, 7), (16, 14)])

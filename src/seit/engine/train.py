@@ -455,6 +455,8 @@ def _check_resumable(ckpt: dict, cfg: Any, path: Path, world_size: int, kind: st
         raise TrainingError(f"{path}: not a {kind} checkpoint (to start from weights, use --finetune)")
     saved, now = ckpt["config"], to_dict(cfg)
     per_process, processes = saved.get("optim", {}).get("batch_size"), ckpt.get("world_size", 1)
+    if not isinstance(per_process, int):
+        raise TrainingError(f"{path}: its settings name no --batch-size; not a complete {kind} checkpoint")
     was, now_global = per_process * processes, cfg.optim.batch_size * world_size
     if was != now_global:  # the steps, the data positions and the scaled lr all follow the global batch
         fix = f"--batch-size {was // world_size}" if was % world_size == 0 else f"a number of processes dividing {was}"

@@ -404,7 +404,8 @@ def import_seit(
                 raise StoreError(f"{tokens}: sample {bad} has id {grids.max()} >= codebook size {size}")
             keys = [str(i) for i in range(start, start + len(grids))]
             keep = [j for j, k in enumerate(keys) if k not in done]
-            writer.append_batch(grids[keep], label_array[start : start + len(grids)][keep], [keys[j] for j in keep])
+            if keep:  # a resumed import skips what it holds (all of it, once finished)
+                writer.append_batch(grids[keep], label_array[start : start + len(grids)][keep], [keys[j] for j in keep])
     return Path(out)
 
 
