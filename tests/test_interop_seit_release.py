@@ -1,3 +1,4 @@
+import collections
 import gzip
 import io
 import json
@@ -414,10 +415,11 @@ def test_label_files_at_their_bounds(tmp_path):
         read_labels(tmp_path / "nope-label.txt")
 
 
-def write_index(path, offsets, tail=b""):
+def write_index(path, offsets, tail=b"", dtype=np.int64, cut=0):
+    """An index file holding ``offsets`` as ``dtype`` (``cut``: bytes dropped from its end)."""
     npy = io.BytesIO()
-    np.save(npy, np.asarray(offsets, dtype=np.int64))
-    path.write_bytes(gzip.compress(npy.getvalue() + tail))
+    np.save(npy, np.asarray(offsets, dtype=dtype))
+    path.write_bytes(gzip.compress(npy.getvalue()[: len(npy.getvalue()) - cut] + tail))
     return path
 
 
@@ -489,6 +491,91 @@ def test_index_headers_of_both_npy_versions_and_no_other(tmp_path):
         r"\(ValueError: npy version \(3, 0\) is not one an index uses\)$",
     ):
         read_index(index)
-    index.write_bytes(gzip.compress(npy_bytes(header.ljust(5000), (2, 0))))  # numpy's own limit is 10000
-    with pytest.raises(StoreError, match=r"not a \.npy array inside the gzip \(ValueError: Header info length"):
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_index_headers_hold_at_most_4096_bytes(tmp_path, version):
+    index = tmp_path / "i.npy.gz"
+    header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"
+    index.write_bytes(gzip.compress(npy_bytes(header.ljust(4095), version)))  # 4096 with its newline
+    assert read_index(index).tolist() == [0, 1]
+    for length in (4096, 5000):  # numpy's own limit is 10000
+        index.write_bytes(gzip.compress(npy_bytes(header.ljust(length), version)))
+        with pytest.raises(
+            StoreError,
+            match=rf"i\.npy\.gz: not a \.npy array inside the gzip \(ValueError: Header info length \({length + 1}\) "
+            r"is large and may not be safe to load securely\.\)$",  # one line of numpy's three
+        ):
+            read_index(index)
+
+
+@pytest.mark.parametrize(
+    "offsets, described",
+    [
+        (np.array([0.0, 1.0]), r"float64 \(2,\)"),
+        (np.array([0, 1], dtype=np.complex128), r"complex128 \(2,\)"),
+        (np.zeros((2, 2), dtype=np.int64), r"int64 \(2, 2\)"),
+        (np.zeros(0, dtype=np.int64), r"int64 \(0,\)"),
+    ],
+)
+def test_an_index_that_is_not_a_1d_integer_array_of_offsets_is_refused(tmp_path, offsets, described):
+    index = write_index(tmp_path / "i.npy.gz", offsets, dtype=offsets.dtype)
+    with pytest.raises(
+        StoreError, match=rf"^{re.escape(str(index))}: expected a 1-D integer array of N\+1 offsets, got {described}$"
+    ):
         read_index(index)
+
+
+def test_index_offsets_of_any_integer_type_read_as_int64(tmp_path):
+    index = tmp_path / "i.npy.gz"
+    assert read_index(write_index(index, [0])).tolist() == [0]  # no samples: one offset
+    for dtype in (np.uint8, np.int32, np.uint32, np.uint64):
+        offsets = read_index(write_index(index, [0, 1, 3], dtype=dtype), numel=1)
+        assert offsets.dtype == np.int64 and offsets.tolist() == [0, 1, 3]
+    largest = np.iinfo(np.int64).max  # the largest unsigned offset that fits
+    assert read_index(write_index(index, [0, largest], dtype=np.uint64)).tolist() == [0, largest]
+    with pytest.raises(
+        StoreError, match=rf"^{re.escape(str(index))}: offset {largest + 1} is beyond any file \(corrupt index\)$"
+    ):
+        read_index(write_index(index, [0, largest + 1], dtype=np.uint64))
+
+
+def test_index_sample_count_and_truncation_errors_are_exact(tmp_path):
+    index = write_index(tmp_path / "i.npy.gz", range(10))
+    name = re.escape(str(index))
+    with pytest.raises(  # two-byte grids in at most 7 bytes: at most 3 samples (7 // 2)
+        StoreError,
+        match=rf"^{name}: declares 9 samples, more than its token file can hold \(3\); "
+        r"the files do not belong together$",
+    ):
+        read_index(index, numel=2, stream_bytes=7)
+    with pytest.raises(StoreError, match=rf"^{name}: ends after 75 of its 80 bytes of offsets \(truncated file\)$"):
+        read_index(write_index(index, range(10), cut=5))
+
+
+def test_data_past_the_end_is_found_by_reading_one_byte_not_the_rest(tmp_path, monkeypatch):
+    """An over-long index or token file is refused after one byte past its end (memory stays bounded)."""
+    delivered = collections.Counter()  # decompressed bytes read, by file name
+
+    class CountingGzipFile(gzip.GzipFile):
+        def read(self, size=-1):
+            data = super().read(size)
+            delivered[Path(self.name).name] += len(data)
+            return data
+
+    monkeypatch.setattr(gzip, "open", lambda path, mode: CountingGzipFile(path, mode))
+    excess = bytes(1 << 20)  # a megabyte of zeros: a kilobyte of gzip
+    index = write_index(tmp_path / "i.npy.gz", [0, 1, 2], tail=excess)
+    with pytest.raises(StoreError, match="holds data after its offsets array"):
+        read_index(index)
+    assert delivered["i.npy.gz"] == len(gzip.decompress(index.read_bytes())) - len(excess) + 1
+    paths = write_release(tmp_path, some_grids(3), data=lambda stream, offsets: stream + excess)
+    offsets = read_index(paths["index"])
+    for read, error in (
+        (lambda: list(iter_release(paths["tokens"], offsets, (2, 3))), "longer than its index says"),
+        (lambda: SeitReleaseDataset(paths["tokens"], grid_shape=(2, 3)), "decompresses to more than"),
+    ):
+        delivered.clear()
+        with pytest.raises(StoreError, match=error):
+            read()
+        assert delivered[paths["tokens"].name] == offsets[-1] + 1

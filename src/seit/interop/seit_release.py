@@ -187,7 +187,8 @@ def _read_offsets(f: io.BufferedIOBase, path: Path, numel: int, stream_bytes: in
     except (OSError, EOFError, zlib.error):
         raise
     except Exception as e:  # numpy parses the header text: ValueError, SyntaxError, TokenError, ... on damage
-        raise StoreError(f"{path}: not a .npy array inside the gzip ({type(e).__name__}: {e})") from None
+        first_line = str(e).partition("\n")[0]  # numpy's header-size error goes on for three lines
+        raise StoreError(f"{path}: not a .npy array inside the gzip ({type(e).__name__}: {first_line})") from None
     if len(shape) != 1 or shape[0] < 1 or dtype.kind not in "iu" or dtype.itemsize > 8:
         raise StoreError(f"{path}: expected a 1-D integer array of N+1 offsets, got {dtype} {shape}")
     most = (stream_bytes // numel + 1) if stream_bytes is not None else None
