@@ -45,6 +45,8 @@ MODULES=(
   "codec|src/seit/store/codec.py|tests/test_store_codec.py --deselect=tests/test_store_codec.py::test_ctx_codecs_beat_raw_and_plain_zstd_on_correlated_tokens --deselect=tests/test_store_codec.py::test_params_and_state_reload_to_the_same_codec[ctx --deselect=tests/test_store_codec.py::test_ctx_codec_roundtrips_the_reference_release_tokens --deselect=tests/test_store_codec.py::test_every_codec_roundtrips_any_grid_and_codebook[shape0 --deselect=tests/test_store_codec.py::test_every_codec_roundtrips_any_grid_and_codebook[shape1 --deselect=tests/test_store_codec.py::test_every_codec_roundtrips_any_grid_and_codebook[shape7"
   "release|src/seit/interop/seit_release.py|tests/test_interop_seit_release.py $RELEASE_BOUNDS"
   "pipeline|src/seit/augment/pipeline.py|tests/test_augment_pipeline.py"
+  "zstdframes|src/seit/store/zstd_frames.py|tests/test_store_zstd_frames.py"
+  "symbols|src/seit/store/symbols.py|tests/test_store_symbols.py"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
 # Not yet covered (see docs/mutation.md): the codec helpers (ans_pages, zstd_frames, symbols, neighbour_model)

@@ -34,3 +34,52 @@ def test_frames_refuse_bad_headers_oversized_content_and_other_dictionaries():
         ZstdFrames().decompress_many(blobs, 1200)  # needs the dictionary it was written with
     with pytest.raises(StoreError):
         ZstdFrames(level=30)
+
+
+def test_level_bounds_and_defaults_are_exact():
+    assert (ZstdFrames().dictionary, ZstdFrames().level) == (b"", 19)  # the level is recorded in codec params
+    assert ZstdFrames(level=1).level == 1 and ZstdFrames(level=22).level == 22
+    for level in (0, 23):
+        with pytest.raises(StoreError, match=f"zstd level {level} outside 1..22"):
+            ZstdFrames(level=level)
+
+
+def test_header_check_accepts_exactly_the_windows_max_size_needs():
+    # descriptor byte 1: window exponent e (top 5 bits) and mantissa (low 3); e = bit_length(max_size - 1) - 10
+    ok = ZstdFrames._header_ok
+    for max_size, largest in ((100, 15), (1024, 15), (1025, 23), (1200, 23), (2048, 23), (2049, 31)):
+        assert ok(bytes([0x04, largest, 0]), max_size), max_size
+        assert not ok(bytes([0x04, largest + 1, 0]), max_size), max_size
+    assert ok(bytes([0x04, 0, 0]), 1200) and not ok(bytes([0x04, 0]), 1200)  # three bytes at least
+    assert not ok(bytes([0x44, 0, 0]), 1200)  # another descriptor (content size written)
+    with pytest.raises(StoreError, match=r"sample 0 of the batch is corrupt or truncated \(not a seit zstd frame"):
+        ZstdFrames().decompress_many([bytes([0x44, 0, 0])], 1200)
+
+
+def test_decompress_large_decodes_in_steps_up_to_exactly_max_size():
+    frames = ZstdFrames(level=1)
+    data = bytes(np.random.default_rng(3).integers(0, 256, size=3000).astype(np.uint8))  # incompressible: 12 steps
+    blob = frames.compress(data)
+    assert len(blob) > 2 * 256
+    assert frames.decompress_large(blob, len(data)) == data
+    with pytest.raises(StoreError, match=r"^frame is corrupt or truncated \(content exceeds 2999 bytes\)$"):
+        frames.decompress_large(blob, len(data) - 1)
+    with pytest.raises(StoreError, match=r"^frame is corrupt or truncated \(truncated frame\)$"):
+        frames.decompress_large(blob[:-1], len(data))
+    with pytest.raises(StoreError, match=r"^frame is corrupt or truncated \(not a seit zstd frame header\)$"):
+        frames.decompress_large(b"\x44" + blob[1:], len(data))
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1  # the checksum
+    with pytest.raises(StoreError, match=r"^frame is corrupt or truncated \("):
+        frames.decompress_large(bytes(flipped), len(data))
+
+
+def test_dictionary_training_thresholds_are_exact():
+    sixteen = samples(16)  # 16 x 1200 bytes: enough to train a dictionary of up to 19200 / 8 = 2400 bytes
+    assert len(train_dictionary(sixteen, 2400, 19)) == 2400
+    assert train_dictionary(sixteen, 2401, 19) == b""
+    assert train_dictionary(sixteen[:15], 1024, 19) == b""  # fewer than 16 samples
+    assert train_dictionary(sixteen + [b""] * 4, 2400, 19) != b""  # empty samples do not count
+    assert train_dictionary(sixteen[:15] + [b""], 1024, 19) == b""
+    assert train_dictionary(sixteen, -1, 19) == b""
+    assert train_dictionary(sixteen, 128, 19) == b""  # zstd refuses (too small to train): no dictionary
