@@ -80,6 +80,6 @@ def test_dictionary_training_thresholds_are_exact():
     assert train_dictionary(sixteen, 2401, 19) == b""
     assert train_dictionary(sixteen[:15], 1024, 19) == b""  # fewer than 16 samples
     assert train_dictionary(sixteen + [b""] * 4, 2400, 19) != b""  # empty samples do not count
-    assert train_dictionary(sixteen[:15] + [b""], 1024, 19) == b""
+    assert train_dictionary([*sixteen[:15], b""], 1024, 19) == b""
     assert train_dictionary(sixteen, -1, 19) == b""
     assert train_dictionary(sixteen, 128, 19) == b""  # zstd refuses (too small to train): no dictionary
