@@ -47,6 +47,7 @@ MODULES=(
   "pipeline|src/seit/augment/pipeline.py|tests/test_augment_pipeline.py"
   "zstdframes|src/seit/store/zstd_frames.py|tests/test_store_zstd_frames.py"
   "symbols|src/seit/store/symbols.py|tests/test_store_symbols.py"
+  "anspages|src/seit/store/ans_pages.py|tests/test_store_ans_pages.py"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
 # Not yet covered (see docs/mutation.md): the codec helpers (ans_pages, zstd_frames, symbols, neighbour_model)
