@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from seit.errors import SeitError
-from seit.utils.serialization import CheckpointError, load_weights, safe_torch_load, save_weights
+from seit.utils.serialization import CheckpointError, read_safetensors, safe_torch_load, save_weights
 
 FORMAT = "seit.classifier/2"
 _OLD_FORMAT = "seit.classifier/1"  # save_model's: architecture in metadata "config", no codebook, no "model." prefix
@@ -146,14 +146,7 @@ def _codebook(source: str | os.PathLike | torch.Tensor) -> torch.Tensor:
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, ClassifierMeta | None]:
     """(state, codebook, meta) of a classifier file; (tensors, None, None) for a bare state dict."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    tensors = load_weights(path)
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") == _OLD_FORMAT:  # save_model's layout (seit < 0.2)
         config = json.loads(metadata["config"])
         meta = ClassifierMeta(

@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import safetensors
 import torch
 
 from seit.config import from_dict, to_dict
@@ -20,7 +19,7 @@ from seit.interop.seitpp_checkpoints import load_tokenadapt as load_released
 from seit.interop.seitpp_checkpoints import tokenadapt_from_state_dict
 from seit.models.tokenadapt import TokenAdapt, TokenAdaptConfig
 from seit.tokenizer.checkpoint import is_safetensors
-from seit.utils.serialization import CheckpointError, safe_torch_load, save_weights
+from seit.utils.serialization import CheckpointError, read_safetensors, safe_torch_load, save_weights
 
 FORMAT = "seit-tokenadapt/1"
 TRAIN_FORMAT = "seit-tokenadapt-train/1"
@@ -57,12 +56,7 @@ def load_tokenadapt(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def _read_safetensors(path: Path) -> TokenAdapt:
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    state, metadata = read_safetensors(path)
     if metadata.get("format", FORMAT) != FORMAT:
         raise CheckpointError(
             f"{path}: not a seit TokenAdapt file (format {metadata['format']!r}, expected {FORMAT!r})"

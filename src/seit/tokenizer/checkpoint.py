@@ -15,14 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import torch
 
 from seit.config import from_dict, to_dict
 from seit.interop import enhancing, legacy
 from seit.tokenizer.config import TokenizerConfig, TokenizerError
 from seit.tokenizer.model import Tokenizer, count_parameters
-from seit.utils.serialization import LEGACY_PICKLE_HINT, CheckpointError, safe_torch_load, save_weights
+from seit.utils.serialization import (
+    LEGACY_PICKLE_HINT,
+    CheckpointError,
+    read_safetensors,
+    safe_torch_load,
+    save_weights,
+)
 
 FORMAT = "seit-tokenizer/1"
 TRAIN_FORMAT = "seit-tokenizer-train/1"
@@ -124,12 +129,7 @@ def is_safetensors(path: Path) -> bool:
 
 
 def _read_safetensors(path: Path, yaml_config: TokenizerConfig | None) -> TokenizerSource:
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    sd, metadata = read_safetensors(path)
     if yaml_config is not None:
         return TokenizerSource(yaml_config, enhancing.vitvq_state_dict(sd, path), "safetensors with yaml config")
     if "config" in metadata:

@@ -97,7 +97,15 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> dict[str, torc
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    return read_safetensors(path, device)[0]
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata in one read; any failure is one CheckpointError naming it."""
     try:
-        return safetensors.torch.load_file(str(path), device=device)
+        with safetensors.safe_open(str(path), framework="pt", device=device) as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    return tensors, metadata
