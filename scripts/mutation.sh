@@ -14,7 +14,7 @@ set -euo pipefail -f
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY="${SEIT_PYTHON:-python}"
-MUTMUT="$(dirname "$(command -v "$PY")")/mutmut"
+MUTMUT="$(cd "$(dirname "$(command -v "$PY")")" && pwd)/mutmut"  # absolute: mutmut runs in the scratch copy
 WORKERS="${MUTATION_WORKERS:-1}"
 
 # the engine's resume checks, not the whole trainer: which checkpoint a run may continue, and where
@@ -48,6 +48,7 @@ MODULES=(
   "zstdframes|src/seit/store/zstd_frames.py|tests/test_store_zstd_frames.py"
   "symbols|src/seit/store/symbols.py|tests/test_store_symbols.py"
   "anspages|src/seit/store/ans_pages.py|tests/test_store_ans_pages.py"
+  "neighbour|src/seit/store/neighbour_model.py|tests/test_store_neighbour_model.py"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
 # Not yet covered (see docs/mutation.md): the codec helper neighbour_model and the store's other modules
