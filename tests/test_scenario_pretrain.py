@@ -99,7 +99,8 @@ def test_a_row_stopped_by_a_signal_exits_75_naming_its_folder(tiny, capsys, monk
     monkeypatch.setattr(seit.engine.train, "train", lambda t: dataclasses.replace(real(t), preempted=True))
     (out / "state" / "scratch-10pct.json").unlink()
     assert scenario(out) == 75
-    assert "runs/scratch-10pct: stopped by a signal; rerun the same command" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "runs/scratch-10pct/last.pt saved: rerun the same command to continue" in err
 
 
 def test_labelled_steps_set_both_sides_budget(tmp_path):

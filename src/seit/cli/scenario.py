@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from seit.config import add_dataclass_args, from_args
 from seit.scenarios.pretrain import StoragePretrainConfig
@@ -51,15 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _storage_pretrain(args: argparse.Namespace) -> int:
     from seit.cli import stopped_by_signal
-    from seit.errors import EXIT_PREEMPTED
-    from seit.scenarios.pretrain import ScenarioStopped, run_storage_pretrain
+    from seit.scenarios.pretrain import run_storage_pretrain
     from seit.tradeoff.stages import Stopped
 
     try:
         run_storage_pretrain(from_args(StoragePretrainConfig, args))
-    except ScenarioStopped as e:
-        print(f"seit: {e}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except Stopped as e:  # in a stage shared with seit tradeoff (the tokenizer, tokenizing)
+    except Stopped as e:  # a training row, or a stage shared with seit tradeoff (the tokenizer, tokenizing)
         return stopped_by_signal(e.saved, e.where, rerun="the same command")
     return 0

@@ -49,10 +49,6 @@ from seit.errors import ConfigError, SeitError
 log = logging.getLogger(__name__)
 
 
-class ScenarioStopped(SeitError):
-    """A stage was stopped by a signal after saving its checkpoint; rerunning the command continues it."""
-
-
 STATE_VERSION = 1  # bump when a stage records other fields: an older record is then redone, not misread
 PIXEL_MODEL = "deit_tiny_pixel_8"
 TOKEN_MODEL = "deit_tiny_token_32"
@@ -379,10 +375,11 @@ def _train(t) -> dict[str, Any]:
     its last evaluation (which then does not evaluate again) reports the same."""
     from seit.engine.train import train
     from seit.runtime.metrics import read_metrics
+    from seit.tradeoff.stages import Stopped
 
     result = train(t)
     if result.preempted:
-        raise ScenarioStopped(f"{t.run.output}: stopped by a signal; rerun the same command to continue it")
+        raise Stopped(Path(t.run.output) / "last.pt", f"at step {result.global_step}")
     evals = [r for r in read_metrics(result.output / "metrics.jsonl", "eval") if r["step"] == result.global_step]
     if not evals:
         raise SeitError(f"{result.output}: no evaluation at the last step; delete the folder and rerun")
