@@ -77,6 +77,7 @@ def test_local_files(local, tmp_path):
     assert (local.url, local.root, local.storage_options) == (str(tmp_path), str(tmp_path), {})
     assert StoreFiles(f"file://{tmp_path}/").root == str(tmp_path) and StoreFiles(f"file://{tmp_path}").is_local
     assert StoreFiles(f"{tmp_path}/").where("f.bin") == f"{tmp_path}/f.bin" == local.where("f.bin")
+    assert StoreFiles(tmp_path / "storeX").where("f.bin") == f"{tmp_path}/storeX/f.bin"
     assert local.exists("f.bin") and not local.exists("g.bin")
     assert local.listdir() == ["empty.bin", "f.bin"] and StoreFiles(tmp_path / "none").listdir() == []
     (tmp_path / "plain").write_bytes(b"")
@@ -152,6 +153,13 @@ def test_remote_files(remote):
         files.read_ranges("g.bin", [0], [1])
 
 
+def test_remote_folders_listed_with_a_final_slash_are_named_without_it(remote, monkeypatch):
+    files, _ = remote
+    listing = lambda root, detail: [f"{root}/subX/", f"{root}/a.bin"]  # noqa: E731 - as HTTP index pages list folders
+    monkeypatch.setattr(files.fs, "ls", listing)
+    assert files.listdir() == ["a.bin", "subX"]
+
+
 def test_remote_files_survive_pickling_with_a_new_filesystem(remote, monkeypatch):
     files, root = remote
     files.storage_options = {"skip_instance_cache": True}
@@ -167,11 +175,11 @@ def test_storage_options_reach_the_filesystem(monkeypatch):
 
     def url_to_fs(url, **options):
         seen.append((url, options))
-        return fsspec.filesystem("memory"), "bucket/dir//"
+        return fsspec.filesystem("memory"), "bucket/boX//"
 
     monkeypatch.setattr(fsspec.core, "url_to_fs", url_to_fs)
     files = StoreFiles("memory://bucket/dir", {"anon": True})
-    assert seen == [("memory://bucket/dir", {"anon": True})] and files.root == "bucket/dir"
+    assert seen == [("memory://bucket/dir", {"anon": True})] and files.root == "bucket/boX"
     assert files.storage_options == {"anon": True} and StoreFiles("memory://x").storage_options == {}
 
 
@@ -180,6 +188,7 @@ def test_storage_options_reach_the_filesystem(monkeypatch):
     [
         ("gs://b/x", "pip install 'seit[gcs]'"),
         ("gcs://b/x", "pip install 'seit[gcs]'"),
+        ("gs://b/from-http://x", "pip install 'seit[gcs]'"),  # the protocol is what precedes the first ://
         ("s3://b/x", "pip install 'seit[s3]'"),
         ("s3a://b/x", "pip install 'seit[s3]'"),
         ("http://h/x", "pip install 'seit[http]'"),
