@@ -14,30 +14,13 @@ from seit.store import StoreError, StoreWriter, TokenStore, remap_store, set_cod
 from seit.store.arrays import array_entry
 from seit.store.format import MANIFEST
 from seit.store.lock import WriterLock
-from store_util import K, ProgressRecorder, make_samples
+from store_util import K, ProgressRecorder, make_samples, write_store
 
 N = 12
 
 
 def refused(message: str):
     return pytest.raises(StoreError, match=f"^{re.escape(message)}$")
-
-
-def write(path, n=N, *, grid=(2, 2), codec="raw", shard_bytes=40, **kwargs):
-    ids, labels, keys = make_samples(max(n, 1), grid)
-    with StoreWriter(
-        path,
-        grid_shape=grid,
-        codebook_size=K,
-        class_names=[f"c{i}" for i in range(10)],
-        shard_bytes=shard_bytes,
-        codec=codec,
-        fit_samples=8,
-        **kwargs,
-    ) as w:
-        if n:
-            w.append_batch(ids, labels, keys)
-    return ids, labels, keys
 
 
 def manifest(path):
@@ -47,7 +30,7 @@ def manifest(path):
 # ---- set_codebook / set_synonyms -----------------------------------------------------------------------
 def test_a_codebook_is_added_replaced_kept_and_removed(tmp_path):
     path = tmp_path / "s"
-    write(path)
+    write_store(path, N, grid=(2, 2), shard_bytes=40)
     book = np.arange(K * 2).reshape(K, 2)
     entry = set_codebook(path, book)
     assert entry == array_entry("codebook", book.astype(np.float32))[0] and entry["file"].startswith("codebook-")
@@ -66,7 +49,7 @@ def test_a_codebook_is_added_replaced_kept_and_removed(tmp_path):
 
 def test_synonyms_are_checked_against_the_store_and_leave_the_codebook_alone(tmp_path):
     path = tmp_path / "s"
-    write(path, codebook=np.ones((K, 2)))
+    write_store(path, N, grid=(2, 2), codebook=np.ones((K, 2)))
     book = manifest(path)["codebook"]
     syn = np.arange(K).reshape(K, 1)[::-1]
     entry = set_synonyms(path, syn)
@@ -84,7 +67,7 @@ def test_synonyms_are_checked_against_the_store_and_leave_the_codebook_alone(tmp
 
 def test_an_array_whose_old_file_is_already_gone_is_still_replaced(tmp_path):
     path = tmp_path / "s"
-    write(path, synonyms=np.zeros((K, 1), dtype=int))
+    write_store(path, N, grid=(2, 2), synonyms=np.zeros((K, 1), dtype=int))
     (path / manifest(path)["synonyms"]["file"]).unlink()
     entry = set_synonyms(path, np.ones((K, 1), dtype=int))
     assert manifest(path)["synonyms"] == entry and TokenStore.open(path).synonyms.tolist() == [[1]] * K
@@ -92,7 +75,7 @@ def test_an_array_whose_old_file_is_already_gone_is_still_replaced(tmp_path):
 
 def test_an_edit_holds_the_writer_lock_and_releases_it_after_a_refusal(tmp_path):
     path = tmp_path / "s"
-    write(path)
+    write_store(path, N, grid=(2, 2), shard_bytes=40)
     lock = WriterLock(path, 0)
     with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: already being written by pid"):
         set_codebook(path, np.ones((K, 1)))
@@ -266,7 +249,7 @@ def test_the_ids_named_are_the_first_eight_dropped_ones_the_sample_uses(tmp_path
 
 
 def test_an_empty_store_is_remapped_with_the_raw_codec(tmp_path):
-    write(tmp_path / "empty", n=0)
+    StoreWriter(tmp_path / "empty", grid_shape=(2, 2), codebook_size=K, codec="zstd").close()
     dst = remap_store(tmp_path / "empty", tmp_path / "d", np.arange(K))
     assert len(dst) == 0 and dst.codebook_size == K
     assert dst.manifest["created"]["writer"]["codec"] == "raw"
@@ -286,7 +269,7 @@ def test_an_interrupted_remap_resumes_where_it_stopped(tmp_path, monkeypatch):
     """4100 two-id samples (8 bytes with their CRC), 4096 a shard: the first read batch (4096) is durable when
     the remap is stopped, so the resumed remap skips that whole batch and appends the last 4 samples."""
     path = tmp_path / "src"
-    ids, labels, keys = write(path, 4100, grid=(2,), shard_bytes=4096 * 8)
+    ids, labels, keys = write_store(path, 4100, grid=(2,), shard_bytes=4096 * 8)
     mapping = reverse(K)
     real_commit = StoreWriter._commit
     calls = []

@@ -238,14 +238,15 @@ def waits(monkeypatch):
     return slept
 
 
-@pytest.mark.parametrize(
-    ("method", "read", "want"),
-    [
-        ("size", lambda f: f.size("f.bin"), 100),
-        ("cat_file", lambda f: f.read_bytes("f.bin", 100), DATA),
-        ("cat_ranges", lambda f: f.read_ranges("f.bin", [2, 50], [4, 53]), [DATA[2:4], DATA[50:53]]),
-    ],
-)
+# each remote read: the filesystem method it calls, the read, what it returns
+READS = [
+    ("size", lambda f: f.size("f.bin"), 100),
+    ("cat_file", lambda f: f.read_bytes("f.bin", 100), DATA),
+    ("cat_ranges", lambda f: f.read_ranges("f.bin", [2, 50], [4, 53]), [DATA[2:4], DATA[50:53]]),
+]
+
+
+@pytest.mark.parametrize(("method", "read", "want"), READS)
 def test_a_dropped_remote_read_is_tried_again_after_growing_waits(remote, waits, caplog, method, read, want):
     files, root = remote
     files.fs = flaky = Flaky(files.fs, method, 2)
@@ -259,15 +260,8 @@ def test_a_dropped_remote_read_is_tried_again_after_growing_waits(remote, waits,
     ]
 
 
-@pytest.mark.parametrize(
-    ("method", "read"),
-    [
-        ("size", lambda f: f.size("f.bin")),
-        ("cat_file", lambda f: f.read_bytes("f.bin", 100)),
-        ("cat_ranges", lambda f: f.read_ranges("f.bin", [2], [4])),
-    ],
-)
-def test_a_remote_read_that_keeps_failing_is_a_store_error(remote, waits, method, read):
+@pytest.mark.parametrize(("method", "read", "want"), READS)
+def test_a_remote_read_that_keeps_failing_is_a_store_error(remote, waits, method, read, want):
     files, root = remote
     files.fs = flaky = Flaky(files.fs, method, 3)
     with refused(
@@ -304,15 +298,8 @@ def test_a_short_remote_read_is_tried_again(remote, waits, method, read, want, s
     assert flaky.calls == 3
 
 
-@pytest.mark.parametrize(
-    ("method", "read"),
-    [
-        ("size", lambda f: f.size("f.bin")),
-        ("cat_file", lambda f: f.read_bytes("f.bin", 100)),
-        ("cat_ranges", lambda f: f.read_ranges("f.bin", [2], [4])),
-    ],
-)
-def test_a_file_missing_remotely_is_not_tried_again(remote, waits, method, read):
+@pytest.mark.parametrize(("method", "read", "want"), READS)
+def test_a_file_missing_remotely_is_not_tried_again(remote, waits, method, read, want):
     files, root = remote
     files.fs = flaky = Flaky(files.fs, method, 3, error=FileNotFoundError("gone"))
     with missing(f"memory://{root}/store/f.bin"):
