@@ -60,9 +60,9 @@ class NeighbourTable:
         rows[self.contexts.astype(np.int64)] = np.arange(1, len(self.contexts) + 1)
         return rows
 
-    def scores(self, codebook_size: int, w0: np.ndarray) -> np.ndarray:
+    def scores(self, w0: np.ndarray) -> np.ndarray:
         """Integer score of every code in every row [rows, K]: listed weight, else the row's leftover mass
-        spread by overall frequency."""
+        spread by overall frequency (``w0``: the weight of every code's overall probability)."""
         listed = _WEIGHT[self.q]
         leftover = np.maximum(_ONE - listed.sum(1), 0)
         out = (leftover[:, None] * w0[None, :]) >> 30
@@ -158,6 +158,8 @@ class NeighbourModel:
             if pair_size:
                 tables.append(_table_from(arrays, "upper", k))
                 rows = len(tables[0].codes) * len(tables[1].codes)
+                if tables[0].codes.shape[1] != tables[1].codes.shape[1]:
+                    raise ValueError("left and upper lists of different lengths")
                 if not 0 < pair_size <= 2 * tables[0].codes.shape[1] or rows * pair_size > PAIR_TABLE_ENTRIES:
                     raise ValueError("pair table size")
         except (KeyError, ValueError) as e:
@@ -183,7 +185,7 @@ class NeighbourModel:
         first = match.argmax(1)
         hit = match[np.arange(len(x)), first]
         symbols = np.where(hit, first, width + self.rank0[x])
-        return symbols.reshape(batch, -1)[:, _sweep(rows, cols, self.upper is not None).order]
+        return symbols.reshape(batch, rows * cols)[:, _sweep(rows, cols, self.upper is not None).order]
 
     def inverse(self, symbols: np.ndarray, rows: int, cols: int) -> np.ndarray:
         """symbols [B, rows * cols] from :meth:`forward` -> ids [B, rows, cols] (int64).
@@ -286,7 +288,7 @@ def _table_from(arrays: dict[str, np.ndarray], name: str, k: int) -> NeighbourTa
 
 def _pair_table(left: NeighbourTable, upper: NeighbourTable, k: int, size: int, w0: np.ndarray) -> np.ndarray:
     """For every (left row, upper row): the ``size`` best codes of both lists by summed integer score."""
-    left_scores, upper_scores = left.scores(k, w0), upper.scores(k, w0)
+    left_scores, upper_scores = left.scores(w0), upper.scores(w0)
     lc, uc = left.codes.astype(np.int64), upper.codes.astype(np.int64)
     n_left, n_upper, width = len(lc), len(uc), lc.shape[1]
     in_left = np.zeros((n_left, k), dtype=bool)
