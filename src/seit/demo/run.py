@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from seit.tradeoff.stages import (  # noqa: F401 (the scenarios' and benchmarks'
 )
 from seit.tradeoff.stages import folder_bytes as _folder_bytes
 from seit.tradeoff.stages import read_jsonl as _jsonl
+
+log = logging.getLogger(__name__)
 
 # the demo's tokenizer: vitvq-tiny's codebook (512 codes of 32 dimensions) at the size's image side
 DEMO_CODES, DEMO_CODE_DIM = 512, 32
@@ -359,7 +362,7 @@ def _report(
     frontier_png(table, chance, report / "tradeoff.png")
     atomic_write_json(report / "report.json", figures)
     atomic_write_bytes(report / "report.md", _markdown(figures, paths).encode())
-    print("\n" + _summary(figures, paths), flush=True)
+    log.info("%s", _summary(figures, paths))
     return figures
 
 

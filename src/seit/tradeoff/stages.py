@@ -159,7 +159,7 @@ def tokenize_stores(
         result = tokenize(config)
         if not result.finished:
             raise Stopped(result.store, f"after {result.samples:,} images")
-        print(result.summary(), flush=True)
+        log.info("%s", result.summary())
         results.append(result)
     train, val = results
     seconds = train.seconds + val.seconds
