@@ -55,7 +55,6 @@ MODULES=(
   "files|src/seit/store/files.py|tests/test_store_files.py"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
-# Not yet covered (see docs/mutation.md): the codec helper neighbour_model.
 
 selected=("$@")
 for entry in "${MODULES[@]}"; do
