@@ -99,28 +99,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--codec", default="raw", help="codec of the stores (default raw; stores default to ctx-ans)")
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("SEIT_NO_PROGRESS", "1")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        figures = run(Path(tmp), args.samples, args.seed)
+        figures = run(Path(tmp), args.samples, args.seed, args.codec)
     figures["machine"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
-def run(tmp: Path, n: int, seed: int) -> dict:
+def run(tmp: Path, n: int, seed: int, codec: str) -> dict:
     ids = make_ids(n, seed)
     labels, keys = imagenet_like_metadata(n, seed)
 
     t = time.perf_counter()
-    with StoreWriter(tmp / "store", grid_shape=GRID, codebook_size=K, shard_bytes=8 << 20) as w:
+    with StoreWriter(tmp / "store", grid_shape=GRID, codebook_size=K, shard_bytes=8 << 20, codec=codec) as w:
         for i in range(0, n, 1024):
             w.append_batch(ids[i : i + 1024], labels[i : i + 1024], keys[i : i + 1024])
     write_rate = n / (time.perf_counter() - t)
-    with StoreWriter(tmp / "small", grid_shape=GRID, codebook_size=K, shard_bytes=8 << 20) as w:
+    with StoreWriter(tmp / "small", grid_shape=GRID, codebook_size=K, shard_bytes=8 << 20, codec=codec) as w:
         w.append_batch(ids[:1000], labels[:1000], keys[:1000])
     prefix = write_release(tmp, ids, labels)
 
@@ -162,7 +163,8 @@ def run(tmp: Path, n: int, seed: int) -> dict:
     release_load = best_time(lambda: SeitReleaseDataset(f"{prefix}-token.data.bin.gz"), repeats=2)
 
     baseline = access["reference loader (per-byte Python loop)"]
-    print(f"token store I/O, {n} samples of {GRID[0]}x{GRID[1]} ids, {K} codes, raw codec, random batches of {BATCH}")
+    grid = f"{GRID[0]}x{GRID[1]}"
+    print(f"token store I/O, {n} samples of {grid} ids, {K} codes, {codec} codec, random batches of {BATCH}")
     print(f"{'random access':<42}{'samples/s':>12}{'x reference':>14}{'x in-RAM':>10}")
     for name, r in access.items():
         print(f"{name:<42}{r:>12,.0f}{r / baseline:>14.1f}{r / access['in-RAM numpy array (ceiling)']:>10.2f}")
@@ -180,6 +182,7 @@ def run(tmp: Path, n: int, seed: int) -> dict:
     )
     return {
         "samples": n,
+        "codec": codec,
         "random_access_samples_per_s": access,
         "stream_samples_per_s": streaming,
         "open_seconds": {str(k): v for k, v in open_times.items()},
