@@ -5,7 +5,9 @@ same steps, batch and seed) with those ``seit tokenizer train`` settings replace
 with it (the demo's stage) and trains the token ViT of ``benchmarks/grid_stems.py`` on the stores. The data
 come from a folder ``grid_stems.py`` prepared (``--data``); its own tokenizer and stores are the row ``demo``
 (linked, read only; that row's ViT trains in OUT/demo). A variant's folder is reused only for the settings
-it was made with, and a ViT result only for the demo's recipe as it is now.
+and seed it was made with, and a ViT result only for the demo's recipe as it is now. ``--seed N`` trains every
+tokenizer and ViT with seed N on the same data; the prepared tokenizer is seed 0's, so with another seed the
+row ``demo`` trains its own.
 
     PYTHONPATH=src python benchmarks/tokenizer_budget.py --data /tmp/grid-bench/quick --out /tmp/tok-bench \
         --model deit_tiny_token_32 --variant dim8 code_dim=8 --variant k256 codebook_size=256
@@ -46,14 +48,16 @@ def prepare_variant(paths, size, cfg, overrides: dict) -> None:
         demo._tokenize(paths, size, cfg)
 
 
-def _settings(folder: Path, overrides: dict) -> dict:
-    """``overrides``, recorded in FOLDER/settings.json: a folder is reused only for the settings it was made with."""
+def _settings(folder: Path, overrides: dict, seed: int) -> dict:
+    """``overrides``, recorded in FOLDER/settings.json with the seed: a folder is reused only for what it was made
+    with (seed 0 folders record the overrides alone, as before ``--seed``)."""
+    made = overrides if seed == 0 else {"settings": overrides, "seed": seed}
     record = folder / "settings.json"
-    if record.exists() and json.loads(record.read_text()) != overrides:
-        sys.exit(f"{folder} was made with {record.read_text().strip()}, not {overrides}: use another name or --out")
+    if record.exists() and json.loads(record.read_text()) != made:
+        sys.exit(f"{folder} was made with {record.read_text().strip()}, not {made}: use another name or --out")
     if not record.exists() and (folder / "tokenizer").exists():
         sys.exit(f"{folder} holds a run of unknown settings (no settings.json): use another name or --out")
-    record.write_text(json.dumps(overrides))
+    record.write_text(json.dumps(made))
     return overrides
 
 
@@ -87,6 +91,7 @@ def main() -> None:
     parser.add_argument("--size", default="quick", choices=tuple(SIZES))
     parser.add_argument("--model", default="deit_tiny_token_32")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"))
+    parser.add_argument("--seed", type=int, default=0, help="seed of every tokenizer and ViT (the data stay)")
     args = parser.parse_args()
     size = SIZES[args.size]
     rows = {}
@@ -95,17 +100,18 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data").exists():
             (folder / "data").symlink_to((args.data / "data").resolve())
-        rows[name] = (folder, _settings(folder, {k: _value(v) for k, v in (s.split("=", 1) for s in settings)}))
+        overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in settings)}
+        rows[name] = (folder, _settings(folder, overrides, args.seed))
     demo_folder = args.out / "demo"
     demo_folder.mkdir(parents=True, exist_ok=True)
-    _settings(demo_folder, {})
-    for part in ("data", "tokenizer", "stores"):
+    _settings(demo_folder, {}, args.seed)
+    for part in ("data", "tokenizer", "stores") if args.seed == 0 else ("data",):  # the prepared tokenizer: seed 0
         if not (demo_folder / part).exists():
             (demo_folder / part).symlink_to((args.data / part).resolve())
     rows["demo"] = (demo_folder, {})
     table = []
     for name, (folder, overrides) in rows.items():
-        cfg = DemoConfig(out=str(folder), size=args.size, seed=0, device="cpu")
+        cfg = DemoConfig(out=str(folder), size=args.size, seed=args.seed, device="cpu")
         paths = demo._Paths(folder)
         prepare_variant(paths, size, cfg, overrides)
         row = {"variant": name, "settings": overrides, **figures(paths), **vit_result(paths, size, cfg, args.model)}
