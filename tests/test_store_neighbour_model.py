@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seit.bench.tokens import TokenSetConfig, generate_tokens
 from seit.store.codec import codec_class
@@ -385,3 +387,59 @@ def test_a_crafted_state_derives_the_written_pair_table():
         arrays["left_codes"].tolist(), arrays["left_q"], arrays["upper_codes"].tolist(), arrays["upper_q"], 6, w0
     )
     assert model.table.reshape(4, 4, 6).tolist() == [[want[lr, ur] for ur in range(4)] for lr in range(4)]
+
+
+EDGE_VALUES = (0, 1, 12, 13, 14, 1 << 15, (1 << 16) - 1)  # around K = 13, and the edges of the dtypes
+
+
+@st.composite
+def forged(draw, arrays: dict) -> dict:
+    """1-3 changes that keep every array a well-formed npy array: one cut short or grown along an axis, a
+    neighbour's lists cut to another length (codes and q together: they must agree), re-typed, given or
+    stripped of an axis, a value set to an edge of the codebook or of its dtype, or dropped."""
+    out = dict(arrays)
+    for _ in range(draw(st.integers(1, 3))):
+        if not out:
+            break
+        name = draw(st.sampled_from(sorted(out)))
+        a = out[name]
+        kind = draw(st.sampled_from(["cut", "grow", "lists", "dtype", "axis", "value", "drop"]))
+        if kind == "drop":
+            del out[name]
+        elif kind == "dtype":
+            out[name] = a.astype(draw(st.sampled_from([np.uint8, np.uint16, np.uint32, np.int64, np.float32])))
+        elif kind == "axis":
+            out[name] = a[None] if draw(st.booleans()) else a.reshape(-1)
+        elif kind == "lists":
+            parts = [p for p in (f"{name.split('_')[0]}_codes", f"{name.split('_')[0]}_q") if p in out]
+            keep = draw(st.integers(1, 8))
+            for p in parts:
+                out[p] = out[p][..., :keep].copy()
+        elif a.size and kind in ("cut", "grow"):
+            axis = draw(st.integers(0, a.ndim - 1))
+            n = a.shape[axis]
+            size = draw(st.integers(0, n - 1)) if kind == "cut" else n + draw(st.integers(1, 3))
+            out[name] = np.take(a, np.arange(size) % n, axis=axis)
+        elif a.size:
+            flat = a.ravel().copy()
+            flat[draw(st.integers(0, flat.size - 1))] = np.array(draw(st.sampled_from(EDGE_VALUES))).astype(a.dtype)
+            out[name] = flat.reshape(a.shape)
+    return out
+
+
+FITTED = NeighbourModel.fit(_tiny_grids(40, 6, 7, 13, seed=1), 13, list_size=4, pair_size=6)
+
+
+@given(data=st.data(), pair_size=st.sampled_from([0, 1, 6, 8, 9]))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_a_forged_state_of_well_formed_arrays_loads_and_decodes_or_is_refused(data, pair_size):
+    """A store's state passes its checksum when forged: whatever its arrays hold, loading either refuses it with
+    the store's error or gives a model that decodes any symbol of its alphabet to ids of the codebook."""
+    arrays = data.draw(forged(FITTED.arrays()), label="arrays")
+    try:
+        model = NeighbourModel.from_arrays(13, arrays, pair_size)
+    except StoreError:
+        return
+    symbols = np.random.default_rng(0).integers(0, model.alphabet, size=(3, 42))
+    ids = model.inverse(symbols, 6, 7)
+    assert ids.shape == (3, 6, 7) and ids.min() >= 0 and ids.max() < 13
