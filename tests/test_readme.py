@@ -50,3 +50,13 @@ def test_readme_python_block_runs_as_written(block, tmp_path):
         [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_package_table_names_every_package_once():
+    """The README's "package | what it owns" table: each package and module of src/seit once, nothing else."""
+    table = (ROOT / "README.md").read_text().split("| package | what it owns |", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `seit\.(\w+)` \|", table, flags=re.M)
+    src = ROOT / "src" / "seit"
+    packages = [p.name for p in src.iterdir() if (p / "__init__.py").exists()]
+    modules = [p.stem for p in src.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    assert sorted(listed) == sorted(packages + modules)
