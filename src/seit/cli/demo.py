@@ -45,11 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from seit.cli import stopped_by_signal
-    from seit.demo.run import run_demo
+    from seit.demo.run import run_demo, summary
     from seit.tradeoff.stages import Stopped
 
+    cfg = from_args(DemoConfig, args)
     try:
-        run_demo(from_args(DemoConfig, args))
+        figures = run_demo(cfg)
     except Stopped as e:
         return stopped_by_signal(e.saved, e.where, rerun="the same command")
+    print(summary(figures, cfg.out))
     return 0

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -48,8 +47,6 @@ from seit.tradeoff.stages import (  # noqa: F401 (the scenarios' and benchmarks'
 )
 from seit.tradeoff.stages import folder_bytes as _folder_bytes
 from seit.tradeoff.stages import read_jsonl as _jsonl
-
-log = logging.getLogger(__name__)
 
 # the demo's tokenizer: vitvq-tiny's codebook (512 codes of 32 dimensions) at the size's image side
 DEMO_CODES, DEMO_CODE_DIM = 512, 32
@@ -362,7 +359,6 @@ def _report(
     frontier_png(table, chance, report / "tradeoff.png")
     atomic_write_json(report / "report.json", figures)
     atomic_write_bytes(report / "report.md", _markdown(figures, paths).encode())
-    log.info("%s", _summary(figures, paths))
     return figures
 
 
@@ -456,7 +452,9 @@ def _curves(paths: _Paths, png: Path) -> None:
     plt.close(fig)
 
 
-def _summary(f: dict[str, Any], paths: _Paths) -> str:
+def summary(f: dict[str, Any], out: str | Path) -> str:
+    """What ``seit demo`` prints when it ends: the trade-off table and the verdict (``f``: run_demo's figures)."""
+    paths = _Paths(Path(out))
     a = f["accuracy"]
     width = max(len(r["title"]) for r in f["tradeoff"])
     rows = "\n".join(
