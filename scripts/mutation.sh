@@ -23,6 +23,9 @@ RESUME_CHECKS="seit.engine.train.x_run_state* seit.engine.train.x_restore_run_st
   seit.engine.train.x?Trainer?reached_max_steps* seit.engine.pipeline.x?_Pipeline?steps_per_epoch* \
   seit.runtime.x_resume_checkpoint*"
 
+# the figures every comparison quotes, not the confusion picture's layout (sizes, fonts, colours)
+EVAL_FIGURES="seit.engine.evaluate.x?EvalResult?* seit.engine.evaluate.x?Accumulator?* seit.engine.evaluate.x_evaluate*"
+
 # the hostile-file tests of the release readers (the rest of test_input_bounds.py trains models)
 RELEASE_BOUNDS="tests/test_input_bounds.py::test_index_offsets_far_beyond_the_data_are_refused_before_any_read \
   tests/test_input_bounds.py::test_index_offsets_that_decrease_or_do_not_start_at_zero_are_refused \
@@ -53,6 +56,8 @@ MODULES=(
   "edit|src/seit/store/edit.py|tests/test_store_edit.py"
   "shard|src/seit/store/shard.py|tests/test_store_shard.py"
   "files|src/seit/store/files.py|tests/test_store_files.py"
+  "evaluate|src/seit/engine/evaluate.py|tests/test_engine_evaluate.py|$EVAL_FIGURES"
+  "layerdecay|src/seit/engine/layer_decay.py|tests/test_seitpp_models.py::test_layer_decay_groups_match_seitpp_s_param_groups_lrd tests/test_seitpp_models.py::test_layer_decay_scales_reach_the_optimizer_through_timm_s_scheduler tests/test_seitpp_models.py::test_layer_decay_groups_leave_out_frozen_parameters_and_need_blocks"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )
 

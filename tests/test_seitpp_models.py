@@ -211,6 +211,25 @@ def test_layer_decay_scales_reach_the_optimizer_through_timm_s_scheduler():
     assert by_name["layer_3_decay"]["lr"] == top and by_name["layer_0_no_decay"]["weight_decay"] == 0.0
 
 
+def test_layer_decay_groups_leave_out_frozen_parameters_and_need_blocks():
+    model = timm.create_model("deit_tiny_token_32", img_size=14, embed_dim=32, depth=2, num_heads=2, num_classes=3)
+    model.patch_embed.requires_grad_(False)  # frozen parameters first: every trainable one after them is grouped
+    grouped = {id(p) for g in layer_decay_param_groups(model, 0.05, 0.5) for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters() if p.requires_grad} and len(grouped) > 0
+
+    class Plain(torch.nn.Module):  # blocks but no no_weight_decay(): only 1-D tensors are exempt
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.Sequential(torch.nn.Linear(2, 2))
+            self.pos_embed = torch.nn.Parameter(torch.zeros(1, 2, 2))
+
+    groups = {g["name"]: g for g in layer_decay_param_groups(Plain(), 0.05, 0.5)}
+    assert sorted(groups) == ["layer_0_decay", "layer_1_decay", "layer_1_no_decay"]
+    assert groups["layer_0_decay"]["weight_decay"] == 0.05  # pos_embed decays when the model names no exemptions
+    with pytest.raises(ValueError, match=r"^layer decay needs a model with transformer 'blocks'; Linear has none$"):
+        layer_decay_param_groups(torch.nn.Linear(2, 2), 0.05, 0.5)
+
+
 def test_seit_train_layer_decay_scales_each_layer_s_learning_rate(class_token_store, tmp_path):
     from seit.cli import main
 
