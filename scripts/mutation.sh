@@ -24,7 +24,7 @@ RESUME_CHECKS="seit.engine.train.x_run_state* seit.engine.train.x_restore_run_st
   seit.runtime.x_resume_checkpoint*"
 
 # the figures every comparison quotes, not the confusion picture's layout (sizes, fonts, colours)
-EVAL_FIGURES="seit.engine.evaluate.x?EvalResult?* seit.engine.evaluate.x?Accumulator?* seit.engine.evaluate.x_evaluate*"
+EVAL_FIGURES="seit.engine.evaluate.x?EvalResult?* seit.engine.evaluate.x?Accumulator?*"
 
 # the hostile-file tests of the release readers (the rest of test_input_bounds.py trains models)
 RELEASE_BOUNDS="tests/test_input_bounds.py::test_index_offsets_far_beyond_the_data_are_refused_before_any_read \
