@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from seit.augment import AugmentConfig, TokenAugment
+from seit.augment.crop import sample_train_crops
 from seit.engine.config import TrainConfig
 from seit.engine.pipeline import PixelPipeline
-from seit.engine.pixels import PixelDataset
+from seit.engine.pixels import IMAGENET_MEAN, IMAGENET_STD, PixelDataset, normalise, train_crops
 from seit.errors import SeitError
 from seit.utils.dist import DistInfo
 
@@ -164,3 +166,89 @@ def test_a_folder_past_the_cache_limit_is_decoded_on_every_fetch(mixed_sizes, ca
         assert pipe.num_workers == workers
     images, labels = next(iter(pipe._loader(pipe.train_set, [[0, 3], [1, 2]])))  # decoded in workers
     assert images.shape == (2, 3, PIXELS, PIXELS) and images.dtype == torch.uint8 and labels.tolist() == [0, 1]
+
+
+# ---- exact geometry and values: the pixel baseline's inputs against torchvision's own transforms -----------
+def test_normalise_is_deit_s_mean_and_std_on_0_1_pixels():
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7), dtype=np.uint8))
+    got = normalise(images, torch.device("cpu"))
+    want = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(images.float() / 255)  # ToTensor, then Normalize (timm's DeiT)
+    assert got.dtype == torch.float32 and got.shape == images.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_training_crops_are_the_sampled_boxes_resized_bicubic_with_antialias(mixed_sizes):
+    """Images of other heights and widths: each crop is exactly its box (rows from the height, columns from the
+    width) resized with bicubic antialiasing, flipped where the sampler says; uint8 as decoded."""
+    dataset = PixelDataset(str(mixed_sizes), 24)
+    images = [dataset.image(i) for i in range(len(dataset))]
+    augment = AugmentConfig(**PLAIN, rrc_scale=(0.35, 1.0), hflip_prob=0.5)
+    torch.manual_seed(4)
+    got = train_crops(images, 24, augment)
+    torch.manual_seed(4)
+    heights, widths = torch.tensor([i.shape[1] for i in images]), torch.tensor([i.shape[2] for i in images])
+    boxes, flip = sample_train_crops(augment, len(images), heights, widths, None, torch.device("cpu"))
+    assert boxes[:, 2].max() > 40 or boxes[:, 3].max() > 40  # some crops are downscaled: antialiasing shows
+    for crop, image, (top, left, h, w), flipped in zip(got, images, boxes.tolist(), flip.tolist(), strict=True):
+        want = v2.functional.resized_crop(
+            image, top, left, h, w, [24, 24], interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+        )
+        assert torch.equal(crop, want.flip(-1) if flipped else want)
+    assert got.dtype == torch.uint8 and 0 < flip.sum() < len(images)
+
+
+def test_eval_crops_resize_the_shorter_side_to_size_over_0_875_then_centre_crop(mixed_sizes):
+    dataset = PixelDataset(str(mixed_sizes), 24)
+    for i in range(len(dataset)):
+        crop, label = dataset[i]
+        image = dataset.image(i)
+        resized = v2.functional.resize(image, [27], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        assert torch.equal(crop, v2.functional.center_crop(resized, [24, 24])), i  # int(24 / 0.875) = 27
+        assert label == int(dataset.labels[i]) and dataset.__getitems__([i])[0][1] == label
+
+
+def test_cached_images_need_their_files_no_more(tmp_path, mixed_sizes):
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(mixed_sizes, folder)
+    cached = PixelDataset(str(folder), 24, cache_bytes=1 << 20)
+    want = cached.__getitems__([0, 5])
+    shutil.rmtree(folder)
+    got = cached.__getitems__([0, 5])
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(got, want, strict=True))
+
+
+def test_cache_messages_name_the_folder_and_the_sizes(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    for i, side in enumerate((1024, 1024, 600)):
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(tmp_path / f"c{i % 2}" / f"{i}.png")
+    with caplog.at_level("INFO", logger="seit"):
+        assert not PixelDataset(str(tmp_path), 8, cache_bytes=0).cached
+        assert caplog.text == ""  # no cache asked for: nothing decoded, nothing said
+        assert not PixelDataset(str(tmp_path), 8, cache_bytes=3 << 20).cached
+        assert not PixelDataset(str(tmp_path), 8, cache_bytes=1).cached
+        assert PixelDataset(str(tmp_path), 8, cache_bytes=8 << 20).cached
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: decoded images take over 3.0 MiB (--pixel-cache-mb): decoding them every epoch instead",
+        f"{tmp_path}: decoded images take over 0.0 MiB (--pixel-cache-mb): decoding them every epoch instead",
+        f"{tmp_path}: 3 images decoded into memory (7 MiB)",  # 2 x 3 MiB + 1.03 MiB
+    ]
+
+
+def test_folders_the_pixel_baseline_cannot_use_are_refused_by_name(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SeitError, match=rf"^{tmp_path / 'empty'}: no images found \(extensions: .bmp "):
+        PixelDataset(str(tmp_path / "empty"), 8)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "a.png")
+    (tmp_path / "list.txt").write_text("a.png\n")  # a list file without labels
+    with pytest.raises(SeitError, match=r"the pixel baseline needs labelled images \(an ImageFolder tree or a list"):
+        PixelDataset(str(tmp_path / "list.txt"), 8)
+    (tmp_path / "bad" / "c").mkdir(parents=True)
+    (tmp_path / "bad" / "c" / "x.png").write_bytes(b"not a png")
+    dataset = PixelDataset(str(tmp_path / "bad"), 8)
+    with pytest.raises(SeitError, match=r"x\.png: cannot be read \(.*\); remove it from the training folder$"):
+        dataset[0]

@@ -70,9 +70,7 @@ class PixelDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, source: str, size: int, *, augment: AugmentConfig | None = None, cache_bytes: int = 0) -> None:
-        listing = list_images(source)
-        if not listing.samples:
-            raise SeitError(f"{source}: no images found")
+        listing = list_images(source)  # refuses a folder or list file without images
         self.samples = listing.samples
         self.class_names = list(listing.classes)
         self.labels = np.array([s.label for s in self.samples], dtype=np.int64)
