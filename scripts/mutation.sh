@@ -58,6 +58,7 @@ MODULES=(
   "files|src/seit/store/files.py|tests/test_store_files.py"
   "evaluate|src/seit/engine/evaluate.py|tests/test_engine_evaluate.py|$EVAL_FIGURES"
   "pixels|src/seit/engine/pixels.py|tests/test_engine_pixels.py"
+  "stem|src/seit/models/stem.py|tests/test_models.py tests/test_models_grid.py"
   "layerdecay|src/seit/engine/layer_decay.py|tests/test_seitpp_models.py::test_layer_decay_groups_match_seitpp_s_param_groups_lrd tests/test_seitpp_models.py::test_layer_decay_scales_reach_the_optimizer_through_timm_s_scheduler tests/test_seitpp_models.py::test_layer_decay_groups_leave_out_frozen_parameters_and_need_blocks"
   "resume|src/seit/engine/train.py src/seit/engine/pipeline.py src/seit/runtime/__init__.py|tests/test_engine_resume.py tests/test_runtime.py::test_resume_auto_or_path|$RESUME_CHECKS"
 )

@@ -197,3 +197,52 @@ def test_tiny_token_vit_overfits_a_small_token_set(one_thread):
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == labels).float().mean().item()
     assert accuracy == 1.0, f"train accuracy {accuracy}"
+
+
+# ---- the Stem-Adaptor itself ------------------------------------------------------------------------------
+def test_stem_adaptor_defaults_are_seit_s_stem():
+    """Conv2d(32 -> 768, kernel 4, stride 2, padding 1, bias) over a 28x28 crop: 14x14 = 196 patches."""
+    stem = StemAdaptor()
+    conv = stem.proj
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == (
+        32, 768, (4, 4), (2, 2), (1, 1)
+    )  # fmt: skip
+    assert conv.bias is not None and stem.img_size == (28, 28) and stem.grid_size == (14, 14)
+    assert stem.num_patches == 196
+
+
+def test_stem_adaptor_output_is_its_overlapping_convolution_as_a_sequence():
+    stem = StemAdaptor(img_size=10, in_chans=6, embed_dim=8).eval()
+    x = torch.randn(2, 6, 10, 10)
+    want = F.conv2d(x, stem.proj.weight, stem.proj.bias, stride=2, padding=1)
+    torch.testing.assert_close(stem(x), want.flatten(2).transpose(1, 2))
+    assert stem(x).shape == (2, 25, 8)
+
+
+def test_stem_adaptor_settings_reach_its_layers():
+    stem = StemAdaptor(img_size=9, patch_size=1, in_chans=4, embed_dim=16, bias=False, dtype=torch.float64,
+                       norm_layer=torch.nn.LayerNorm)  # fmt: skip
+    assert stem.proj.kernel_size == (3, 3) and stem.proj.stride == (1, 1) and stem.proj.bias is None
+    assert stem.proj.weight.dtype == torch.float64 and isinstance(stem.norm, torch.nn.LayerNorm)
+    assert stem.norm.normalized_shape == (16,)
+    assert stem(torch.randn(1, 4, 9, 9, dtype=torch.float64)).shape == (1, 81, 16)
+    assert StemAdaptor(device="meta", embed_dim=8).proj.weight.is_meta
+    wide = StemAdaptor(img_size=12, patch_size=1, kernel_size=5, padding=2, embed_dim=8)  # kernel - 2 x 2 = stride
+    assert wide.proj.kernel_size == (5, 5) and wide.grid_size == (12, 12)
+    assert StemAdaptor(padding=2, embed_dim=8).proj.kernel_size == (6, 6)  # default kernel: stride + 2 x padding
+    with pytest.raises(ValueError, match=r"^StemAdaptor: kernel_size - 2 \* padding must equal the stride .*got "
+                       r"kernel 5, padding 1, stride 2$"):  # fmt: skip
+        StemAdaptor(kernel_size=5, embed_dim=8)
+
+
+def test_stem_adaptor_takes_other_crop_sizes_but_keeps_its_stride():
+    stem = StemAdaptor(embed_dim=8)
+    stem.set_input_size(img_size=20)
+    assert stem.img_size == (20, 20) and stem.grid_size == (10, 10) and stem.num_patches == 100
+    stem.set_input_size(img_size=16, patch_size=2)
+    stem.set_input_size(patch_size=(2, 2))
+    assert stem.grid_size == (8, 8) and stem.proj.kernel_size == (4, 4)
+    for stride in (1, (1, 1), (2, 1)):
+        with pytest.raises(ValueError, match=r"^StemAdaptor: the stem stride is part of the architecture and "
+                           r"cannot be changed$"):  # fmt: skip
+            stem.set_input_size(patch_size=stride)
