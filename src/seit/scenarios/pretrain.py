@@ -373,13 +373,10 @@ def _train_labelled(cfg: StoragePretrainConfig, paths: Paths, fraction: float, s
 def _train(t) -> dict[str, Any]:
     """Train ``t``; its held-out figures at the last step come from its metrics.jsonl, so a run resumed after
     its last evaluation (which then does not evaluate again) reports the same."""
-    from seit.engine.train import train
     from seit.runtime.metrics import read_metrics
-    from seit.tradeoff.stages import Stopped
+    from seit.tradeoff.stages import train_or_stop
 
-    result = train(t)
-    if result.preempted:
-        raise Stopped(Path(t.run.output) / "last.pt", f"at step {result.global_step}")
+    result = train_or_stop(t)
     evals = [r for r in read_metrics(result.output / "metrics.jsonl", "eval") if r["step"] == result.global_step]
     if not evals:
         raise SeitError(f"{result.output}: no evaluation at the last step; delete the folder and rerun")

@@ -240,13 +240,19 @@ def classifier_config(
     return t
 
 
-def train_classifier(t) -> dict[str, Any]:
-    """Train one row's ViT (``classifier_config``); raises :class:`Stopped` when a signal ends it."""
+def train_or_stop(t):
+    """``seit.engine.train.train(t)``'s result; :class:`Stopped` when a signal ended it (its last.pt saved)."""
     from seit.engine.train import train
 
     result = train(t)
     if result.preempted:
         raise Stopped(Path(t.run.output) / "last.pt", f"at step {result.global_step}")
+    return result
+
+
+def train_classifier(t) -> dict[str, Any]:
+    """Train one row's ViT (``classifier_config``); raises :class:`Stopped` when a signal ends it."""
+    result = train_or_stop(t)
     return {
         "model": t.model.model,
         "epochs": t.optim.epochs,
